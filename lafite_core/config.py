@@ -66,6 +66,7 @@ class LossConfig:
     lambda_clip: float = 10.0  # lambda_G, "itc": L_ConG weight
     lambda_disc: float = 10.0  # lambda_D, "itd": L_ConD weight (5 with captions)
     contrastive_form: Literal["infonce", "official"] = "infonce"
+    contrastive_lam: float = 0.0  # weight of the x->y direction; official default 0 (only y->x)
     r1_gamma: float = 10.0
     r1_interval: int = 16
     pl_weight: float = 2.0

@@ -1,0 +1,27 @@
+# The kit's two commands (see README): `make demo` runs the main job, `make test` the test suite.
+# Both create .venv with python3.11 and install the kit first if needed.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test install clean-venv
+
+demo: $(STAMP)
+	$(PY) -m lafite_core.demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+install: $(STAMP)
+
+# torch is pinned and installed first, from the CPU/CUDA wheel pip finds for this machine;
+# the kit itself then installs with its notebook and test extras.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install --quiet -e '.[notebooks,test]'
+	touch $(STAMP)
+
+clean-venv:
+	rm -rf $(VENV)

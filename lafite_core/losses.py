@@ -1,0 +1,147 @@
+"""Every LAFITE loss term in one place (paper Sec. 3.2, "Training objectives").
+
+Generator:      L_G = L_adv(fake) + lambda_G * L_ConG + lambda_D * L_ConD(fake)      (paper Eq. 7)
+Discriminator:  L_D = L_adv(real, fake) + lambda_D * L_ConD(real) + lazy R1           (paper Eq. 8)
+plus StyleGAN2's path-length regulariser and style mixing on the generator side.
+
+The condition `c` is the pseudo text feature h' of each real image in the batch (or a caption
+feature); fakes are generated from the same conditions, so row i of every similarity matrix below
+is a positive pair and the other rows of the batch are its negatives.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from lafite_core.config import LossConfig
+
+Tensor = torch.Tensor
+
+
+def contrastive_loss(x: Tensor, y: Tensor, temperature: float, form: str = "infonce", lam: float = 0.0) -> Tensor:
+    """Per-sample contrastive loss between matched rows of x and y (paper Eq. 5 and 6).
+
+    sim_ij = cos(x_i, y_j). `lam` weighs the x->y direction (softmax over j) against the y->x
+    direction (softmax over i); the official default lam = 0 keeps only y->x ("for each condition,
+    find its image"). form="official" reproduces the authors' code, which applies the softmax to
+    exp(sim / tau) instead of sim / tau and multiplies the probability by tau; their published
+    hyper-parameters were tuned with it. Both forms return a loss to minimise.
+    """
+    if form not in ("infonce", "official"):
+        raise ValueError(f"contrastive_form must be 'infonce' or 'official', got {form!r}")
+    sim = F.cosine_similarity(x.unsqueeze(1), y.unsqueeze(0), dim=-1)
+    if form == "infonce":
+        logits = sim / temperature
+        x_to_y = -torch.diagonal(F.log_softmax(logits, dim=1))
+        y_to_x = -torch.diagonal(F.log_softmax(logits, dim=0))
+    else:
+        scores = torch.exp(sim / temperature)
+        x_to_y = -torch.log(torch.diagonal(F.softmax(scores, dim=1)) * temperature)
+        y_to_x = -torch.log(torch.diagonal(F.softmax(scores, dim=0)) * temperature)
+    return lam * x_to_y + (1.0 - lam) * y_to_x
+
+
+def generator_adversarial_loss(fake_logits: Tensor) -> Tensor:
+    """Non-saturating logistic loss: -log sigmoid(D(G(z)))."""
+    return F.softplus(-fake_logits)
+
+
+def discriminator_adversarial_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    """Logistic loss: -log sigmoid(D(x)) - log(1 - sigmoid(D(G(z))))."""
+    return F.softplus(-real_logits) + F.softplus(fake_logits)
+
+
+def r1_penalty(real_images: Tensor, real_logits: Tensor) -> Tensor:
+    """||grad_x D(x)||^2 per real sample (Mescheder et al. 2018); `real_images` must require grad."""
+    (grads,) = torch.autograd.grad(real_logits.sum(), real_images, create_graph=True)
+    return grads.square().sum(dim=[1, 2, 3])
+
+
+def path_lengths(images: Tensor, ws: Tensor) -> Tensor:
+    """StyleGAN2's |J_w^T y| for random image-space directions y, one length per sample."""
+    noise = torch.randn_like(images) / math.sqrt(images.shape[2] * images.shape[3])
+    (grads,) = torch.autograd.grad((images * noise).sum(), ws, create_graph=True)
+    return grads.square().sum(dim=2).mean(dim=1).sqrt()
+
+
+def mix_styles(mapping: Callable[..., Tensor], z: Tensor, ws: Tensor, prob: float) -> Tensor:
+    """Style mixing: with probability `prob` the layers from a random cutoff on take the w of a
+    second latent (one cutoff per batch, as in StyleGAN2)."""
+    num_ws = ws.shape[1]
+    if prob <= 0 or num_ws < 2 or torch.rand([]).item() >= prob:
+        return ws
+    cutoff = int(torch.randint(1, num_ws, []).item())
+    other = mapping(torch.randn_like(z))
+    return torch.cat([ws[:, :cutoff], other[:, cutoff:]], dim=1)
+
+
+class LafiteLoss:
+    """The G and D phases of one LAFITE step; each method returns (loss to back-propagate, terms).
+
+    Lazy regularisation (R1 every `r1_interval` D steps, path length every `pl_interval` G steps)
+    multiplies the penalty by its interval, so the caller only decides *when* to run it.
+    """
+
+    def __init__(self, G, D, encoder, cfg: LossConfig):
+        self.G, self.D, self.encoder, self.cfg = G, D, encoder, cfg
+        self.pl_mean = torch.zeros([])
+
+    def _contrastive(self, x: Tensor, y: Tensor) -> Tensor:
+        return contrastive_loss(x, y, self.cfg.temperature, self.cfg.contrastive_form, self.cfg.contrastive_lam)
+
+    def generate(self, z: Tensor, c: Tensor, update_w_avg: bool = False) -> tuple[Tensor, Tensor]:
+        ws = self.G.mapping(z, update_w_avg=update_w_avg)
+        ws = mix_styles(self.G.mapping, z, ws, self.cfg.style_mixing_prob)
+        return self.G.synthesis(ws, c), ws
+
+    def generator_main(self, z: Tensor, c: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """L_adv(fake) + lambda_G * L_ConG + lambda_D * L_ConD(fake)."""
+        fake, _ = self.generate(z, c, update_w_avg=True)
+        logits, fts = self.D(fake, c)
+        terms = {"G_adv": generator_adversarial_loss(logits).mean()}
+        if self.cfg.lambda_clip > 0:
+            clip_fts = self.encoder.encode_image(fake, augment=True)
+            terms["G_con_clip"] = self._contrastive(clip_fts, c).mean()
+        if self.cfg.lambda_disc > 0:
+            terms["G_con_disc"] = self._contrastive(fts, c).mean()
+        total = (
+            terms["G_adv"]
+            + self.cfg.lambda_clip * terms.get("G_con_clip", 0.0)
+            + self.cfg.lambda_disc * terms.get("G_con_disc", 0.0)
+        )
+        return total, terms
+
+    def generator_path_length(self, z: Tensor, c: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Path-length regulariser on a shrunk batch, scaled by its lazy interval."""
+        n = max(1, z.shape[0] // self.cfg.pl_batch_shrink)
+        fake, ws = self.generate(z[:n], c[:n])
+        lengths = path_lengths(fake, ws)
+        self.pl_mean = self.pl_mean.to(lengths.device)
+        pl_mean = self.pl_mean.lerp(lengths.mean().detach(), self.cfg.pl_decay)
+        self.pl_mean = pl_mean
+        penalty = (lengths - pl_mean).square().mean()
+        return penalty * self.cfg.pl_weight * self.cfg.pl_interval, {"G_pl": penalty}
+
+    def discriminator_main(self, real: Tensor, z: Tensor, c: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """L_adv(real, fake) + lambda_D * L_ConD(real); the fakes are detached from G."""
+        with torch.no_grad():
+            fake, _ = self.generate(z, c)
+        fake_logits, _ = self.D(fake, c)
+        real_logits, real_fts = self.D(real, c)
+        terms = {"D_adv": discriminator_adversarial_loss(real_logits, fake_logits).mean()}
+        if self.cfg.lambda_disc > 0:
+            terms["D_con_disc"] = self._contrastive(real_fts, c).mean()
+        total = terms["D_adv"] + self.cfg.lambda_disc * terms.get("D_con_disc", 0.0)
+        terms["D_real_score"] = real_logits.detach().mean()
+        terms["D_fake_score"] = fake_logits.detach().mean()
+        return total, terms
+
+    def discriminator_r1(self, real: Tensor, c: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Lazy R1: gamma/2 * E||grad D(x)||^2, scaled by its interval."""
+        real = real.detach().requires_grad_(True)
+        logits, _ = self.D(real, c)
+        penalty = r1_penalty(real, logits).mean()
+        return penalty * (self.cfg.r1_gamma / 2) * self.cfg.r1_interval, {"D_r1": penalty}
