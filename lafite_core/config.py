@@ -148,3 +148,9 @@ def load_yaml(path: str | Path, cls: type[C]) -> C:
         return from_dict(cls, data)
     except (TypeError, ValueError) as err:
         raise type(err)(f"{path}: {err}") from None
+
+
+def from_namespace(cls: type[C], namespace: dict[str, Any]) -> C:
+    """Build `cls` from a notebook's parameter variables (one variable per top-level field)."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    return from_dict(cls, {n: namespace[n] for n in names if n in namespace})

@@ -1,0 +1,353 @@
+"""Run parameterised notebooks headlessly with Papermill: params files, sweeps, workers, results.
+
+A notebook declares in its metadata which config dataclass its parameters cell mirrors
+(`metadata.lafite.config`, a class name in `lafite_core.config`) and which field names its output
+folder (`metadata.lafite.output`). That lets the runner reject unknown keys and wrong types
+*before* a kernel starts, and give every run its own folder `results/runs/<run-id>/`.
+
+Run ids are stable hashes of (notebook, params), so re-running a sweep skips finished runs and
+re-executes unfinished ones (the training notebook resumes from its last checkpoint).
+
+    python -m lafite_core.runner run params/sweeps/ablation.yaml --workers 2
+    python -m lafite_core.runner collect ablation
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import hashlib
+import importlib
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lafite_core import config as config_module
+
+RESULTS = Path("results")
+KERNEL_START_ERRORS = ("Address already in use", "Kernel died before replying", "Kernel didn't respond")
+
+
+# ----------------------------------------------------------------------------- params files
+def deep_merge(base: dict, override: dict) -> dict:
+    """Nested dict merge where `override` wins; dicts merge, everything else replaces."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_params(path: str | Path) -> dict[str, Any]:
+    """A YAML params file; `extends: other.yaml` (relative to it) is loaded first and overridden."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"params file not found: {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of parameters")
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    return deep_merge(load_params(path.parent / parent), data)
+
+
+def set_dotted(params: dict, dotted: str, value: Any) -> dict:
+    """params with `a.b.c` set to value (intermediate dicts created)."""
+    out = copy.deepcopy(params)
+    node = out
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"cannot set {dotted!r}: {key!r} is not a mapping")
+    node[leaf] = value
+    return out
+
+
+# ----------------------------------------------------------------------------- runs and sweeps
+@dataclass
+class RunSpec:
+    notebook: str
+    params: dict[str, Any]
+    sweep: str = "adhoc"
+    label: dict[str, Any] = field(default_factory=dict)  # the swept values, for tables
+
+    @property
+    def run_id(self) -> str:
+        blob = json.dumps({"notebook": Path(self.notebook).as_posix(), "params": self.params}, sort_keys=True)
+        return f"{Path(self.notebook).stem}-{hashlib.sha1(blob.encode()).hexdigest()[:10]}"
+
+
+def expand_sweep(path: str | Path) -> list[RunSpec]:
+    """A sweep file: `notebook`, optional `name`, `params` (a params file or inline mapping) and
+    `grid` (dotted key -> list of values). The grid's cartesian product gives one run each."""
+    path = Path(path)
+    spec = load_params(path)
+    unknown = set(spec) - {"notebook", "name", "params", "grid"}
+    if unknown:
+        raise ValueError(f"{path}: unknown sweep key {sorted(unknown)[0]!r}; known: grid, name, notebook, params")
+    if "notebook" not in spec:
+        raise ValueError(f"{path}: a sweep needs a 'notebook'")
+    base = spec.get("params") or {}
+    if isinstance(base, str):
+        base = load_params(path.parent / base)
+    grid = spec.get("grid") or {}
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"{path}: grid.{key} must be a non-empty list")
+    name = spec.get("name", path.stem)
+    runs = []
+    for combo in itertools.product(*grid.values()) if grid else [()]:
+        params, label = base, {}
+        for key, value in zip(grid, combo):
+            params = set_dotted(params, key, value)
+            label[key] = value
+        runs.append(RunSpec(notebook=spec["notebook"], params=params, sweep=name, label=label))
+    return runs
+
+
+def notebook_binding(notebook: str | Path) -> tuple[type, str | None]:
+    """The config dataclass ("Class" in lafite_core.config, or "module:Class") and output field
+    a notebook declares in metadata.lafite."""
+    nb = json.loads(Path(notebook).read_text())
+    meta = nb.get("metadata", {}).get("lafite", {})
+    name = meta.get("config")
+    if not name:
+        raise ValueError(f"{notebook}: metadata.lafite.config is missing (the config class its parameters mirror)")
+    module_name, _, cls_name = name.rpartition(":")
+    module = importlib.import_module(module_name) if module_name else config_module
+    cls = getattr(module, cls_name, None)
+    if cls is None or not dataclasses.is_dataclass(cls):
+        raise ValueError(f"{notebook}: metadata.lafite.config names unknown config class {name!r}")
+    return cls, meta.get("output")
+
+
+def validate(spec: RunSpec) -> None:
+    """Reject unknown keys and wrong types before any kernel starts."""
+    if not Path(spec.notebook).is_file():
+        raise FileNotFoundError(f"notebook not found: {spec.notebook}")
+    cls, _ = notebook_binding(spec.notebook)
+    try:
+        config_module.from_dict(cls, spec.params)
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"run {spec.run_id} ({spec.notebook}): {err}") from None
+
+
+# ----------------------------------------------------------------------------- execution
+def run_dir(spec: RunSpec, results: Path = RESULTS) -> Path:
+    return results / "runs" / spec.run_id
+
+
+def read_status(folder: Path) -> dict[str, Any]:
+    path = folder / "status.json"
+    return json.loads(path.read_text()) if path.is_file() else {"status": "new"}
+
+
+def _write_status(folder: Path, **fields: Any) -> None:
+    status = {**read_status(folder), **fields}
+    tmp = folder / "status.json.tmp"
+    tmp.write_text(json.dumps(status, indent=2, default=str))
+    os.replace(tmp, folder / "status.json")
+
+
+def prepare(spec: RunSpec, results: Path = RESULTS) -> tuple[Path, dict[str, Any]]:
+    """Create the run folder and the exact parameters the kernel will get."""
+    folder = run_dir(spec, results)
+    folder.mkdir(parents=True, exist_ok=True)
+    _, output_field = notebook_binding(spec.notebook)
+    params = dict(spec.params)
+    if output_field:
+        params[output_field] = str((folder / "out").resolve())
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (folder / "spec.json").write_text(
+        json.dumps({"notebook": spec.notebook, "sweep": spec.sweep, "label": spec.label, "params": spec.params}, indent=2)
+    )
+    return folder, params
+
+
+def execute(spec: RunSpec, results: Path = RESULTS, env: dict[str, str] | None = None, retries: int = 3) -> dict[str, Any]:
+    """Execute one run in a child process (so CUDA_VISIBLE_DEVICES reaches its kernel) and record
+    its status; kernel start failures (port races) are retried, other failures recorded."""
+    folder, params = prepare(spec, results)
+    _write_status(folder, status="running", started=time.time(), notebook=spec.notebook, error=None)
+    cmd = [sys.executable, "-m", "lafite_core.runner", "_execute", spec.notebook, str(folder)]
+    child_env = {**os.environ, **(env or {})}
+    for attempt in range(1, retries + 1):
+        with open(folder / "log.txt", "a") as log:
+            log.write(f"--- attempt {attempt}\n")
+            log.flush()
+            proc = subprocess.run(cmd, env=child_env, stdout=log, stderr=subprocess.STDOUT)
+        if proc.returncode == 0:
+            _write_status(folder, status="done", finished=time.time(), attempts=attempt)
+            return read_status(folder)
+        tail = (folder / "log.txt").read_text()[-4000:]
+        if proc.returncode < 0 or not any(msg in tail for msg in KERNEL_START_ERRORS):
+            break
+        time.sleep(1 + attempt)
+    status = "interrupted" if proc.returncode < 0 else "failed"
+    _write_status(
+        folder, status=status, finished=time.time(), attempts=attempt,
+        error=_last_error(folder / "log.txt"), executed_notebook=str(folder / "notebook.ipynb"),
+    )
+    return read_status(folder)
+
+
+def _last_error(log: Path) -> str:
+    lines = [ln for ln in log.read_text().splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "Error" in ln or "Exception" in ln]
+    return (errors or lines or ["unknown error"])[-1][:500]
+
+
+def _execute_in_child(notebook: str, folder: str) -> None:
+    """Child-process body: papermill with the prepared params, output next to the log."""
+    import papermill as pm
+
+    folder_path = Path(folder)
+    params = yaml.safe_load((folder_path / "params.yaml").read_text()) or {}
+    pm.execute_notebook(
+        notebook, str(folder_path / "notebook.ipynb"), parameters=params, kernel_name="python3",
+        progress_bar=False, log_output=True, cwd=os.getcwd(),
+    )
+
+
+def worker_envs(workers: int | None) -> list[dict[str, str]]:
+    """One worker per visible GPU (each sees only its own), else `workers` CPU workers."""
+    try:
+        import torch
+
+        gpus = torch.cuda.device_count()
+    except ImportError:  # pragma: no cover - torch is a dependency
+        gpus = 0
+    if gpus:
+        return [{"CUDA_VISIBLE_DEVICES": str(i)} for i in range(workers or gpus)][: workers or gpus]
+    return [{"CUDA_VISIBLE_DEVICES": ""} for _ in range(workers or 1)]
+
+
+def run_all(specs: list[RunSpec], results: Path = RESULTS, workers: int | None = None, force: bool = False) -> list[dict]:
+    """Validate every run, skip finished ones, execute the rest on the local workers."""
+    for spec in specs:
+        validate(spec)
+    todo = [s for s in specs if force or read_status(run_dir(s, results)).get("status") != "done"]
+    skipped = len(specs) - len(todo)
+    envs = worker_envs(workers)
+    print(f"{len(specs)} runs: {skipped} already done, {len(todo)} to run on {len(envs)} worker(s)", flush=True)
+    free = list(range(len(envs)))
+    outcomes: list[dict] = []
+    from tqdm.auto import tqdm
+
+    def job(spec: RunSpec) -> dict:
+        slot = free.pop()
+        try:
+            return {"run_id": spec.run_id, **execute(spec, results, envs[slot])}
+        finally:
+            free.append(slot)
+
+    with ThreadPoolExecutor(max_workers=len(envs)) as pool, tqdm(total=len(todo), desc="runs") as bar:
+        futures = {pool.submit(job, s): s for s in todo}
+        try:
+            for fut in as_completed(futures):
+                outcome = fut.result()
+                outcomes.append(outcome)
+                bar.set_postfix_str(f"{outcome['run_id']}: {outcome['status']}")
+                bar.update()
+        except KeyboardInterrupt:
+            for fut in futures:
+                fut.cancel()
+            print("interrupted: finished runs are kept; run again to continue", flush=True)
+            raise
+    return outcomes
+
+
+# ----------------------------------------------------------------------------- results
+def collect(sweep: str, results: Path = RESULTS):
+    """Gather metrics.json of every run of a sweep into results/<sweep>.csv and .md."""
+    import pandas as pd
+
+    rows = []
+    for spec_path in sorted((results / "runs").glob("*/spec.json")):
+        spec = json.loads(spec_path.read_text())
+        if spec.get("sweep") != sweep:
+            continue
+        folder = spec_path.parent
+        row = {"run_id": folder.name, **spec.get("label", {}), "status": read_status(folder).get("status")}
+        metrics_path = folder / "out" / "metrics.json"
+        if metrics_path.is_file():
+            row.update(json.loads(metrics_path.read_text()))
+        rows.append(row)
+    if not rows:
+        raise ValueError(f"no runs of sweep {sweep!r} under {results / 'runs'}")
+    table = pd.DataFrame(rows)
+    table.to_csv(results / f"{sweep}.csv", index=False)
+    (results / f"{sweep}.md").write_text(table.to_markdown(index=False) if _has_tabulate() else table.to_string(index=False))
+    return table
+
+
+def _has_tabulate() -> bool:
+    try:
+        import tabulate  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# ----------------------------------------------------------------------------- command line
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lafite_core.runner", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="execute a sweep file or a notebook with a params file")
+    run.add_argument("sweep_or_notebook")
+    run.add_argument("--params", help="params file for a single notebook")
+    run.add_argument("--workers", type=int, default=None)
+    run.add_argument("--force", action="store_true", help="re-run finished runs too")
+    run.add_argument("--results", default=str(RESULTS))
+    col = sub.add_parser("collect", help="collect a sweep's metrics into results/<sweep>.csv/.md")
+    col.add_argument("sweep")
+    col.add_argument("--results", default=str(RESULTS))
+    child = sub.add_parser("_execute")
+    child.add_argument("notebook")
+    child.add_argument("folder")
+    args = parser.parse_args(argv)
+
+    if args.command == "_execute":
+        _execute_in_child(args.notebook, args.folder)
+        return 0
+    results = Path(args.results)
+    if args.command == "collect":
+        print(collect(args.sweep, results).to_string(index=False))
+        return 0
+    target = Path(args.sweep_or_notebook)
+    if target.suffix == ".ipynb":
+        params = load_params(args.params) if args.params else {}
+        specs = [RunSpec(notebook=str(target), params=params)]
+    else:
+        specs = expand_sweep(target)
+    outcomes = run_all(specs, results, args.workers, args.force)
+    failed = [o for o in outcomes if o["status"] != "done"]
+    for o in failed:
+        print(f"FAILED {o['run_id']}: {o.get('error')} (see {o.get('executed_notebook')})")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as err:  # a clear one-line error for bad input, full trace in debug
+        if os.environ.get("LAFITE_DEBUG"):
+            traceback.print_exc()
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,94 @@
+"""Params files, sweep expansion, validation before a kernel starts, parallel execution with one
+failing run, skipping finished runs, and collection into a table."""
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from lafite_core import runner
+
+
+@dataclass
+class EchoConfig:
+    """Config of the tiny test notebook."""
+
+    message: str = "hi"
+    fail: bool = False
+    out_dir: str = ""
+
+
+def write_echo_notebook(path: Path) -> Path:
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('message = "hi"\nfail = False\nout_dir = ""')
+    params.metadata["tags"] = ["parameters"]
+    body = nbformat.v4.new_code_cell(
+        "import json, pathlib\n"
+        "assert not fail, 'failing on purpose'\n"
+        "pathlib.Path(out_dir).mkdir(parents=True, exist_ok=True)\n"
+        "json.dump({'length': len(message)}, open(pathlib.Path(out_dir) / 'metrics.json', 'w'))\n"
+    )
+    nb.cells = [params, body]
+    nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
+    nb.metadata["lafite"] = {"config": "test_runner:EchoConfig", "output": "out_dir"}
+    nbformat.write(nb, path)
+    return path
+
+
+def test_params_extends_and_deep_merge(tmp_path):
+    (tmp_path / "base.yaml").write_text("a: 1\nnet: {res: 32, z: 64}\n")
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\nnet: {res: 64}\nb: x\n")
+    assert runner.load_params(tmp_path / "child.yaml") == {"a": 1, "net": {"res": 64, "z": 64}, "b": "x"}
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        runner.load_params(tmp_path / "nope.yaml")
+
+
+def test_sweep_expands_grid_into_stable_named_runs(tmp_path):
+    (tmp_path / "s.yaml").write_text(
+        "notebook: nb.ipynb\nname: abl\nparams: {net: {res: 32}}\n"
+        "grid:\n  perturbation.kind: [none, gaussian]\n  perturbation.xi: [1.0, 2.0, 3.0]\n"
+    )
+    runs = runner.expand_sweep(tmp_path / "s.yaml")
+    assert len(runs) == 6
+    assert {r.sweep for r in runs} == {"abl"}
+    assert runs[0].params == {"net": {"res": 32}, "perturbation": {"kind": "none", "xi": 1.0}}
+    assert runs[0].label == {"perturbation.kind": "none", "perturbation.xi": 1.0}
+    ids = [r.run_id for r in runs]
+    assert len(set(ids)) == 6
+    assert ids == [r.run_id for r in runner.expand_sweep(tmp_path / "s.yaml")]  # stable
+    (tmp_path / "bad.yaml").write_text("notebook: nb.ipynb\ngrid: {a: []}\n")
+    with pytest.raises(ValueError, match="grid.a"):
+        runner.expand_sweep(tmp_path / "bad.yaml")
+
+
+def test_validation_rejects_unknown_keys_and_wrong_types(tmp_path):
+    nb = write_echo_notebook(tmp_path / "echo.ipynb")
+    with pytest.raises(ValueError, match="'mesage'"):
+        runner.validate(runner.RunSpec(str(nb), {"mesage": "x"}))
+    with pytest.raises(TypeError, match="fail"):
+        runner.validate(runner.RunSpec(str(nb), {"fail": "yes"}))
+    runner.validate(runner.RunSpec(str(nb), {"message": "ok"}))
+
+
+def test_parallel_runs_one_failing_then_rerun_skips_finished(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))
+    nb = write_echo_notebook(tmp_path / "echo.ipynb")
+    good = runner.RunSpec(str(nb), {"message": "hello"}, sweep="t", label={"case": "good"})
+    bad = runner.RunSpec(str(nb), {"fail": True}, sweep="t", label={"case": "bad"})
+    results = tmp_path / "results"
+    outcomes = {o["run_id"]: o for o in runner.run_all([good, bad], results, workers=2)}
+    assert outcomes[good.run_id]["status"] == "done"
+    assert outcomes[bad.run_id]["status"] == "failed"
+    assert "failing on purpose" in outcomes[bad.run_id]["error"]
+    assert Path(outcomes[bad.run_id]["executed_notebook"]).is_file()
+    assert json.loads((results / "runs" / good.run_id / "out" / "metrics.json").read_text()) == {"length": 5}
+
+    again = runner.run_all([good, bad], results, workers=2)
+    assert [o["run_id"] for o in again] == [bad.run_id]  # the finished run is skipped
+
+    table = runner.collect("t", results)
+    assert set(table["case"]) == {"good", "bad"}
+    assert table.set_index("case").loc["good", "length"] == 5
+    assert (results / "t.csv").is_file() and (results / "t.md").is_file()
