@@ -154,3 +154,121 @@ def from_namespace(cls: type[C], namespace: dict[str, Any]) -> C:
     """Build `cls` from a notebook's parameter variables (one variable per top-level field)."""
     names = [f.name for f in dataclasses.fields(cls)]
     return from_dict(cls, {n: namespace[n] for n in names if n in namespace})
+
+
+@dataclass
+class DataConfig:
+    """Which dataset (a name in lafite_core.data.DATASETS), where, and at what resolution.
+
+    size and seed are read only by the procedural "shapes" dataset; split by every kind that
+    has splits (shapes: train/test/heldout/all; coco, ln_coco: train/val; cub, mm_celeba_hq:
+    train/test/all; fashion_mnist: train/test); skip_bad by the file readers."""
+
+    kind: str = "shapes"
+    root: str | None = None
+    resolution: int = 32
+    size: int = 60000
+    seed: int = 0
+    split: str = "train"
+    skip_bad: bool = False  # True: leave unreadable items out and list them in ds.skipped
+
+
+@dataclass
+class PerturbationTrainingConfig:
+    """Training the learned perturbation net before the GAN (perturbations.learned_perturbation_loss).
+
+    Runs only when perturbation.kind is "learned" and perturbation.learned_weights is unset. The
+    pairs are the captioned items of `paired_cache` (a feature cache folder; None: the training
+    cache), so a small paired set can teach the noise shape for a large image-only set.
+    """
+
+    paired_cache: str | None = None
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 1e-4
+    temperature: float = 0.1
+    kl_weight: float = 0.05
+
+
+TRAINING_SETTINGS = ("language_free", "standard", "mixed")
+DIFFAUGMENT_TRANSFORMS = ("color", "translation", "cutout")
+
+
+@dataclass
+class TrainConfig:
+    """One training run (lafite_core/training.py): the model sections plus the loop's settings.
+
+    Nested sections keep their own defaults (the official ones); params/train.yaml holds the small
+    CPU default. `run_dir` receives config.yaml, stats.jsonl, sample grids and checkpoints/.
+    """
+
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    perturbation: PerturbationConfig = field(default_factory=PerturbationConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    perturbation_training: PerturbationTrainingConfig = field(default_factory=PerturbationTrainingConfig)
+
+    run_dir: str = "results/runs/train"
+    cache: str = "results/cache/shapes-32-lafite-tiny"  # feature cache folder (data/cache.py)
+    # language_free: pseudo text features from image features; standard: one random caption's
+    # feature per sample and step; mixed: per sample, pseudo with probability mixing_prob.
+    setting: Literal["language_free", "standard", "mixed"] = "language_free"
+    mixing_prob: float = 0.5
+
+    batch_size: int = 16  # images per step over all processes
+    total_kimg: float = 25000.0
+    g_lr: float = 0.0025
+    d_lr: float = 0.0025
+    betas: list[float] = field(default_factory=lambda: [0.0, 0.99])
+    ema_kimg: float | None = None  # EMA half-life in kimg; None: batch_size * 10 / 32 (official)
+    ema_rampup: float | None = None  # EMA half-life at most this fraction of the images seen
+    xflip: bool = True
+    diffaugment: list[Literal["color", "translation", "cutout"]] = field(default_factory=list)
+    gather_negatives: bool = False  # contrastive negatives from every process's batch
+
+    tick_kimg: float = 4.0  # one stats.jsonl line per tick
+    snapshot_ticks: int = 50  # checkpoint every this many ticks (and at the end)
+    image_ticks: int = 50  # progress grid every this many ticks (and at the start and end)
+    keep_last: int = 3  # checkpoints kept
+    progress_prompts: list[str] = field(default_factory=lambda: [
+        "a red circle", "a blue square", "a green triangle", "a yellow star",
+        "a large white cross on a gray background", "a small cyan diamond in the top left corner",
+    ])
+    progress_seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4, 5])
+
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (under torchrun: the local rank's GPU)
+    mixed_precision: bool = False  # autocast the network.num_fp16_res highest resolutions
+    num_workers: int = 0  # data loader worker processes
+    resume: str | None = "auto"  # auto: newest checkpoint in run_dir if any; a file; None: fresh only
+    fine_tune_from: str | None = None  # start G, D and G_ema from this checkpoint's weights
+
+    def __post_init__(self) -> None:
+        """Checks that need no files or devices, so a bad params file fails before any work."""
+        res = self.network.resolution
+        if not (isinstance(res, int) and res >= 4 and res & (res - 1) == 0):
+            raise ValueError(f"parameter network.resolution = {res!r} must be a power of two")
+        positive = {"batch_size": self.batch_size, "total_kimg": self.total_kimg, "g_lr": self.g_lr,
+                    "d_lr": self.d_lr, "tick_kimg": self.tick_kimg, "snapshot_ticks": self.snapshot_ticks,
+                    "image_ticks": self.image_ticks, "keep_last": self.keep_last,
+                    "perturbation_training.steps": self.perturbation_training.steps,
+                    "loss.r1_interval": self.loss.r1_interval, "loss.pl_interval": self.loss.pl_interval}
+        for name, value in positive.items():
+            if value <= 0:
+                raise ValueError(f"parameter {name} = {value!r} must be positive")
+        if not 0.0 <= self.mixing_prob <= 1.0:
+            raise ValueError(f"parameter mixing_prob = {self.mixing_prob!r} must be in [0, 1]")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"parameter betas = {self.betas!r} must be two numbers in [0, 1)")
+        if self.ema_kimg is not None and self.ema_kimg < 0:
+            raise ValueError(f"parameter ema_kimg = {self.ema_kimg!r} must be >= 0 (or null)")
+        if self.num_workers < 0:
+            raise ValueError(f"parameter num_workers = {self.num_workers!r} must be >= 0")
+        if self.mixed_precision and self.network.num_fp16_res <= 0:
+            raise ValueError("parameter mixed_precision = true needs network.num_fp16_res > 0 "
+                             "(how many of the highest resolutions run in low precision)")
+        if not self.progress_prompts or not self.progress_seeds:
+            raise ValueError("parameters progress_prompts and progress_seeds must not be empty")
+        if self.resume is not None and self.fine_tune_from is not None and self.resume != "auto":
+            raise ValueError("parameters resume and fine_tune_from are exclusive: resume continues a run, "
+                             "fine_tune_from starts a new one from another run's weights")
