@@ -190,10 +190,6 @@ class PerturbationTrainingConfig:
     kl_weight: float = 0.05
 
 
-TRAINING_SETTINGS = ("language_free", "standard", "mixed")
-DIFFAUGMENT_TRANSFORMS = ("color", "translation", "cutout")
-
-
 @dataclass
 class TrainConfig:
     """One training run (lafite_core/training.py): the model sections plus the loop's settings.
@@ -207,9 +203,10 @@ class TrainConfig:
     perturbation: PerturbationConfig = field(default_factory=PerturbationConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     perturbation_training: PerturbationTrainingConfig = field(default_factory=PerturbationTrainingConfig)
+    data: DataConfig = field(default_factory=DataConfig)
 
     run_dir: str = "results/runs/train"
-    cache: str = "results/cache/shapes-32-lafite-tiny"  # feature cache folder (data/cache.py)
+    cache: str = "results/cache/shapes-32-lafite-tiny"  # CLIP feature cache of `data` (data/cache.py)
     # language_free: pseudo text features from image features; standard: one random caption's
     # feature per sample and step; mixed: per sample, pseudo with probability mixing_prob.
     setting: Literal["language_free", "standard", "mixed"] = "language_free"
@@ -248,6 +245,9 @@ class TrainConfig:
         res = self.network.resolution
         if not (isinstance(res, int) and res >= 4 and res & (res - 1) == 0):
             raise ValueError(f"parameter network.resolution = {res!r} must be a power of two")
+        if self.data.resolution != res:
+            raise ValueError(f"parameter data.resolution = {self.data.resolution} differs from "
+                             f"network.resolution = {res}; the generator must match the images")
         positive = {"batch_size": self.batch_size, "total_kimg": self.total_kimg, "g_lr": self.g_lr,
                     "d_lr": self.d_lr, "tick_kimg": self.tick_kimg, "snapshot_ticks": self.snapshot_ticks,
                     "image_ticks": self.image_ticks, "keep_last": self.keep_last,
