@@ -1,0 +1,285 @@
+"""The frozen CLIP that LAFITE conditions on, loaded through open_clip.
+
+Any open_clip architecture works by name (`list_encoders()`); its weights come from a pretrained
+tag (downloaded by open_clip on a connected machine), a local weights file (works offline), or
+nowhere (random init, for tests). The kit's own tiny architecture, "lafite-tiny", lives in
+`lafite_core/model_configs/` and is registered on import.
+
+`ClipEncoder` gives the two views LAFITE needs:
+- `encode_text(captions)`: caption features for conditioning and evaluation (no grad);
+- `encode_image(images)`: features of images in the generator's [-1, 1] range, differentiable with
+  respect to the images, because L_ConG back-propagates through the frozen CLIP into G.
+Both return L2-normalised float32 features of size `feature_dim`, read from the model.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lafite_core.config import EncoderConfig
+
+MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
+
+# The official code crops generated images only when they are at least this large (CLIP's usual
+# input size); smaller images are shown whole.
+CROP_MIN_SIZE = 224
+CROP_MIN_FRACTION = 0.5
+
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+_REQUIRED_CONFIG_KEYS = ("embed_dim", "vision_cfg", "text_cfg")
+
+
+class ClipEncoder(torch.nn.Module):
+    """A frozen open_clip model with LAFITE's image preprocessing and caption handling."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, name: str, pretrained: str | None,
+                 weights_sha256: str | None, precision: str = "fp32"):
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name
+        self.pretrained = pretrained
+        self.weights_sha256 = weights_sha256
+        self.dtype = _DTYPES[precision]
+        self.model.requires_grad_(False)
+        self.model.eval()
+
+        preprocess = open_clip.get_model_preprocess_cfg(model)
+        self.image_size = _square_size(preprocess.get("size", getattr(model.visual, "image_size", None)), name)
+        mean = preprocess.get("mean", open_clip.OPENAI_DATASET_MEAN)
+        std = preprocess.get("std", open_clip.OPENAI_DATASET_STD)
+        device = next(model.parameters()).device
+        self.register_buffer("mean", torch.tensor(mean, device=device).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, device=device).view(1, 3, 1, 1), persistent=False)
+        self.feature_dim = _feature_dim(model, self.image_size, self.dtype)
+
+    def train(self, mode: bool = True) -> "ClipEncoder":
+        """CLIP stays in eval mode even when a parent module is put into training mode."""
+        super().train(mode)
+        self.model.eval()
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.mean.device
+
+    # ----------------------------------------------------------------------------------- text
+    @torch.no_grad()
+    def encode_text(self, captions: list[str]) -> Tensor:
+        """Caption features [N, f]. Captions longer than the context are split on "." and ","
+        and their pieces' features averaged, as the official dataset tool does."""
+        if isinstance(captions, str):
+            raise TypeError("encode_text takes a list of captions, got one str; wrap it: [caption]")
+        captions = list(captions)
+        for i, caption in enumerate(captions):
+            if not isinstance(caption, str) or not caption.strip():
+                raise ValueError(f"caption {i} is empty or not a string: {caption!r}")
+        pieces, owner = [], []
+        for i, caption in enumerate(captions):
+            for piece in self._split_if_too_long(caption):
+                pieces.append(piece)
+                owner.append(i)
+        tokens = self.tokenizer(pieces).to(self.device)
+        features = F.normalize(self.model.encode_text(tokens).float(), dim=-1)
+        owner_index = torch.tensor(owner, device=self.device)
+        summed = torch.zeros(len(captions), features.shape[1], device=self.device)
+        summed.index_add_(0, owner_index, features)
+        return F.normalize(summed, dim=-1)  # mean of the pieces, up to a scale that normalising removes
+
+    def _split_if_too_long(self, caption: str) -> list[str]:
+        """The caption itself if it fits the context, else its non-empty "."/","-separated pieces.
+        Pieces that are still too long are truncated by the tokenizer. Tokenizers that cannot count
+        tokens (Hugging Face ones) truncate the whole caption instead."""
+        if not hasattr(self.tokenizer, "encode"):
+            return [caption]
+        if len(self.tokenizer.encode(caption)) + 2 <= self.tokenizer.context_length:  # +2: start/end tokens
+            return [caption]
+        pieces = [p.strip() for p in re.split(r"[.,]", caption) if p.strip()]
+        return pieces or [caption]
+
+    # ---------------------------------------------------------------------------------- image
+    def encode_image(self, images: Tensor, augment: bool = False,
+                     generator: torch.Generator | None = None) -> Tensor:
+        """Image features [N, f] of images in [-1, 1], [N, 3 (or 1), H, W], differentiable w.r.t. images.
+
+        augment=True applies the official training-time view for images of at least CROP_MIN_SIZE
+        px: one random square crop (side U[0.5, 1) of the image, shared by the batch) resized to
+        CLIP's input. Smaller images are resized up whole. (The official code instead pastes them
+        at a random offset into a 224 px white canvas; that only makes sense for 224 px CLIPs and
+        shows CLIP a view unlike the one stored for real images, so we resize.)
+        """
+        x = self.preprocess(images, augment=augment, generator=generator)
+        return F.normalize(self.model.encode_image(x).float(), dim=-1)
+
+    def preprocess(self, images: Tensor, augment: bool = False,
+                   generator: torch.Generator | None = None) -> Tensor:
+        """[-1, 1] images -> CLIP's normalised input (differentiable: crop, bicubic resize, affine)."""
+        if images.ndim != 4 or images.shape[1] not in (1, 3):
+            raise ValueError(f"expected images [N, 3, H, W] (or 1 channel), got shape {tuple(images.shape)}")
+        x = images.float().to(self.device)
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        x = (x + 1) / 2
+        if augment and min(x.shape[-2:]) >= CROP_MIN_SIZE:
+            x = _random_square_crop(x, generator)
+        if tuple(x.shape[-2:]) != (self.image_size, self.image_size):
+            # antialias matters when shrinking (PIL does it for real images) and is differentiable
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bicubic",
+                              align_corners=False, antialias=True)
+        return ((x - self.mean) / self.std).to(self.dtype)
+
+    # ------------------------------------------------------------------------------- identity
+    def identity(self) -> dict:
+        """What caches and checkpoints store to check that features came from this same CLIP."""
+        return {
+            "name": self.name,
+            "pretrained": self.pretrained,
+            "weights_sha256": self.weights_sha256,
+            "feature_dim": self.feature_dim,
+            "image_size": self.image_size,
+        }
+
+
+def load_encoder(cfg: EncoderConfig) -> ClipEncoder:
+    """Build the frozen CLIP named by `cfg` on cfg.device in cfg.precision."""
+    if cfg.name not in open_clip.list_models():
+        close = difflib.get_close_matches(cfg.name, open_clip.list_models(), n=5)
+        raise ValueError(f"unknown CLIP model {cfg.name!r}; close matches: {close or 'none'} "
+                         f"(all: lafite_core.encoders.list_encoders())")
+    if cfg.precision not in _DTYPES:
+        raise ValueError(f"unknown precision {cfg.precision!r}; known: {', '.join(_DTYPES)}")
+    kwargs = dict(precision=cfg.precision, device=cfg.device)
+    pretrained, sha = cfg.pretrained, None
+    if pretrained is None:
+        model = open_clip.create_model(cfg.name, pretrained=None, **kwargs)
+    elif open_clip.get_pretrained_cfg(cfg.name, pretrained):
+        model = _create_from_tag(cfg.name, pretrained, kwargs)
+    elif Path(pretrained).is_file():
+        model = _create_from_file(cfg.name, pretrained, kwargs)
+        sha = file_sha256(pretrained)
+    elif "/" in pretrained or "\\" in pretrained or pretrained.endswith(_WEIGHT_SUFFIXES):
+        raise FileNotFoundError(f"CLIP weights file not found: {pretrained}")
+    else:
+        tags = open_clip.list_pretrained_tags_by_model(cfg.name)
+        raise ValueError(f"pretrained={pretrained!r} is neither a known tag of {cfg.name} "
+                         f"(tags: {tags or 'none'}) nor an existing weights file")
+    tokenizer = open_clip.get_tokenizer(cfg.name)
+    return ClipEncoder(model, tokenizer, cfg.name, pretrained, sha, cfg.precision)
+
+
+def _create_from_tag(name: str, tag: str, kwargs: dict) -> torch.nn.Module:
+    """Download (or reuse the cached) weights of a pretrained tag. Tags trained with QuickGELU
+    (e.g. OpenAI's) get it even under the plain architecture name, so the features are right."""
+    quick_gelu = open_clip.get_pretrained_cfg(name, tag).get("quick_gelu", False)
+    try:
+        return open_clip.create_model(name, pretrained=tag, force_quick_gelu=quick_gelu, **kwargs)
+    except Exception as err:
+        raise RuntimeError(
+            f"could not fetch pretrained weights {tag!r} for CLIP {name!r} ({type(err).__name__}: {err}). "
+            f"Without internet, download them on a connected machine and pass the local file instead: "
+            f"`pretrained: /path/to/weights.safetensors` (an open_clip state dict)."
+        ) from err
+
+
+def _create_from_file(name: str, path: str, kwargs: dict) -> torch.nn.Module:
+    """Load a local state dict (.safetensors, or .bin/.pt/.pth read with weights_only=True)."""
+    try:
+        return open_clip.create_model(name, pretrained=path, weights_only=True, **kwargs)
+    except RuntimeError as err:
+        raise RuntimeError(f"weights file {path} does not fit CLIP architecture {name!r}: {err}") from err
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def register_model_config(path_or_dict: str | Path | dict, name: str | None = None) -> list[str]:
+    """Register custom open_clip architectures; returns the names registered.
+
+    Accepts a folder of JSON configs, one JSON file (named by its stem unless `name` is given),
+    or a config dict (then `name` is required). open_clip reads configs only from files, so a dict
+    is written to a temporary file first.
+    """
+    if isinstance(path_or_dict, dict):
+        if not name:
+            raise ValueError("register_model_config: a config dict needs a name")
+        _check_model_config(path_or_dict, name)
+        path = Path(tempfile.mkdtemp(prefix="lafite_clip_cfg_")) / f"{name}.json"
+        path.write_text(json.dumps(path_or_dict))
+        open_clip.add_model_config(path)
+        return [name]
+    path = Path(path_or_dict)
+    if path.is_dir():
+        files = sorted(path.glob("*.json"))
+        for file in files:
+            _check_model_config(json.loads(file.read_text()), file.stem)
+        open_clip.add_model_config(path)
+        return [file.stem for file in files]
+    if not path.is_file():
+        raise FileNotFoundError(f"model config not found: {path}")
+    config = json.loads(path.read_text())
+    if name and name != path.stem:
+        return register_model_config(config, name)
+    _check_model_config(config, path.stem)
+    open_clip.add_model_config(path)
+    return [path.stem]
+
+
+def _check_model_config(config: dict, name: str) -> None:
+    # open_clip silently skips configs without these keys; fail loudly instead
+    missing = [key for key in _REQUIRED_CONFIG_KEYS if key not in config]
+    if missing:
+        raise ValueError(f"model config {name!r} lacks {', '.join(missing)}")
+
+
+def list_encoders() -> list[str]:
+    """Every CLIP architecture open_clip knows, including the kit's own."""
+    return open_clip.list_models()
+
+
+def _square_size(size: Any, name: str) -> int:
+    if isinstance(size, (tuple, list)):
+        if len(set(size)) != 1:
+            raise ValueError(f"CLIP {name!r} has a non-square input {tuple(size)}; only square inputs are supported")
+        size = size[0]
+    return int(size)
+
+
+def _feature_dim(model: torch.nn.Module, image_size: int, dtype: torch.dtype) -> int:
+    """The joint-space size: the image tower's output size, or measured on one blank image."""
+    output_dim = getattr(model.visual, "output_dim", None)
+    if isinstance(output_dim, int):
+        return output_dim
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        blank = torch.zeros(1, 3, image_size, image_size, device=device, dtype=dtype)
+        return int(model.encode_image(blank).shape[-1])
+
+
+def _random_square_crop(x: Tensor, generator: torch.Generator | None) -> Tensor:
+    """One random square crop, side U[CROP_MIN_FRACTION, 1) of the shorter side, shared by the batch."""
+    height, width = x.shape[-2:]
+    rng_device = generator.device if generator is not None else "cpu"
+    fraction = CROP_MIN_FRACTION + (1 - CROP_MIN_FRACTION) * torch.rand((), generator=generator, device=rng_device)
+    side = max(1, int(fraction.item() * min(height, width)))
+    top = int(torch.randint(0, height - side + 1, (), generator=generator, device=rng_device))
+    left = int(torch.randint(0, width - side + 1, (), generator=generator, device=rng_device))
+    return x[:, :, top:top + side, left:left + side]
+
+
+register_model_config(MODEL_CONFIG_DIR)
