@@ -1,0 +1,216 @@
+"""Pseudo text features: norms, the noise levels the paper's formulas predict, the official/paper
+equivalence, shared noise, the learned net's training objective, weights files and the registry."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lafite_core.config import PerturbationConfig
+from lafite_core.perturbations import (
+    PERTURBATIONS,
+    GaussianPerturbation,
+    LearnedPerturbation,
+    OfficialPerturbation,
+    build_perturbation,
+    gaussian_perturb,
+    interpolate_perturb,
+    learned_perturbation_loss,
+    save_learned_perturbation,
+    train_learned_perturbation,
+)
+
+KINDS = ["none", "gaussian", "official", "learned"]
+
+
+def features(n, d, seed=0, scale=3.0):
+    """Random features with non-unit norms, as CLIP returns them."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, d, generator=g) * scale
+
+
+def mean_cos(a, b):
+    return F.cosine_similarity(a, b, dim=-1).mean().item()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("source", ["image", "text"])
+def test_outputs_are_unit_norm(kind, source):
+    p = build_perturbation(PerturbationConfig(kind=kind), feature_dim=24)
+    out = p(features(16, 24), source=source, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (16, 24)
+    torch.testing.assert_close(out.norm(dim=-1), torch.ones(16))
+
+
+def test_none_is_identity_after_normalising():
+    h = features(8, 32)
+    p = build_perturbation(PerturbationConfig(kind="none"), 32)
+    torch.testing.assert_close(p(h, "image"), h / h.norm(dim=-1, keepdim=True))
+    torch.testing.assert_close(p(h, "text"), h / h.norm(dim=-1, keepdim=True))
+
+
+@pytest.mark.parametrize("xi", [0.5, 1.0, 2.0, 3.0])
+def test_gaussian_cosine_matches_theory(xi):
+    h = features(4000, 512)
+    p = build_perturbation(PerturbationConfig(kind="gaussian", xi=xi), 512)
+    out = p(h, "image", generator=torch.Generator().manual_seed(1))
+    assert abs(mean_cos(out, h) - 1 / math.sqrt(1 + xi**2)) < 0.02
+
+
+@pytest.mark.parametrize("alpha", [0.1, 0.5, 0.75])
+def test_official_equals_gaussian_with_xi_alpha_ratio(alpha):
+    xi = alpha / (1 - alpha)
+    h = F.normalize(features(2000, 512), dim=-1)
+    eps = features(2000, 512, seed=5)
+    # the same noise gives the same vector
+    torch.testing.assert_close(interpolate_perturb(h, alpha, eps), gaussian_perturb(h, xi, eps))
+    # and the modules agree, both exactly for one seed and in mean cosine for different seeds
+    official = OfficialPerturbation(image_alpha=alpha)
+    gaussian = GaussianPerturbation(xi=xi)
+    a = official(h, generator=torch.Generator().manual_seed(7))
+    torch.testing.assert_close(a, gaussian(h, generator=torch.Generator().manual_seed(7)))
+    b = gaussian(h, generator=torch.Generator().manual_seed(8))
+    assert abs(mean_cos(a, h) - mean_cos(b, h)) < 0.02
+    assert abs(mean_cos(a, h) - 1 / math.sqrt(1 + xi**2)) < 0.02
+
+
+def test_official_defaults_reach_the_paper_noise_levels():
+    h = features(2000, 512)
+    p = build_perturbation(PerturbationConfig(kind="official"), 512)  # image 0.75, text 0.1
+    assert abs(mean_cos(p(h, "image"), h) - 1 / math.sqrt(1 + 3.0**2)) < 0.02  # about 0.32
+    assert abs(mean_cos(p(h, "text"), h) - 1 / math.sqrt(1 + (0.1 / 0.9) ** 2)) < 0.005  # about 0.99
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "official", "learned"])
+def test_text_source_gets_the_small_interpolation(kind):
+    h = features(2000, 512)
+    p = build_perturbation(PerturbationConfig(kind=kind, text_alpha=0.3), 512)
+    expected = 1 / math.sqrt(1 + (0.3 / 0.7) ** 2)
+    assert abs(mean_cos(p(h, "text"), h) - expected) < 0.02
+    off = build_perturbation(PerturbationConfig(kind=kind, text_alpha=0.0), 512)
+    torch.testing.assert_close(off(h, "text"), F.normalize(h, dim=-1))
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "official", "learned"])
+def test_shared_noise_is_one_draw_per_batch(kind):
+    same_input = features(1, 64).expand(6, -1)  # identical rows: outputs differ only by noise
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    shared = build_perturbation(PerturbationConfig(kind=kind, shared_noise=True), 64)
+    out = shared(same_input, generator=g)
+    torch.testing.assert_close(out, out[:1].expand_as(out))
+    torch.manual_seed(0)
+    per_sample = build_perturbation(PerturbationConfig(kind=kind), 64)
+    out = per_sample(same_input, generator=g)
+    assert (out[1:] - out[:1]).norm(dim=-1).min() > 1e-3
+
+
+def test_shared_noise_direction_is_exactly_the_noise_at_alpha_one():
+    p = build_perturbation(PerturbationConfig(kind="official", image_alpha=1.0, shared_noise=True), 32)
+    out = p(features(5, 32), generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(out, out[:1].expand_as(out))
+
+
+def test_generator_makes_draws_reproducible():
+    p = build_perturbation(PerturbationConfig(kind="gaussian"), 32)
+    h = features(4, 32)
+    torch.testing.assert_close(p(h, generator=torch.Generator().manual_seed(9)),
+                               p(h, generator=torch.Generator().manual_seed(9)))
+    assert not torch.allclose(p(h, generator=torch.Generator().manual_seed(9)),
+                              p(h, generator=torch.Generator().manual_seed(10)))
+
+
+def test_registry_lists_kinds_and_rejects_unknown():
+    assert PERTURBATIONS.names() == sorted(KINDS)
+    with pytest.raises(KeyError) as err:
+        build_perturbation(PerturbationConfig(kind="uniform"), 32)
+    assert "uniform" in str(err.value) and all(k in str(err.value) for k in KINDS)
+
+
+def test_bad_settings_are_rejected():
+    with pytest.raises(ValueError, match="image_alpha"):
+        build_perturbation(PerturbationConfig(kind="official", image_alpha=1.5), 32)
+    with pytest.raises(ValueError, match="xi"):
+        build_perturbation(PerturbationConfig(kind="gaussian", xi=-1.0), 32)
+    with pytest.raises(ValueError, match="source"):
+        build_perturbation(PerturbationConfig(kind="none"), 32)(features(2, 32), source="caption")
+
+
+def test_learned_net_has_the_official_shape():
+    p = LearnedPerturbation(feature_dim=48, hidden_dim=1024)
+    for head in (p.mu, p.log_std):
+        linears = [m for m in head if isinstance(m, torch.nn.Linear)]
+        assert [(m.in_features, m.out_features) for m in linears] == [(48, 1024), (1024, 1024), (1024, 1024), (1024, 48)]
+
+
+def synthetic_pairs(n=1024, d=32, seed=0):
+    """Captions = image + a structured (linear) offset + noise: a gap the net can learn."""
+    g = torch.Generator().manual_seed(seed)
+    image = F.normalize(torch.randn(n, d, generator=g), dim=-1)
+    offset = image @ (torch.randn(d, d, generator=g) / math.sqrt(d))
+    text = F.normalize(image + 1.5 * offset + 0.9 * torch.randn(n, d, generator=g) / math.sqrt(d), dim=-1)
+    return image, text
+
+
+def evaluate(module, image, text):
+    with torch.no_grad():
+        return learned_perturbation_loss(module, image, text, generator=torch.Generator().manual_seed(0))[1]
+
+
+@pytest.fixture
+def one_thread():
+    """The nets here are tiny; one thread avoids thread contention on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_training_learned_lowers_loss_and_moves_towards_captions(one_thread):
+    image, text = synthetic_pairs()
+    torch.manual_seed(0)
+    module = LearnedPerturbation(32, hidden_dim=64)
+    before = evaluate(module, image[:256], text[:256])
+    history = train_learned_perturbation(module, image, text, steps=100, batch_size=64, lr=3e-3, progress=False)
+    after = evaluate(module, image[:256], text[:256])
+    assert len(history) == 100 and {"loss", "contrastive", "kl", "cos_text", "spread"} <= set(history[0])
+    assert after["loss"] < before["loss"] - 0.5
+    assert after["cos_text"] > before["cos_text"] + 0.15
+
+
+def test_kl_term_keeps_the_noise_from_collapsing(one_thread):
+    image, text = synthetic_pairs()
+    spreads = {}
+    for kl_weight in (0.0, 0.2):
+        torch.manual_seed(0)
+        module = LearnedPerturbation(32, hidden_dim=64)
+        train_learned_perturbation(module, image, text, steps=100, batch_size=64, lr=3e-3,
+                                   kl_weight=kl_weight, progress=False)
+        spreads[kl_weight] = evaluate(module, image[:256], text[:256])["spread"]
+    assert spreads[0.2] > 0.03
+    assert spreads[0.0] < spreads[0.2] / 3
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_learned_weights_round_trip(tmp_path, suffix):
+    torch.manual_seed(0)
+    module = LearnedPerturbation(16, hidden_dim=32)
+    path = tmp_path / f"perturb{suffix}"
+    if suffix == ".safetensors":
+        save_learned_perturbation(module, path)
+    else:
+        torch.save(module.state_dict(), path)
+    loaded = build_perturbation(PerturbationConfig(kind="learned", learned_weights=str(path)), 16)
+    assert loaded.hidden_dim == 32
+    assert all(not p.requires_grad for p in loaded.parameters())
+    h = features(5, 16)
+    torch.testing.assert_close(loaded(h, generator=torch.Generator().manual_seed(1)),
+                               module(h, generator=torch.Generator().manual_seed(1)))
+    with pytest.raises(ValueError, match="16-d features; the encoder gives 24-d"):
+        build_perturbation(PerturbationConfig(kind="learned", learned_weights=str(path)), 24)
+
+
+def test_missing_learned_weights_file_is_named(tmp_path):
+    missing = tmp_path / "no_such_weights.safetensors"
+    with pytest.raises(FileNotFoundError, match="no_such_weights.safetensors"):
+        build_perturbation(PerturbationConfig(kind="learned", learned_weights=str(missing)), 16)
