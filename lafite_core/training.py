@@ -1,0 +1,871 @@
+"""The LAFITE training loop: language-free, standard and mixed settings on one or many processes.
+
+One step (StyleGAN2's phases, Karras et al. 2020, with LAFITE's losses from losses.py):
+  1. a batch of real images with their cached CLIP features -> conditions h' (the `setting`);
+  2. G main   : L_adv + lambda_G L_ConG + lambda_D L_ConD(fake)                  (paper Eq. 7)
+  3. G reg    : path-length penalty, every loss.pl_interval steps (lazy)
+  4. D main   : L_adv + lambda_D L_ConD(real)                                    (paper Eq. 8)
+  5. D reg    : R1 penalty, every loss.r1_interval steps (lazy)
+  6. G_ema    : exponential moving average of G's weights (used for samples and evaluation).
+Each phase is its own Adam step. Because a lazily regularised network takes interval + 1 steps
+per interval instead of interval, its Adam gets lr * c and betas ** c with c = interval /
+(interval + 1) (StyleGAN2, Appendix B), so the effective step size and momentum stay as set.
+
+Scale: run `python -m lafite_core.training --params params/train.yaml` for one process, or the same
+under `torchrun --nproc_per_node N` (and `--nnodes` ...): the process group is detected from the
+environment (RANK, WORLD_SIZE, LOCAL_RANK), nccl on CUDA, gloo on CPU. Gradients are averaged with
+one all-reduce per phase (explicit, like StyleGAN2-ADA, rather than a DDP wrapper, because the loss
+calls G.mapping / G.synthesis directly), so every process keeps identical weights.
+
+Reproducibility: the data order is a pure function of (seed, images seen) and every process's RNG
+state goes into the checkpoints, so on the CPU path training k steps, stopping and resuming gives
+the same numbers as an uninterrupted run (exact with num_workers = 0; the same number of processes).
+
+Run folder (cfg.run_dir): config.yaml (the resolved config), run.json (environment), stats.jsonl
+(one line per tick: every loss term, kimg, img/s, s/kimg, peak memory), samples-<nimg>.png (G_ema at
+fixed prompts x seeds), reals.png, loss_curves.png, checkpoints/checkpoint-<nimg>.pt (last N).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as torch_dist
+import yaml
+from PIL import Image
+
+from lafite_core import checkpoint as ckpt
+from lafite_core.augment import AugmentedDiscriminator
+from lafite_core.config import TrainConfig, from_dict, to_dict
+from lafite_core.losses import LafiteLoss
+from lafite_core.registry import Registry
+
+Tensor = torch.Tensor
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss term became NaN or infinite; the message names the step, the phase and the term."""
+
+
+# =============================================================================================
+# Processes and devices
+
+
+@dataclass
+class Distributed:
+    """Where this process sits: rank among world_size processes, and its device."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+    owns_group: bool = False  # this module created the process group and must destroy it
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_option: str) -> Distributed:
+    """Read torchrun's environment; start the process group (nccl on CUDA, gloo on CPU) if needed."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device_option == "auto":
+        device_option = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device_option)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"parameter device = {device_option!r}, but this machine has no CUDA device")
+        if device.index is None:
+            device = torch.device("cuda", local_rank if world_size > 1 else torch.cuda.current_device())
+        torch.cuda.set_device(device)
+    owns = False
+    if world_size > 1 and not torch_dist.is_initialized():
+        torch_dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        owns = True
+    return Distributed(rank, world_size, device, owns)
+
+
+def average_gradients(module: torch.nn.Module, dist: Distributed, sanitize: bool) -> None:
+    """Mean of every parameter's gradient over processes (one flat all-reduce).
+
+    `sanitize` replaces NaN/inf gradients (rare fp16 overflows under mixed precision) by finite
+    values, as StyleGAN2-ADA does; the loss itself is checked before backward, so a diverging run
+    is still stopped."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    if dist.world_size > 1:
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([g.flatten() for g in grads])
+        torch_dist.all_reduce(flat)
+        flat /= dist.world_size
+        for p, g in zip(params, flat.split([p.numel() for p in params])):
+            p.grad = g.view_as(p)
+    if sanitize:
+        for p in params:
+            if p.grad is not None:
+                torch.nan_to_num(p.grad, nan=0.0, posinf=1e5, neginf=-1e5, out=p.grad)
+
+
+def average_buffers(module: torch.nn.Module, dist: Distributed) -> None:
+    """Float buffers (w_avg) are updated from each process's own samples; keep them identical."""
+    if dist.world_size == 1:
+        return
+    for buffer in module.buffers():
+        if buffer.is_floating_point():
+            torch_dist.all_reduce(buffer)
+            buffer /= dist.world_size
+
+
+def broadcast_module(module: torch.nn.Module, dist: Distributed) -> None:
+    """Start every process from rank 0's weights and buffers."""
+    if dist.world_size == 1:
+        return
+    for tensor in list(module.parameters()) + list(module.buffers()):
+        torch_dist.broadcast(tensor.data, src=0)
+
+
+def _all_gather(x: Tensor, dist: Distributed) -> list[Tensor]:
+    out = [torch.empty_like(x) for _ in range(dist.world_size)]
+    torch_dist.all_gather(out, x.contiguous())
+    return out
+
+
+# =============================================================================================
+# Conditions: the three training settings
+
+
+ConditionFn = Callable[[dict, Callable, float], Tensor]
+SETTINGS: Registry[ConditionFn] = Registry("training setting")
+
+
+@SETTINGS.register("language_free")
+def language_free_conditions(batch: dict, perturb: Callable, mixing_prob: float) -> Tensor:
+    """Pseudo text features h' from the cached CLIP image features (paper Sec. 3.1)."""
+    return perturb(batch["image_feature"], source="image")
+
+
+@SETTINGS.register("standard")
+def standard_conditions(batch: dict, perturb: Callable, mixing_prob: float) -> Tensor:
+    """The feature of one random caption per sample (drawn by the dataset each time an item is
+    read), with the official code's small perturbation (perturbation.text_alpha; 0 turns it off)."""
+    if not bool(batch["has_caption"].all()):
+        raise ValueError("setting 'standard' needs a caption for every image; this batch has images "
+                         "without captions (use setting 'mixed' for partly captioned data)")
+    return perturb(batch["caption_feature"], source="text")
+
+
+@SETTINGS.register("mixed")
+def mixed_conditions(batch: dict, perturb: Callable, mixing_prob: float) -> Tensor:
+    """Per sample: the pseudo feature with probability mixing_prob, else its caption feature
+    (samples without a caption always take the pseudo feature)."""
+    pseudo = perturb(batch["image_feature"], source="image")
+    text = perturb(batch["caption_feature"], source="text")
+    has_caption = batch["has_caption"].to(pseudo.device).bool()
+    use_pseudo = (torch.rand(len(pseudo), device=pseudo.device) < mixing_prob) | ~has_caption
+    return torch.where(use_pseudo[:, None], pseudo, text)
+
+
+# =============================================================================================
+# Contrastive negatives from every process
+
+
+class _ScaleGradient(torch.autograd.Function):
+    """Identity forward; multiplies the gradient by `scale` on the way back."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, scale: float) -> Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return grad * ctx.scale, None
+
+
+class GatheredNegativesLoss(LafiteLoss):
+    """LafiteLoss whose contrastive terms use the global batch of all processes as negatives.
+
+    Each process all-gathers x and y, puts its own slice back with its gradient, and computes the
+    loss of the whole global batch. Only the local slice carries gradient there, so summing over
+    processes gives the full gradient; the gradient average (division by world_size) is undone by
+    scaling the gradient by world_size. Reported values are the global means."""
+
+    def __init__(self, G, D, encoder, cfg, dist: Distributed):
+        super().__init__(G, D, encoder, cfg)
+        self.dist = dist
+
+    def _gather(self, x: Tensor) -> Tensor:
+        parts = _all_gather(x.detach(), self.dist)
+        parts[self.dist.rank] = x
+        return torch.cat(parts)
+
+    def _contrastive(self, x: Tensor, y: Tensor) -> Tensor:
+        losses = super()._contrastive(self._gather(x), self._gather(y))
+        return _ScaleGradient.apply(losses, float(self.dist.world_size))
+
+
+# =============================================================================================
+# Optimisers and the EMA generator
+
+
+def lazy_adam(params, lr: float, betas: list[float], reg_interval: int | None) -> torch.optim.Adam:
+    """Adam with StyleGAN2's lazy-regularisation correction c = interval / (interval + 1)."""
+    c = reg_interval / (reg_interval + 1) if reg_interval else 1.0
+    return torch.optim.Adam(params, lr=lr * c, betas=(betas[0] ** c, betas[1] ** c), eps=1e-8)
+
+
+def ema_beta(batch_size: int, nimg: int, ema_kimg: float, ema_rampup: float | None) -> float:
+    """Per-step decay for a half-life of ema_kimg thousand images (optionally ramped up early)."""
+    ema_nimg = ema_kimg * 1000
+    if ema_rampup is not None:
+        ema_nimg = min(ema_nimg, nimg * ema_rampup)
+    return 0.5 ** (batch_size / max(ema_nimg, 1e-8))
+
+
+@torch.no_grad()
+def update_ema(G_ema: torch.nn.Module, G: torch.nn.Module, beta: float) -> None:
+    for p_ema, p in zip(G_ema.parameters(), G.parameters()):
+        p_ema.copy_(p.detach().lerp(p_ema, beta))
+    for b_ema, b in zip(G_ema.buffers(), G.buffers()):
+        b_ema.copy_(b)
+
+
+# =============================================================================================
+# Data: an endless, resumable stream of batches
+
+
+class ResumableSampler(torch.utils.data.Sampler):
+    """Indices for one process. The global stream visits a fresh permutation each epoch (seeded by
+    seed and epoch); step s takes global positions [start + s*B, start + (s+1)*B) and process r its
+    r-th slice of `per_process`. Resuming at `start` = images seen continues the same stream."""
+
+    def __init__(self, size: int, per_process: int, dist: Distributed, seed: int, start: int):
+        self.size, self.per_process, self.rank, self.world = size, per_process, dist.rank, dist.world_size
+        self.seed, self.start = seed, start
+
+    def _permutation(self, epoch: int) -> Tensor:
+        return torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
+
+    def __iter__(self) -> Iterator[int]:
+        epoch, perm = -1, None
+        step_start = self.start
+        while True:
+            first = step_start + self.rank * self.per_process
+            for position in range(first, first + self.per_process):
+                e, offset = divmod(position, self.size)
+                if e != epoch:
+                    epoch, perm = e, self._permutation(e)
+                yield int(perm[offset])
+            step_start += self.per_process * self.world
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
+
+
+def _image_tensor(image: Tensor) -> Tensor:
+    """Datasets give [-1, 1] floats (or uint8 0..255); the networks want float [-1, 1]."""
+    if image.dtype == torch.uint8:
+        return image.float() / 127.5 - 1
+    return image.float()
+
+
+# =============================================================================================
+# Images
+
+
+def save_image_grid(images: Tensor, columns: int, path: str | Path) -> None:
+    """[N, C, H, W] in [-1, 1] -> one PNG with `columns` images per row."""
+    images = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    n, c, h, w = images.shape
+    rows = math.ceil(n / columns)
+    canvas = torch.zeros(rows * columns, c, h, w, dtype=torch.uint8)
+    canvas[:n] = images
+    canvas = canvas.view(rows, columns, c, h, w).permute(0, 3, 1, 4, 2).reshape(rows * h, columns * w, c)
+    array = canvas.numpy()
+    Image.fromarray(array[..., 0] if c == 1 else array, "L" if c == 1 else "RGB").save(path)
+
+
+def fixed_latents(seeds: list[int], z_dim: int) -> Tensor:
+    """One z per seed from its own generator: the same latents in every run, on every machine."""
+    return torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(s)) for s in seeds])
+
+
+@torch.no_grad()
+def progress_grid(G: torch.nn.Module, prompt_features: Tensor, z: Tensor, batch: int = 32) -> Tensor:
+    """G(z_j, text feature of prompt i) for every (prompt, seed): rows = prompts, columns = seeds.
+    Deterministic (constant noise), and it draws nothing from the global RNG."""
+    device = prompt_features.device
+    c = prompt_features.repeat_interleave(len(z), dim=0)
+    zs = z.to(device).repeat(len(prompt_features), 1)
+    return torch.cat([G(zs[i:i + batch], c[i:i + batch], noise_mode="const").cpu()
+                      for i in range(0, len(zs), batch)])
+
+
+# =============================================================================================
+# Statistics
+
+
+class TickStats:
+    """Mean of every loss term over a tick, plus speed and memory."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, terms: dict[str, float]) -> None:
+        for name, value in terms.items():
+            self.sums[name] = self.sums.get(name, 0.0) + value
+            self.counts[name] = self.counts.get(name, 0) + 1
+
+    def means(self) -> dict[str, float]:
+        return {name: self.sums[name] / self.counts[name] for name in self.sums}
+
+
+def peak_memory_mb(device: torch.device) -> tuple[float | None, str]:
+    """Peak memory and what it measures: CUDA allocations, or the process's peak resident set."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_allocated"
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None, "unavailable"
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20, "cpu_peak_rss"
+
+
+def read_stats(run_dir: str | Path) -> list[dict]:
+    path = Path(run_dir) / "stats.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def plot_stats(run_dir: str | Path) -> Path | None:
+    """loss_curves.png: each loss term against kimg, one panel per phase."""
+    stats = read_stats(run_dir)
+    if not stats:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kimg = [s["kimg"] for s in stats]
+    groups = {"G": [], "D": []}
+    for name in stats[-1]:
+        if name[:2] in ("G_", "D_"):
+            groups[name[0]].append(name)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, (phase, names) in zip(axes, groups.items()):
+        for name in names:
+            ax.plot(kimg, [s.get(name, float("nan")) for s in stats], label=name)
+        ax.set_xlabel("kimg")
+        ax.set_title(f"{phase} terms (tick means)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(run_dir) / "loss_curves.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# =============================================================================================
+# The trainer
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    nimg: int
+    last_checkpoint: Path | None
+    stats: list[dict] = field(default_factory=list)
+
+
+class Trainer:
+    """Builds everything from a TrainConfig (validating before any work) and runs the loop.
+
+    `dataset` overrides the cached dataset named by cfg.data / cfg.cache: any map-style dataset
+    whose items are dicts with image [3, R, R] in [-1, 1], image_feature [f], caption_feature [f],
+    has_caption and index (tests use a small in-memory one).
+    """
+
+    def __init__(self, cfg: TrainConfig, dataset: torch.utils.data.Dataset | None = None):
+        self.dist = init_distributed(cfg.device)
+        try:
+            self._setup(cfg, dataset)
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------------------------- setup
+    def _setup(self, cfg: TrainConfig, dataset) -> None:
+        from lafite_core.encoders import load_encoder
+        from lafite_core.networks import Discriminator, Generator
+        from lafite_core.perturbations import build_perturbation
+
+        dist = self.dist
+        if cfg.batch_size % dist.world_size:
+            raise ValueError(f"parameter batch_size = {cfg.batch_size} must be a multiple of the "
+                             f"number of processes ({dist.world_size})")
+        self.batch_per_process = cfg.batch_size // dist.world_size
+        self.run_dir = Path(cfg.run_dir)
+        self.checkpoint_dir = self.run_dir / "checkpoints"
+        resume_path = self._resume_path(cfg)
+
+        torch.manual_seed(cfg.seed)  # identical initial weights on every process (and a randomly
+        # initialised encoder, in tests, is the same in every run)
+        self.encoder = load_encoder(dataclasses.replace(cfg.encoder, device=str(dist.device)))
+        f = self.encoder.feature_dim
+        self.dataset = dataset if dataset is not None else self._cached_dataset(cfg)
+        self._check_dataset(cfg, f)
+
+        cfg = dataclasses.replace(
+            cfg,
+            encoder=dataclasses.replace(cfg.encoder, device=str(dist.device)),
+            network=dataclasses.replace(cfg.network, feature_dim=f),
+            ema_kimg=cfg.ema_kimg if cfg.ema_kimg is not None else cfg.batch_size * 10 / 32,
+        )
+        self.cfg = cfg
+
+        torch.manual_seed(cfg.seed)
+        self.G = Generator(cfg.network, f).to(dist.device).train()
+        self.D = Discriminator(cfg.network, f).to(dist.device).train()
+        self.G.set_mixed_precision(cfg.mixed_precision)
+        self.D.set_mixed_precision(cfg.mixed_precision)
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        self.G_ema.set_mixed_precision(False)
+        self.perturbation = build_perturbation(cfg.perturbation, f).to(dist.device)
+        self.perturbation.requires_grad_(False)
+
+        D_seen = AugmentedDiscriminator(self.D, cfg.diffaugment) if cfg.diffaugment else self.D
+        loss_cls = GatheredNegativesLoss if cfg.gather_negatives and dist.world_size > 1 else LafiteLoss
+        extra = (dist,) if loss_cls is GatheredNegativesLoss else ()
+        self.loss = loss_cls(self.G, D_seen, self.encoder, cfg.loss, *extra)
+        self.pl_enabled = cfg.loss.pl_weight > 0
+        self.r1_enabled = cfg.loss.r1_gamma > 0
+        self.G_opt = lazy_adam(self.G.parameters(), cfg.g_lr, cfg.betas, cfg.loss.pl_interval if self.pl_enabled else None)
+        self.D_opt = lazy_adam(self.D.parameters(), cfg.d_lr, cfg.betas, cfg.loss.r1_interval if self.r1_enabled else None)
+        self.conditions = SETTINGS.get(cfg.setting)
+
+        self.step = self.nimg = self.tick = 0
+        self.last_checkpoint: Path | None = None
+        rng_states = None
+        if resume_path is not None:
+            rng_states = self._load_state(resume_path)
+            self.last_checkpoint = resume_path
+        else:
+            if cfg.fine_tune_from is not None:
+                self._load_weights(Path(cfg.fine_tune_from))
+            if self._needs_perturbation_training():
+                self._train_perturbation()
+        for module in (self.G, self.D, self.G_ema, self.perturbation):
+            broadcast_module(module, dist)
+
+        if dist.is_main:
+            self._prepare_run_dir(resume_path)
+        self.prompt_features = self.encoder.encode_text(cfg.progress_prompts)
+        self.grid_z = fixed_latents(cfg.progress_seeds, cfg.network.z_dim)
+
+        # From here on the global RNG drives training: seed it per process, build the data stream
+        # (the loader draws a seed), then put back the saved state when resuming.
+        torch.manual_seed(cfg.seed * 65_536 + dist.rank)
+        self.batches = self._batches(cfg)
+        if rng_states is not None:
+            self._restore_rng(rng_states)
+
+    def _resume_path(self, cfg: TrainConfig) -> Path | None:
+        existing = ckpt.latest_checkpoint(self.checkpoint_dir)
+        if cfg.resume == "auto":
+            return existing
+        if cfg.resume is None:
+            if existing is not None:
+                raise ValueError(f"parameter resume = null, but {self.checkpoint_dir} already holds checkpoints "
+                                 f"(newest {existing.name}); set resume: auto to continue or pick another run_dir")
+            return None
+        path = Path(cfg.resume)
+        if not path.is_file():
+            raise FileNotFoundError(f"parameter resume = {cfg.resume!r}: no such checkpoint file")
+        return path
+
+    def _cached_dataset(self, cfg: TrainConfig):
+        from lafite_core.data import dataset_from_config
+        from lafite_core.data.cache import CachedImageTextSet, load_cache
+
+        images = dataset_from_config(cfg.data)
+        try:
+            cache = load_cache(cfg.cache, encoder_identity=self.encoder.identity(),
+                               dataset_fingerprint=images.fingerprint())
+        except (ValueError, FileNotFoundError) as err:
+            raise type(err)(f"parameter cache = {cfg.cache!r}: {err}") from err
+        return CachedImageTextSet(images, cache, xflip=cfg.xflip)
+
+    def _check_dataset(self, cfg: TrainConfig, feature_dim: int) -> None:
+        """Feature size and image size must fit the encoder and the networks."""
+        if len(self.dataset) < self.batch_per_process:
+            raise ValueError(f"parameter batch_size = {cfg.batch_size}: the dataset has only {len(self.dataset)} items")
+        item = self.dataset[0]
+        for key in ("image_feature", "caption_feature"):
+            if item[key].shape[-1] != feature_dim:
+                raise ValueError(f"parameter cache = {cfg.cache!r}: {key} has {item[key].shape[-1]} dimensions, "
+                                 f"the encoder {cfg.encoder.name!r} gives {feature_dim}")
+        expected = (cfg.network.img_channels, cfg.network.resolution, cfg.network.resolution)
+        if tuple(item["image"].shape) != expected:
+            raise ValueError(f"parameter data.resolution: images have shape {tuple(item['image'].shape)}, "
+                             f"the networks expect {expected}")
+        has_caption = getattr(self.dataset, "has_caption", None)
+        if cfg.setting == "standard" and has_caption is not None and not bool(torch.as_tensor(has_caption).all()):
+            raise ValueError("parameter setting = 'standard' needs a caption for every image; "
+                             "this dataset has uncaptioned images (use 'mixed' or 'language_free')")
+
+    def _batches(self, cfg: TrainConfig) -> Iterator[dict]:
+        sampler = ResumableSampler(len(self.dataset), self.batch_per_process, self.dist, cfg.seed, self.nimg)
+        loader = torch.utils.data.DataLoader(
+            self.dataset, batch_size=self.batch_per_process, sampler=sampler, num_workers=cfg.num_workers,
+            pin_memory=self.dist.device.type == "cuda", persistent_workers=cfg.num_workers > 0,
+        )
+        return iter(loader)
+
+    def _prepare_run_dir(self, resume_path: Path | None) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        ckpt.remove_stale_temporaries(self.checkpoint_dir)
+        resolved = to_dict(self.cfg)
+        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+        (self.run_dir / "config.json").write_text(json.dumps(resolved, indent=2))
+        info = {
+            "world_size": self.dist.world_size, "device": str(self.dist.device),
+            "device_name": torch.cuda.get_device_name(self.dist.device) if self.dist.device.type == "cuda" else platform.processor(),
+            "torch": torch.__version__, "python": platform.python_version(),
+            "encoder": self.encoder.identity(), "dataset_items": len(self.dataset),
+            "parameters": {"G": _count(self.G), "D": _count(self.D)},
+            "resumed_from": str(resume_path) if resume_path else None,
+        }
+        (self.run_dir / "run.json").write_text(json.dumps(info, indent=2))
+        stats = self.run_dir / "stats.jsonl"
+        if resume_path is None:
+            stats.write_text("")
+            self._write_reals()
+        else:  # drop ticks logged after the checkpoint (a killed run's last ones): they are redone
+            kept = [s for s in read_stats(self.run_dir) if s["nimg"] <= self.nimg]
+            stats.write_text("".join(json.dumps(s) + "\n" for s in kept))
+
+    def _write_reals(self) -> None:
+        n = min(len(self.dataset), 4 * len(self.cfg.progress_seeds))
+        reals = torch.stack([_image_tensor(self.dataset[i]["image"]) for i in range(n)])
+        save_image_grid(reals, len(self.cfg.progress_seeds), self.run_dir / "reals.png")
+
+    # ----------------------------------------------------------------- learned perturbation
+    def _needs_perturbation_training(self) -> bool:
+        return self.cfg.perturbation.kind == "learned" and self.cfg.perturbation.learned_weights is None
+
+    def _train_perturbation(self) -> None:
+        """Fit the learned perturbation on paired features, then freeze it (perturbations.py has
+        the objective: symmetric InfoNCE between h' and the caption feature + KL on the noise)."""
+        from lafite_core.perturbations import save_learned_perturbation, train_learned_perturbation
+
+        pcfg = self.cfg.perturbation_training
+        images, captions = self._paired_features(pcfg.paired_cache)
+        if self.dist.is_main:  # trained once, then broadcast
+            self.perturbation.requires_grad_(True)
+            history = train_learned_perturbation(
+                self.perturbation, images, captions, steps=pcfg.steps,
+                batch_size=min(pcfg.batch_size, len(images)), lr=pcfg.lr, temperature=pcfg.temperature,
+                kl_weight=pcfg.kl_weight, seed=self.cfg.seed,
+            )
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_learned_perturbation(self.perturbation, self.run_dir / "learned_perturbation.safetensors")
+            with open(self.run_dir / "learned_perturbation.jsonl", "w") as log:
+                log.writelines(json.dumps(h) + "\n" for h in history)
+        self.perturbation.requires_grad_(False).eval()
+
+    def _paired_features(self, paired_cache: str | None) -> tuple[Tensor, Tensor]:
+        """(image feature, caption feature) of every captioned item of the paired set."""
+        if paired_cache is None:
+            source = self.dataset
+        else:
+            from lafite_core.data.cache import load_cache
+
+            source = load_cache(paired_cache, encoder_identity=self.encoder.identity())
+        pairs = getattr(source, "paired_features", None)
+        if pairs is not None:
+            images, captions = pairs()
+        else:
+            items = [source[i] for i in range(len(source))]
+            items = [it for it in items if bool(it["has_caption"])]
+            if not items:
+                raise ValueError("perturbation_training needs captioned items; the paired set has none")
+            images = torch.stack([it["image_feature"] for it in items])
+            captions = torch.stack([it["caption_feature"] for it in items])
+        if len(images) < 2:
+            raise ValueError("perturbation_training needs at least 2 captioned items (contrastive negatives)")
+        return images.float(), captions.float()
+
+    # ------------------------------------------------------------------------------- state
+    def state_dict(self, rng_states: list[dict]) -> dict[str, Any]:
+        return {
+            "config": ckpt.to_json_string(to_dict(self.cfg)),
+            "encoder_identity": ckpt.to_json_string(self.encoder.identity()),
+            "G": ckpt.module_state(self.G),
+            "D": ckpt.module_state(self.D),
+            "G_ema": ckpt.module_state(self.G_ema),
+            "perturbation": ckpt.module_state(self.perturbation),
+            "G_opt": self.G_opt.state_dict(),
+            "D_opt": self.D_opt.state_dict(),
+            "pl_mean": self.loss.pl_mean.detach().cpu().clone(),
+            "step": self.step,
+            "nimg": self.nimg,
+            "tick": self.tick,
+            "world_size": self.dist.world_size,
+            "rng": rng_states,
+        }
+
+    def _check_encoder(self, state: dict, path: Path, parameter: str) -> None:
+        theirs = ckpt.from_json_string(state["encoder_identity"])
+        ours = self.encoder.identity()
+        if theirs != ours:
+            raise ValueError(f"parameter {parameter}: {path} was trained with encoder {theirs}, "
+                             f"this run uses {ours}; conditions would live in different feature spaces")
+
+    def _load_modules(self, state: dict, path: Path, names: tuple[str, ...]) -> None:
+        for name in names:
+            try:
+                getattr(self, name).load_state_dict(state[name])
+            except RuntimeError as err:
+                raise ValueError(f"{path}: its {name} does not fit parameter network = {self.cfg.network} "
+                                 f"({str(err).splitlines()[0]})") from None
+
+    def _load_state(self, path: Path) -> list[dict]:
+        """Continue a run: every weight, optimiser moment, counter and RNG state."""
+        state = ckpt.load_checkpoint(path, map_location=self.dist.device)
+        self._check_encoder(state, path, "resume")
+        self._load_modules(state, path, ("G", "D", "G_ema", "perturbation"))
+        self.G_opt.load_state_dict(state["G_opt"])
+        self.D_opt.load_state_dict(state["D_opt"])
+        self.loss.pl_mean = state["pl_mean"].to(self.dist.device)
+        self.step, self.nimg, self.tick = state["step"], state["nimg"], state["tick"]
+        return state["rng"]
+
+    def _load_weights(self, path: Path) -> None:
+        """Fine-tuning: G, D and G_ema from another run; optimisers and counters start fresh."""
+        state = ckpt.load_checkpoint(path, map_location=self.dist.device)
+        self._check_encoder(state, path, "fine_tune_from")
+        self._load_modules(state, path, ("G", "D", "G_ema"))
+
+    def _gather_rng(self) -> list[dict]:
+        """Every process's RNG state (collective: all processes call it)."""
+        state = ckpt.capture_rng(self.dist.device)
+        if self.dist.world_size == 1:
+            return [state]
+        gathered = {k: _all_gather(v.to(self.dist.device) if self.dist.device.type == "cuda" else v, self.dist)
+                    for k, v in state.items()}
+        return [{k: v[r].cpu() for k, v in gathered.items()} for r in range(self.dist.world_size)]
+
+    def _restore_rng(self, states: list[dict]) -> None:
+        if len(states) == self.dist.world_size:
+            ckpt.restore_rng(states[self.dist.rank], self.dist.device)
+        else:  # a different number of processes: continue, but with a fresh stream per process
+            torch.manual_seed(self.cfg.seed * 65_536 + self.dist.rank + 7919 * self.step)
+            if self.dist.is_main:
+                print(f"resuming {len(states)}-process checkpoint on {self.dist.world_size} processes: "
+                      f"data order is kept, random draws are not", flush=True)
+
+    def save(self) -> Path | None:
+        """Checkpoint now (collective: every process contributes its RNG state; rank 0 writes)."""
+        rng = self._gather_rng()
+        if self.dist.is_main:
+            ckpt.save_checkpoint(self.state_dict(rng), self.checkpoint_dir, self.nimg, keep_last=self.cfg.keep_last)
+        self.last_checkpoint = self.checkpoint_dir / ckpt.checkpoint_name(self.nimg)
+        return self.last_checkpoint
+
+    # -------------------------------------------------------------------------------- loop
+    def _phase(self, name: str, module: torch.nn.Module, other: torch.nn.Module, opt: torch.optim.Optimizer,
+               compute: Callable[[], tuple[Tensor, dict]]) -> dict[str, float]:
+        """One optimiser step of `module` on the loss from `compute`, with `other` frozen."""
+        module.requires_grad_(True)
+        other.requires_grad_(False)
+        opt.zero_grad(set_to_none=True)
+        total, terms = compute()
+        values = self._reduced_values({**terms, f"{name}_total": total})
+        for term, value in values.items():
+            if not math.isfinite(value):
+                where = self.last_checkpoint or "none (no checkpoint written yet)"
+                raise NonFiniteLossError(
+                    f"non-finite loss at step {self.step} (kimg {self.nimg / 1000:.3f}), phase {name}: "
+                    f"{term} = {value}. Training stopped; the last good checkpoint is {where}")
+        total.backward()
+        average_gradients(module, self.dist, sanitize=self.cfg.mixed_precision)
+        opt.step()
+        module.requires_grad_(False)
+        return values
+
+    def _reduced_values(self, terms: dict[str, Tensor]) -> dict[str, float]:
+        """Loss terms as floats, averaged over processes (so all of them see the same NaN)."""
+        values = torch.stack([t.detach().float().reshape([]) for t in terms.values()])
+        if self.dist.world_size > 1:
+            torch_dist.all_reduce(values)
+            values /= self.dist.world_size
+        return dict(zip(terms, values.tolist()))
+
+    def train_step(self, batch: dict) -> dict[str, float]:
+        """All phases of one step on one batch; returns the loss terms it computed."""
+        cfg, device, n = self.cfg, self.dist.device, self.batch_per_process
+        batch = _to_device(batch, device)
+        real = _image_tensor(batch["image"])
+        with torch.no_grad():
+            c = self.conditions(batch, self.perturbation, cfg.mixing_prob).float()
+        z_dim = cfg.network.z_dim
+        terms: dict[str, float] = {}
+        terms |= self._phase("G", self.G, self.D, self.G_opt,
+                             lambda: self.loss.generator_main(torch.randn(n, z_dim, device=device), c))
+        if self.pl_enabled and self.step % cfg.loss.pl_interval == 0:
+            terms |= self._phase("G_reg", self.G, self.D, self.G_opt,
+                                 lambda: self.loss.generator_path_length(torch.randn(n, z_dim, device=device), c))
+        terms |= self._phase("D", self.D, self.G, self.D_opt,
+                             lambda: self.loss.discriminator_main(real, torch.randn(n, z_dim, device=device), c))
+        if self.r1_enabled and self.step % cfg.loss.r1_interval == 0:
+            terms |= self._phase("D_reg", self.D, self.G, self.D_opt, lambda: self.loss.discriminator_r1(real, c))
+        average_buffers(self.G, self.dist)
+        self.nimg += cfg.batch_size
+        self.step += 1
+        update_ema(self.G_ema, self.G, ema_beta(cfg.batch_size, self.nimg, cfg.ema_kimg, cfg.ema_rampup))
+        return terms
+
+    def run(self) -> TrainResult:
+        """Train until cfg.total_kimg, logging a tick every cfg.tick_kimg; always close the group."""
+        try:
+            return self._run()
+        finally:
+            self.close()
+
+    def _run(self) -> TrainResult:
+        cfg, dist = self.cfg, self.dist
+        total_nimg = int(round(cfg.total_kimg * 1000))
+        bar = None
+        if dist.is_main:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=cfg.total_kimg, initial=self.nimg / 1000, unit="kimg", dynamic_ncols=True,
+                       bar_format="{l_bar}{bar}| {n:.3f}/{total:.3f} kimg [{elapsed}<{remaining}{postfix}]")
+            if self.tick == 0 and self.nimg == 0:
+                self._write_samples()
+        tick_start_nimg, stats = self.nimg, TickStats()
+        tick_start_time = time.time()
+        train_seconds = 0.0
+        if dist.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dist.device)
+        while self.nimg < total_nimg:
+            batch = next(self.batches)
+            started = time.time()
+            terms = self.train_step(batch)
+            if dist.device.type == "cuda":
+                torch.cuda.synchronize(dist.device)
+            train_seconds += time.time() - started
+            stats.add(terms)
+            if bar is not None:
+                bar.update(cfg.batch_size / 1000)
+                bar.set_postfix_str(" ".join(f"{k}={terms[k]:.3f}" for k in ("G_total", "D_total", "G_con_clip") if k in terms))
+            done = self.nimg >= total_nimg
+            if not done and self.nimg < tick_start_nimg + cfg.tick_kimg * 1000:
+                continue
+            self.tick += 1
+            images = self.nimg - tick_start_nimg
+            line = {"tick": self.tick, "step": self.step, "nimg": self.nimg, "kimg": self.nimg / 1000,
+                    **{k: round(v, 6) for k, v in stats.means().items()},
+                    "img_per_s": images / max(train_seconds, 1e-9),
+                    "s_per_kimg": train_seconds / max(images / 1000, 1e-9),
+                    "sec_per_tick": time.time() - tick_start_time}
+            line["peak_mem_mb"], line["peak_mem_kind"] = peak_memory_mb(dist.device)
+            if done or self.tick % cfg.snapshot_ticks == 0:
+                self.save()
+            if dist.is_main:
+                with open(self.run_dir / "stats.jsonl", "a") as log:
+                    log.write(json.dumps(line) + "\n")
+                if done or self.tick % cfg.image_ticks == 0:
+                    self._write_samples()
+            tick_start_nimg, stats, tick_start_time, train_seconds = self.nimg, TickStats(), time.time(), 0.0
+            if dist.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(dist.device)
+        if bar is not None:
+            bar.close()
+        if dist.is_main:
+            plot_stats(self.run_dir)
+        return TrainResult(self.run_dir, self.step, self.nimg, self.last_checkpoint,
+                           read_stats(self.run_dir) if dist.is_main else [])
+
+    def _write_samples(self) -> None:
+        images = progress_grid(self.G_ema, self.prompt_features, self.grid_z)
+        save_image_grid(images, len(self.cfg.progress_seeds), self.run_dir / f"samples-{self.nimg:010d}.png")
+
+    def close(self) -> None:
+        if self.dist.owns_group and torch_dist.is_initialized():
+            torch_dist.destroy_process_group()
+            self.dist.owns_group = False
+
+
+def _count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def train(cfg: TrainConfig, dataset: torch.utils.data.Dataset | None = None) -> TrainResult:
+    """Train LAFITE as configured; see the module docstring for what lands in cfg.run_dir."""
+    return Trainer(cfg, dataset).run()
+
+
+# =============================================================================================
+# Command line (also the torchrun entry point)
+
+
+def load_train_config(params: str | Path | None, overrides: list[str]) -> TrainConfig:
+    """A params file (with `extends`) plus `key.sub=value` overrides (values parsed as YAML)."""
+    from lafite_core.runner import load_params, set_dotted
+
+    data = load_params(params) if params else {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} must look like key=value (e.g. total_kimg=10)")
+        data = set_dotted(data, key.strip(), yaml.safe_load(value))
+    where = f"{params}: " if params else ""
+    try:
+        return from_dict(TrainConfig, data)
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"{where}{err}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lafite_core.training",
+                                     description="Train LAFITE (one process, or several under torchrun).")
+    parser.add_argument("--params", help="YAML params file (TrainConfig fields)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one parameter, e.g. --set total_kimg=10 --set network.resolution=64")
+    args = parser.parse_args(argv)
+    cfg = load_train_config(args.params, args.overrides)
+    result = train(cfg)
+    if result.stats:
+        last = result.stats[-1]
+        print(f"done: {result.nimg / 1000:.3f} kimg, {last['img_per_s']:.1f} img/s, "
+              f"checkpoint {result.last_checkpoint}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except (ValueError, TypeError, FileNotFoundError, NonFiniteLossError) as err:
+        if os.environ.get("LAFITE_DEBUG"):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,321 @@
+"""The training loop on the deterministic CPU path, with a tiny in-memory dataset (training_fixtures)."""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lafite_core import training
+from lafite_core.checkpoint import checkpoint_name, latest_checkpoint, list_checkpoints, load_checkpoint
+from lafite_core.config import NetworkConfig, PerturbationConfig, TrainConfig, from_dict, load_yaml
+from lafite_core.losses import LafiteLoss
+from lafite_core.training import (
+    Distributed,
+    NonFiniteLossError,
+    ResumableSampler,
+    Trainer,
+    ema_beta,
+    lazy_adam,
+    mixed_conditions,
+    standard_conditions,
+    train,
+)
+from training_fixtures import FEATURE_DIM, TinyImageTextSet, tiny_config
+
+REPO = Path(__file__).resolve().parents[1]
+LOSS_TERMS = ("G_adv", "G_con_clip", "G_con_disc", "G_total", "G_pl", "D_adv", "D_con_disc", "D_total", "D_r1")
+
+
+def _terms(stats):
+    return [{k: v for k, v in s.items() if k in LOSS_TERMS or k in ("tick", "step", "nimg")} for s in stats]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """4 steps (2 ticks of 2 steps) in one go; several tests read its run folder."""
+    run_dir = tmp_path_factory.mktemp("uninterrupted")
+    return train(tiny_config(run_dir), TinyImageTextSet())
+
+
+# ----------------------------------------------------------------------------- run folder
+def test_run_folder_holds_config_stats_grids_and_checkpoints(uninterrupted):
+    run_dir = uninterrupted.run_dir
+    assert uninterrupted.step == 4 and uninterrupted.nimg == 16
+    resolved = load_yaml(run_dir / "config.yaml", TrainConfig)
+    assert resolved.network.feature_dim == FEATURE_DIM  # read from the encoder
+    assert resolved.ema_kimg == pytest.approx(4 * 10 / 32)  # official rule for batch 4
+    stats = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
+    assert [s["kimg"] for s in stats] == [0.008, 0.016]
+    for s in stats:
+        assert {"G_adv", "G_con_clip", "G_con_disc", "D_adv", "D_con_disc", "G_pl"} <= set(s)
+        assert s["img_per_s"] > 0 and s["s_per_kimg"] == pytest.approx(1000 / s["img_per_s"])
+        assert s["peak_mem_mb"] > 0
+    assert "D_r1" in stats[0]  # R1 runs on step 0 (interval 4), not in steps 2-3
+    assert "D_r1" not in stats[1]
+    grid = Image.open(run_dir / f"samples-{16:010d}.png")
+    assert grid.size == (3 * 32, 2 * 32)  # columns = seeds, rows = prompts
+    assert (run_dir / "samples-0000000000.png").is_file() and (run_dir / "reals.png").is_file()
+    assert (run_dir / "loss_curves.png").is_file()
+    assert [p.name for p in list_checkpoints(run_dir / "checkpoints")] == [checkpoint_name(8), checkpoint_name(16)]
+
+
+def test_checkpoint_holds_the_full_state(uninterrupted):
+    state = load_checkpoint(uninterrupted.last_checkpoint)
+    assert {"G", "D", "G_ema", "perturbation", "G_opt", "D_opt", "pl_mean", "rng", "config",
+            "encoder_identity"} <= set(state)
+    assert (state["step"], state["nimg"], state["tick"]) == (4, 16, 2)
+    assert json.loads(state["config"])["network"]["feature_dim"] == FEATURE_DIM
+    assert json.loads(state["encoder_identity"])["name"] == "lafite-tiny"
+    assert len(state["rng"]) == 1 and state["rng"][0]["cpu"].dtype == torch.uint8
+    # G_ema is an average: it moved from the initial weights, but less than G did
+    g, g_ema = state["G"], state["G_ema"]
+    assert any(not torch.equal(g[k], g_ema[k]) for k in g)
+
+
+def test_stop_and_resume_equals_uninterrupted_run(uninterrupted, tmp_path):
+    first = train(tiny_config(tmp_path, total_kimg=0.008), TinyImageTextSet())
+    assert first.nimg == 8
+    resumed = train(tiny_config(tmp_path), TinyImageTextSet())  # resume="auto" picks checkpoint 8
+    assert resumed.step == 4 and resumed.nimg == 16
+    expected, got = _terms(uninterrupted.stats), _terms(resumed.stats)
+    assert [sorted(e) for e in expected] == [sorted(g) for g in got]
+    for e, g in zip(expected, got):
+        assert g == pytest.approx(e, rel=1e-5)
+    a = load_checkpoint(uninterrupted.last_checkpoint)
+    b = load_checkpoint(resumed.last_checkpoint)
+    for net in ("G", "D", "G_ema"):
+        for k in a[net]:
+            torch.testing.assert_close(b[net][k], a[net][k], rtol=1e-5, atol=1e-6)
+
+
+def test_killed_while_writing_a_checkpoint_resumes_from_the_last_complete_one(tmp_path):
+    """A training process SIGKILLed in the middle of writing its second checkpoint."""
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        sys.path[:0] = [{str(REPO)!r}, {str(REPO / 'tests')!r}]
+        from lafite_core import checkpoint, training
+        from training_fixtures import TinyImageTextSet, tiny_config
+
+        real_save = checkpoint.torch.save
+        def save_then_stall(obj, f):
+            if obj["nimg"] == 8:
+                return real_save(obj, f)
+            f.write(b"PK\\x03\\x04" + b"0" * 4096)
+            f.flush()
+            print("WRITING", flush=True)
+            time.sleep(120)
+        checkpoint.torch.save = save_then_stall
+        training.train(tiny_config({str(tmp_path)!r}), TinyImageTextSet())
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = proc.stdout.readline().strip()
+        assert line == "WRITING", f"training subprocess ended early (exit {proc.poll()})"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    ckpt_dir = tmp_path / "checkpoints"
+    assert any(p.name.startswith(".tmp-") for p in ckpt_dir.iterdir())
+    assert latest_checkpoint(ckpt_dir).name == checkpoint_name(8)
+    trainer = Trainer(tiny_config(tmp_path), TinyImageTextSet())
+    assert (trainer.step, trainer.nimg, trainer.tick) == (2, 8, 1)  # the kimg counter continues
+    assert not any(p.name.startswith(".tmp-") for p in ckpt_dir.iterdir())  # stale temporary removed
+    result = trainer.run()
+    assert result.nimg == 16 and [s["nimg"] for s in result.stats] == [8, 16]
+
+
+def test_fine_tune_starts_from_the_weights_with_fresh_counters(uninterrupted, tmp_path):
+    cfg = tiny_config(tmp_path, fine_tune_from=str(uninterrupted.last_checkpoint))
+    trainer = Trainer(cfg, TinyImageTextSet())
+    state = load_checkpoint(uninterrupted.last_checkpoint)
+    assert trainer.step == 0 and trainer.nimg == 0
+    for name in ("G", "D", "G_ema"):
+        for k, v in getattr(trainer, name).state_dict().items():
+            assert torch.equal(v, state[name][k]), (name, k)
+    assert not trainer.G_opt.state  # optimiser starts fresh
+
+
+# ----------------------------------------------------------------------------- faults
+def test_non_finite_loss_names_step_and_term_and_keeps_the_checkpoint(tmp_path, monkeypatch):
+    original = LafiteLoss.discriminator_main
+    calls = {"n": 0}
+
+    def poisoned(self, real, z, c):
+        calls["n"] += 1
+        total, terms = original(self, real, z, c)
+        if calls["n"] == 3:  # the third step's D phase
+            terms["D_con_disc"] = terms["D_con_disc"] * float("nan")
+            total = total + terms["D_con_disc"]
+        return total, terms
+
+    monkeypatch.setattr(LafiteLoss, "discriminator_main", poisoned)
+    with pytest.raises(NonFiniteLossError, match=r"step 2 .*phase D: D_con_disc = nan.*checkpoint-0000000008\.pt"):
+        train(tiny_config(tmp_path), TinyImageTextSet())
+    assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == [checkpoint_name(8)]
+    assert load_checkpoint(tmp_path / "checkpoints" / checkpoint_name(8))["step"] == 2
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"batch_sise": 4}, "unknown parameter 'batch_sise'"),
+        ({"total_kimg": "ten"}, "parameter total_kimg = 'ten' has type str"),
+        ({"network": {"resolution": 48}, "data": {"resolution": 48}}, "network.resolution = 48 must be a power of two"),
+        ({"network": {"resolution": 64}}, "data.resolution = 32 differs from network.resolution = 64"),
+        ({"setting": "semi"}, "parameter setting = 'semi'"),
+        ({"diffaugment": ["color", "zoom"]}, "parameter diffaugment"),
+        ({"betas": [0.0, 1.5]}, "parameter betas"),
+        ({"mixed_precision": True}, "network.num_fp16_res"),
+        ({"loss": {"r1_interval": 0}}, "loss.r1_interval = 0 must be positive"),
+    ],
+)
+def test_bad_parameters_fail_with_the_parameter_name(params, message):
+    with pytest.raises((ValueError, TypeError), match=message.replace("(", r"\(").replace(".", r"\.")):
+        from_dict(TrainConfig, params)
+
+
+def test_cache_of_another_encoder_fails_before_any_work(tmp_path):
+    run_dir = tmp_path / "run"
+    with pytest.raises(ValueError, match=r"parameter cache .*image_feature has 64 dimensions.*gives 128"):
+        Trainer(tiny_config(run_dir), TinyImageTextSet(feature_dim=64))
+    assert not run_dir.exists()
+
+
+def test_resume_null_refuses_to_overwrite_a_run(uninterrupted):
+    with pytest.raises(ValueError, match="parameter resume = null"):
+        Trainer(tiny_config(uninterrupted.run_dir, resume=None), TinyImageTextSet())
+
+
+def test_checkpoint_of_another_encoder_or_network_is_refused(uninterrupted, tmp_path):
+    from lafite_core.checkpoint import save_checkpoint, to_json_string
+
+    state = load_checkpoint(uninterrupted.last_checkpoint)
+    state.pop("format")
+    state["encoder_identity"] = to_json_string({"name": "ViT-B-32", "pretrained": "openai", "feature_dim": 512})
+    foreign = save_checkpoint(state, tmp_path / "foreign", nimg=16)
+    with pytest.raises(ValueError, match="parameter fine_tune_from: .*trained with encoder"):
+        Trainer(tiny_config(tmp_path / "a", fine_tune_from=str(foreign)), TinyImageTextSet())
+    wider = NetworkConfig(resolution=32, z_dim=32, w_dim=32, mapping_layers=2, channel_base=1024, channel_max=64)
+    with pytest.raises(ValueError, match="does not fit parameter network"):
+        Trainer(tiny_config(tmp_path / "b", network=wider, fine_tune_from=str(uninterrupted.last_checkpoint)),
+                TinyImageTextSet())
+
+
+# ----------------------------------------------------------------------------- settings
+class _Shift(torch.nn.Module):
+    """Stand-in perturbation that marks its source: image -> +10, text -> -10 on feature 0."""
+
+    def forward(self, h, source="image"):
+        out = h.clone()
+        out[:, 0] += 10 if source == "image" else -10
+        return out
+
+
+def test_mixed_setting_picks_pseudo_features_with_probability_p():
+    torch.manual_seed(0)
+    n = 4000
+    batch = {"image_feature": torch.zeros(n, 3), "caption_feature": torch.zeros(n, 3),
+             "has_caption": torch.arange(n) % 4 != 0}
+    c = mixed_conditions(batch, _Shift(), 0.3)
+    pseudo = c[:, 0] > 0
+    assert pseudo[~batch["has_caption"]].all()  # uncaptioned images always take the pseudo feature
+    assert pseudo[batch["has_caption"]].float().mean().item() == pytest.approx(0.3, abs=0.03)
+    assert (mixed_conditions(batch, _Shift(), 0.0)[:, 0] > 0).tolist() == (~batch["has_caption"]).tolist()
+
+
+def test_standard_setting_uses_caption_features_and_requires_captions():
+    batch = {"image_feature": torch.zeros(2, 3), "caption_feature": torch.ones(2, 3), "has_caption": torch.tensor([True, True])}
+    c = standard_conditions(batch, _Shift(), 0.5)
+    assert torch.equal(c, torch.tensor([[-9.0, 1, 1], [-9.0, 1, 1]]))
+    batch["has_caption"] = torch.tensor([True, False])
+    with pytest.raises(ValueError, match="standard"):
+        standard_conditions(batch, _Shift(), 0.5)
+
+
+def test_mixed_run_with_diffaugment_and_a_learned_perturbation_trained_first(tmp_path):
+    cfg = tiny_config(tmp_path, setting="mixed", mixing_prob=0.5, diffaugment=["color", "translation", "cutout"],
+                      perturbation=PerturbationConfig(kind="learned"), total_kimg=0.008)
+    result = train(cfg, TinyImageTextSet(captioned_every=2))
+    assert result.step == 2 and all(math.isfinite(v) for v in result.stats[-1].values() if isinstance(v, float))
+    history = [json.loads(line) for line in (tmp_path / "learned_perturbation.jsonl").read_text().splitlines()]
+    assert len(history) == 20 and (tmp_path / "learned_perturbation.safetensors").is_file()
+    assert history[-1]["loss"] < history[0]["loss"]
+    state = load_checkpoint(result.last_checkpoint)
+    assert "mu.0.weight" in state["perturbation"]  # the trained net travels with the run
+    resumed = Trainer(tiny_config(tmp_path, setting="mixed", perturbation=PerturbationConfig(kind="learned"),
+                                  diffaugment=["color", "translation", "cutout"]), TinyImageTextSet(captioned_every=2))
+    assert torch.equal(resumed.perturbation.state_dict()["mu.0.weight"], state["perturbation"]["mu.0.weight"])
+    resumed.close()
+
+
+# ----------------------------------------------------------------------------- pieces
+def test_lazy_adam_correction_matches_stylegan2():
+    p = [torch.nn.Parameter(torch.zeros(1))]
+    opt = lazy_adam(p, 0.0025, [0.0, 0.99], reg_interval=16)
+    group = opt.param_groups[0]
+    assert group["lr"] == pytest.approx(0.0025 * 16 / 17)
+    assert group["betas"] == pytest.approx((0.0, 0.99 ** (16 / 17)))
+    assert lazy_adam(p, 0.002, [0.0, 0.99], None).param_groups[0]["lr"] == 0.002
+
+
+def test_ema_half_life():
+    beta = ema_beta(batch_size=32, nimg=10_000, ema_kimg=10.0, ema_rampup=None)
+    assert beta ** (10_000 / 32) == pytest.approx(0.5)
+    ramped = ema_beta(batch_size=32, nimg=1_000, ema_kimg=10.0, ema_rampup=0.05)  # half-life 50 images
+    assert ramped ** (50 / 32) == pytest.approx(0.5)
+
+
+def test_sampler_stream_is_resumable_and_split_between_processes():
+    def stream(rank, world, start, steps, per_process=3):
+        it = iter(ResumableSampler(10, per_process, Distributed(rank, world, torch.device("cpu")), seed=5, start=start))
+        return [next(it) for _ in range(steps * per_process)]
+
+    full = stream(0, 1, 0, 8, per_process=6)  # 48 positions = 4.8 epochs
+    assert sorted(full[:10]) == list(range(10)) and sorted(full[10:20]) == list(range(10))
+    assert stream(0, 1, 18, 5, per_process=6) == full[18:]  # resumed after 3 steps
+    r0, r1 = stream(0, 2, 0, 8), stream(1, 2, 0, 8)
+    interleaved = [i for s in range(8) for i in r0[3 * s:3 * s + 3] + r1[3 * s:3 * s + 3]]
+    assert interleaved == full
+
+
+def test_progress_grid_is_deterministic_and_leaves_the_rng_alone():
+    from lafite_core.networks import Generator
+
+    torch.manual_seed(0)
+    G = Generator(NetworkConfig(resolution=32, z_dim=16, w_dim=16, mapping_layers=1, channel_base=256, channel_max=16), 8)
+    z = training.fixed_latents([3, 4], 16)
+    assert torch.equal(z, training.fixed_latents([3, 4], 16))
+    c = torch.randn(2, 8)
+    state = torch.get_rng_state()
+    a = training.progress_grid(G, c, z)
+    assert torch.equal(torch.get_rng_state(), state)  # drew nothing from the global RNG
+    b = training.progress_grid(G, c, z)
+    assert a.shape == (4, 3, 32, 32) and torch.equal(a, b)
+
+
+def test_save_image_grid_layout(tmp_path):
+    images = torch.stack([torch.full((3, 4, 4), v) for v in (-1.0, 1.0, 0.0)])
+    training.save_image_grid(images, 2, tmp_path / "g.png")
+    array = np.asarray(Image.open(tmp_path / "g.png"))
+    assert array.shape == (8, 8, 3)
+    assert array[0, 0, 0] == 0 and array[0, 4, 0] == 255 and array[4, 0, 0] == 128 and array[4, 4, 0] == 0
+
+
+def test_command_line_overrides(tmp_path):
+    params = tmp_path / "p.yaml"
+    params.write_text("batch_size: 8\nnetwork: {resolution: 32}\n")
+    cfg = training.load_train_config(params, ["total_kimg=2.5", "network.z_dim=64", "diffaugment=[color]"])
+    assert (cfg.batch_size, cfg.total_kimg, cfg.network.z_dim, cfg.diffaugment) == (8, 2.5, 64, ["color"])
+    with pytest.raises(ValueError, match=r"p\.yaml: unknown parameter 'bogus'"):
+        training.load_train_config(params, ["bogus=1"])
