@@ -524,8 +524,10 @@ class Trainer:
         if tuple(item["image"].shape) != expected:
             raise ValueError(f"parameter data.resolution: images have shape {tuple(item['image'].shape)}, "
                              f"the networks expect {expected}")
-        has_caption = getattr(self.dataset, "has_caption", None)
-        if cfg.setting == "standard" and has_caption is not None and not bool(torch.as_tensor(has_caption).all()):
+        if cfg.setting != "language_free" and _captioned_items(self.dataset) == 0:
+            raise ValueError(f"parameter setting = {cfg.setting!r} needs captions; the dataset has none "
+                             f"(use 'language_free')")
+        if cfg.setting == "standard" and _captioned_items(self.dataset) < len(self.dataset):
             raise ValueError("parameter setting = 'standard' needs a caption for every image; "
                              "this dataset has uncaptioned images (use 'mixed' or 'language_free')")
 
@@ -590,25 +592,27 @@ class Trainer:
         self.perturbation.requires_grad_(False).eval()
 
     def _paired_features(self, paired_cache: str | None) -> tuple[Tensor, Tensor]:
-        """(image feature, caption feature) of every captioned item of the paired set."""
-        if paired_cache is None:
-            source = self.dataset
-        else:
-            from lafite_core.data.cache import load_cache
+        """(image feature, caption feature) for every caption of the paired set: another cache
+        folder, else the training cache (or, for an in-memory dataset, its captioned items)."""
+        from lafite_core.data.cache import load_cache
 
-            source = load_cache(paired_cache, encoder_identity=self.encoder.identity())
-        pairs = getattr(source, "paired_features", None)
-        if pairs is not None:
-            images, captions = pairs()
+        if paired_cache is not None:
+            try:
+                cache = load_cache(paired_cache, encoder_identity=self.encoder.identity())
+            except (ValueError, FileNotFoundError) as err:
+                raise type(err)(f"parameter perturbation_training.paired_cache = {paired_cache!r}: {err}") from err
         else:
-            items = [source[i] for i in range(len(source))]
-            items = [it for it in items if bool(it["has_caption"])]
-            if not items:
-                raise ValueError("perturbation_training needs captioned items; the paired set has none")
-            images = torch.stack([it["image_feature"] for it in items])
-            captions = torch.stack([it["caption_feature"] for it in items])
+            cache = getattr(self.dataset, "cache", None)
+        if cache is not None:
+            images = torch.from_numpy(np.asarray(cache.image_features, dtype=np.float32)[cache.caption_item])
+            captions = torch.from_numpy(np.asarray(cache.caption_features, dtype=np.float32))
+        else:
+            items = [it for it in (self.dataset[i] for i in range(len(self.dataset))) if bool(it["has_caption"])]
+            images = torch.stack([it["image_feature"] for it in items]) if items else torch.zeros(0)
+            captions = torch.stack([it["caption_feature"] for it in items]) if items else torch.zeros(0)
         if len(images) < 2:
-            raise ValueError("perturbation_training needs at least 2 captioned items (contrastive negatives)")
+            raise ValueError("perturbation_training needs at least 2 captions in the paired set "
+                             f"(found {len(images)}); set perturbation_training.paired_cache to a captioned cache")
         return images.float(), captions.float()
 
     # ------------------------------------------------------------------------------- state
@@ -811,6 +815,17 @@ class Trainer:
         if self.dist.owns_group and torch_dist.is_initialized():
             torch_dist.destroy_process_group()
             self.dist.owns_group = False
+
+
+def _captioned_items(dataset) -> int:
+    """How many items have at least one caption (from the cache index, without reading images)."""
+    cache = getattr(dataset, "cache", None)
+    if cache is not None:
+        return len(np.unique(np.asarray(cache.caption_item)))
+    has_caption = getattr(dataset, "has_caption", None)
+    if has_caption is not None:
+        return int(torch.as_tensor(has_caption).sum())
+    return sum(bool(dataset[i]["has_caption"]) for i in range(len(dataset)))
 
 
 def _count(module: torch.nn.Module) -> int:

@@ -15,7 +15,7 @@ from PIL import Image
 
 from lafite_core import training
 from lafite_core.checkpoint import checkpoint_name, latest_checkpoint, list_checkpoints, load_checkpoint
-from lafite_core.config import NetworkConfig, PerturbationConfig, TrainConfig, from_dict, load_yaml
+from lafite_core.config import DataConfig, NetworkConfig, PerturbationConfig, TrainConfig, from_dict, load_yaml
 from lafite_core.losses import LafiteLoss
 from lafite_core.training import (
     Distributed,
@@ -257,6 +257,23 @@ def test_mixed_run_with_diffaugment_and_a_learned_perturbation_trained_first(tmp
                                   diffaugment=["color", "translation", "cutout"]), TinyImageTextSet(captioned_every=2))
     assert torch.equal(resumed.perturbation.state_dict()["mu.0.weight"], state["perturbation"]["mu.0.weight"])
     resumed.close()
+
+
+def test_trains_from_a_feature_cache_and_refuses_one_of_another_dataset(tmp_path):
+    from lafite_core.data import dataset_from_config
+    from lafite_core.data.cache import build_cache
+    from lafite_core.encoders import load_encoder
+
+    data = DataConfig(kind="shapes", resolution=32, size=24)
+    cfg = tiny_config(tmp_path / "run", data=data, cache=str(tmp_path / "cache"), setting="standard",
+                      perturbation=PerturbationConfig(kind="learned"), total_kimg=0.004)
+    build_cache(dataset_from_config(data), load_encoder(cfg.encoder), cfg.cache, batch_size=24, progress=False)
+    result = train(cfg)  # learned perturbation fitted on the cache's 24 x 6 caption pairs, then 1 step
+    assert result.step == 1 and (tmp_path / "run" / "learned_perturbation.safetensors").is_file()
+    other = tiny_config(tmp_path / "run2", data=DataConfig(kind="shapes", resolution=32, size=20), cache=cfg.cache)
+    with pytest.raises(ValueError, match=r"parameter cache = .*dataset fingerprint"):
+        Trainer(other)
+    assert not (tmp_path / "run2").exists()
 
 
 # ----------------------------------------------------------------------------- pieces
