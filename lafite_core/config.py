@@ -272,3 +272,24 @@ class TrainConfig:
         if self.resume is not None and self.fine_tune_from is not None and self.resume != "auto":
             raise ValueError("parameters resume and fine_tune_from are exclusive: resume continues a run, "
                              "fine_tune_from starts a new one from another run's weights")
+
+
+@dataclass
+class PretrainConfig:
+    """Contrastive pre-training of the tiny encoder on Captioned Shapes (encoder_training.py).
+
+    params/pretrain_encoder.yaml reproduces the shipped lafite_core/assets weights."""
+
+    architecture: str = "lafite-tiny"  # an open_clip model config name
+    device: str = "cpu"
+    resolution: int = 32  # Shapes render size (the encoder resizes to its own input size)
+    dataset_seed: int = 0  # Shapes seed: which images are `test` (never trained on)
+    seed: int = 0  # initialisation and batch sampling
+    steps: int = 1500
+    batch_size: int = 256
+    lr: float = 1e-3
+    warmup_steps: int = 50
+    weight_decay: float = 0.1
+    eval_images: int = 2000  # first images of the Shapes `test` split
+    eval_every: int = 0  # steps between progress evaluations (0: only at the end)
+    output_dir: str = "results/runs/pretrain_encoder"

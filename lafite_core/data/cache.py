@@ -1,0 +1,366 @@
+"""The embedding cache: CLIP features of every image and caption of a dataset, computed once.
+
+LAFITE trains on CLIP features of its images (and captions, when it has them). Computing them
+every epoch would cost more than the small generator itself on a CPU, so they are stored once:
+
+    folder/
+      meta.json              encoder identity, preprocessing, dataset fingerprint, counts, dtype
+      image_features.npy     [N, f] one row per kept item (float16 or float32, L2-normalised)
+      caption_features.npy   [M, f] one row per caption
+      caption_item.npy       [M] cache row of the item each caption belongs to
+      dataset_index.npy      [N] dataset index of each cache row (differs only if items were skipped)
+      index.csv              one line per caption (or per item without captions): item row, item
+                             id, image path, caption row, caption text
+      report.json            skipped items with the reason (bad files never become random vectors)
+
+Work is done in shards of `shard_size` items under `folder/shards/`; a shard's manifest is
+written last, so an interrupted run continues with the first unfinished shard. Loading checks
+the cache against the encoder and dataset asked for and names what differs.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from lafite_core.data.images import ImageReadError
+
+FORMAT_VERSION = 1
+DTYPES = ("float16", "float32")
+ARRAYS = ("image_features", "caption_features", "caption_item", "dataset_index")
+
+
+class CacheMismatchError(ValueError):
+    """A cache was built from another encoder or another dataset than the one asked for."""
+
+
+class IncompleteCacheError(FileNotFoundError):
+    """A cache folder is missing or its build did not finish."""
+
+
+class BadCaptionError(ValueError):
+    """An item has an empty (or non-string) caption: it would encode to a meaningless feature."""
+
+
+@dataclass
+class EmbeddingCache:
+    """A loaded cache. Arrays are memory-mapped, so a large cache does not fill RAM."""
+
+    folder: Path
+    meta: dict
+    image_features: np.ndarray  # [N, f]
+    caption_features: np.ndarray  # [M, f]
+    caption_item: np.ndarray  # [M] cache row of each caption's item
+    dataset_index: np.ndarray  # [N] dataset index of each cache row
+    item_ids: list[str]
+    paths: list[str | None]
+    captions: list[str]  # [M]
+    report: dict
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.meta["feature_dim"])
+
+    def __len__(self) -> int:
+        return self.image_features.shape[0]
+
+    def caption_rows(self, row: int) -> np.ndarray:
+        """Caption rows of the item in cache row `row` (empty when it has no captions)."""
+        return self._caption_starts[row] + np.arange(self._caption_counts[row])
+
+    def __post_init__(self) -> None:
+        # captions are stored grouped by item, in item order: row r owns a contiguous range
+        self._caption_counts = np.bincount(self.caption_item, minlength=len(self.image_features)) \
+            if len(self.caption_item) else np.zeros(len(self.image_features), dtype=np.int64)
+        self._caption_starts = np.concatenate([[0], np.cumsum(self._caption_counts)[:-1]]).astype(np.int64)
+
+
+# --------------------------------------------------------------------------------------- build
+def build_cache(dataset, encoder, folder: str | Path, batch_size: int = 256, dtype: str = "float16",
+                shard_size: int = 4096, skip_bad: bool = False, progress: bool = True,
+                on_shard: Callable[[int], None] | None = None) -> EmbeddingCache:
+    """Embed every item of `dataset` with `encoder` into `folder` and return the loaded cache.
+
+    A complete cache of the same dataset and encoder is returned as is; an unfinished one is
+    continued from its first unfinished shard. A corrupt image raises an error naming the file,
+    or with skip_bad=True leaves the item out and lists it in report.json. An empty caption is
+    always an error naming the item and caption. `on_shard(k)` is called after shard k is saved.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"cache dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
+    if batch_size < 1 or shard_size < 1:
+        raise ValueError(f"batch_size and shard_size must be positive; got {batch_size}, {shard_size}")
+    folder = Path(folder)
+    meta = _new_meta(dataset, encoder, dtype, shard_size)
+    existing = _read_meta(folder)
+    if existing is not None:
+        _check_same_build(folder, existing, meta)
+        if existing.get("complete"):
+            return load_cache(folder)
+    shard_dir = folder / "shards"
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(folder / "meta.json", meta)
+
+    num_shards = (len(dataset) + shard_size - 1) // shard_size
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(dataset), desc="embedding", unit="img", disable=not progress)
+    for shard in range(num_shards):
+        start, stop = shard * shard_size, min(len(dataset), (shard + 1) * shard_size)
+        if (shard_dir / f"{shard:05d}.json").is_file():
+            bar.update(stop - start)
+            continue
+        _embed_shard(dataset, encoder, range(start, stop), batch_size, dtype, skip_bad, shard_dir, shard, bar)
+        if on_shard is not None:
+            on_shard(shard)
+    bar.close()
+    _merge_shards(folder, num_shards, meta, dataset)
+    return load_cache(folder)
+
+
+def _new_meta(dataset, encoder, dtype: str, shard_size: int) -> dict:
+    return {
+        "format": FORMAT_VERSION,
+        "complete": False,
+        "encoder": encoder.identity(),
+        "preprocessing": preprocessing_of(encoder, dataset),
+        "dataset": {"kind": getattr(dataset, "kind", type(dataset).__name__), "fingerprint": dataset.fingerprint(),
+                    "length": len(dataset)},
+        "feature_dim": int(encoder.feature_dim),
+        "dtype": dtype,
+        "shard_size": shard_size,
+    }
+
+
+def preprocessing_of(encoder, dataset) -> dict:
+    """How pixels reached the encoder: the dataset's resolution, [-1, 1], the encoder's own resize
+    and normalisation (ClipEncoder.preprocess)."""
+    return {
+        "dataset_resolution": getattr(dataset, "resolution", None),
+        "input_range": "uint8 / 127.5 - 1",
+        "encoder_image_size": int(encoder.image_size),
+        "resize": "bicubic, antialiased, whole image (no crop)",
+        "mean": [round(float(v), 6) for v in encoder.mean.flatten()],
+        "std": [round(float(v), 6) for v in encoder.std.flatten()],
+    }
+
+
+def _embed_shard(dataset, encoder, indices: range, batch_size: int, dtype: str, skip_bad: bool,
+                 shard_dir: Path, shard: int, bar) -> None:
+    """Embed one shard and save it; its manifest (written last) marks it finished."""
+    image_chunks, caption_chunks = [], []
+    kept, skipped, caption_owner, items = [], [], [], []
+    pending_images, pending_captions = [], []
+
+    def flush() -> None:
+        if pending_images:
+            images = torch.from_numpy(np.stack(pending_images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+            with torch.no_grad():
+                image_chunks.append(encoder.encode_image(images).cpu().numpy().astype(dtype))
+            pending_images.clear()
+        if pending_captions:
+            caption_chunks.append(encoder.encode_text(list(pending_captions)).cpu().numpy().astype(dtype))
+            pending_captions.clear()
+
+    for index in indices:
+        try:
+            item = dataset[index]
+        except ImageReadError as err:
+            if not skip_bad:
+                raise ImageReadError(f"item {index} of the dataset: {err} "
+                                     f"(build_cache(..., skip_bad=True) skips it and lists it in report.json)") from err
+            skipped.append({"index": index, "reason": str(err)})
+            bar.update(1)
+            continue
+        _check_captions(item, index)
+        kept.append(index)
+        items.append({"item_id": item.item_id, "path": item.path, "captions": list(item.captions)})
+        caption_owner.extend([len(kept) - 1] * len(item.captions))
+        pending_images.append(item.image)
+        pending_captions.extend(item.captions)
+        if len(pending_images) >= batch_size:
+            flush()
+        while len(pending_captions) >= batch_size:  # keep caption batches bounded too
+            caption_chunks.append(encoder.encode_text(pending_captions[:batch_size]).cpu().numpy().astype(dtype))
+            del pending_captions[:batch_size]
+        bar.update(1)
+    flush()
+    feature_dim = int(encoder.feature_dim)
+    arrays = {
+        "image_features": np.concatenate(image_chunks) if image_chunks else np.zeros((0, feature_dim), dtype),
+        "caption_features": np.concatenate(caption_chunks) if caption_chunks else np.zeros((0, feature_dim), dtype),
+        "caption_item": np.asarray(caption_owner, dtype=np.int64),
+        "dataset_index": np.asarray(kept, dtype=np.int64),
+    }
+    for name, array in arrays.items():
+        _save_npy(shard_dir / f"{shard:05d}.{name}.npy", array)
+    _write_json(shard_dir / f"{shard:05d}.json", {"items": items, "skipped": skipped})
+
+
+def _check_captions(item, index: int) -> None:
+    for j, caption in enumerate(item.captions):
+        if not isinstance(caption, str) or not caption.strip():
+            where = f" ({item.path})" if item.path else ""
+            raise BadCaptionError(f"item {index} {item.item_id!r}{where}: caption {j} is empty: {caption!r}")
+
+
+def _merge_shards(folder: Path, num_shards: int, meta: dict, dataset) -> None:
+    """Concatenate the shards into the final arrays, index.csv and report.json; mark complete."""
+    shard_dir = folder / "shards"
+    parts = {name: [] for name in ARRAYS}
+    items, skipped = [], []
+    for shard in range(num_shards):
+        manifest = json.loads((shard_dir / f"{shard:05d}.json").read_text())
+        offset = len(items)
+        for name in ARRAYS:
+            array = np.load(shard_dir / f"{shard:05d}.{name}.npy")
+            parts[name].append(array + offset if name == "caption_item" else array)
+        items.extend(manifest["items"])
+        skipped.extend(manifest["skipped"])
+    for name, chunks in parts.items():
+        _save_npy(folder / f"{name}.npy", np.concatenate(chunks) if chunks else np.zeros(0, np.int64))
+    _write_index(folder / "index.csv", items)
+    listed = [{"path": p, "reason": r} for p, r in getattr(dataset, "skipped", [])]
+    _write_json(folder / "report.json", {"skipped_while_embedding": skipped, "skipped_by_dataset": listed})
+    counts = {"items": len(items), "captions": sum(len(it["captions"]) for it in items),
+              "skipped": len(skipped) + len(listed)}
+    _write_json(folder / "meta.json", {**meta, "complete": True, "counts": counts, "created": time.time()})
+    shutil.rmtree(shard_dir)
+
+
+def _write_index(path: Path, items: list[dict]) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["item_row", "item_id", "path", "caption_row", "caption"])
+        caption_row = 0
+        for row, item in enumerate(items):
+            if not item["captions"]:
+                writer.writerow([row, item["item_id"], item["path"] or "", "", ""])
+            for caption in item["captions"]:
+                writer.writerow([row, item["item_id"], item["path"] or "", caption_row, caption])
+                caption_row += 1
+    os.replace(tmp, path)
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, array)
+    os.replace(tmp, path)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------- load
+def load_cache(folder: str | Path, encoder_identity: dict | None = None,
+               dataset_fingerprint: str | None = None) -> EmbeddingCache:
+    """Open a finished cache; with an encoder identity and/or a dataset fingerprint, refuse a
+    cache built from anything else (CacheMismatchError naming the differing fields)."""
+    folder = Path(folder)
+    meta = _read_meta(folder)
+    if meta is None:
+        raise IncompleteCacheError(f"no embedding cache in {folder} (meta.json missing); build it with build_cache")
+    if not meta.get("complete"):
+        raise IncompleteCacheError(f"embedding cache {folder} is unfinished; run build_cache again to continue it")
+    problems = []
+    if encoder_identity is not None:
+        problems += _encoder_differences(meta["encoder"], encoder_identity)
+    if dataset_fingerprint is not None and meta["dataset"]["fingerprint"] != dataset_fingerprint:
+        problems.append(f"dataset fingerprint: cache has {meta['dataset']['fingerprint'][:12]}..., "
+                        f"asked for {dataset_fingerprint[:12]}... (the dataset's images, captions or options changed)")
+    if problems:
+        raise CacheMismatchError(f"embedding cache {folder} does not match: " + "; ".join(problems))
+    arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in ARRAYS}
+    item_ids, paths, captions = _read_index(folder / "index.csv")
+    report = json.loads((folder / "report.json").read_text())
+    return EmbeddingCache(folder=folder, meta=meta, item_ids=item_ids, paths=paths, captions=captions,
+                          report=report, **arrays)
+
+
+def _read_index(path: Path) -> tuple[list[str], list[str | None], list[str]]:
+    item_ids, paths, captions = [], [], []
+    with open(path, newline="") as f:
+        for record in csv.DictReader(f):
+            if int(record["item_row"]) == len(item_ids):
+                item_ids.append(record["item_id"])
+                paths.append(record["path"] or None)
+            if record["caption_row"] != "":
+                captions.append(record["caption"])
+    return item_ids, paths, captions
+
+
+def _read_meta(folder: Path) -> dict | None:
+    path = folder / "meta.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _encoder_differences(cached: dict, asked: dict) -> list[str]:
+    """Weights are compared by hash when both sides have one (a file may move), else by tag."""
+    keys = ["name", "feature_dim", "image_size"]
+    keys += ["weights_sha256"] if cached.get("weights_sha256") and asked.get("weights_sha256") else ["pretrained", "weights_sha256"]
+    return [f"encoder {key}: cache has {cached.get(key)!r}, asked for {asked.get(key)!r}"
+            for key in keys if key in asked and cached.get(key) != asked.get(key)]
+
+
+def _check_same_build(folder: Path, existing: dict, new: dict) -> None:
+    """An existing folder may only be continued by the same build."""
+    problems = _encoder_differences(existing["encoder"], new["encoder"])
+    if existing["dataset"]["fingerprint"] != new["dataset"]["fingerprint"]:
+        problems.append("dataset fingerprint differs (the dataset's images, captions or options changed)")
+    for key in ("dtype", "shard_size", "preprocessing"):
+        if existing.get(key) != new.get(key):
+            problems.append(f"{key}: folder has {existing.get(key)!r}, this build uses {new.get(key)!r}")
+    if problems:
+        raise CacheMismatchError(f"{folder} holds a cache of another build: " + "; ".join(problems)
+                                 + ". Use another folder or delete this one.")
+
+
+# -------------------------------------------------------------------------------- training view
+class CachedImageTextSet(Dataset):
+    """Images and cached features by index, for training loaders.
+
+    item i -> image [3, R, R] float in [-1, 1] (optionally x-flipped at random), image_feature [f],
+    caption_feature [f] of one random caption of the item (drawn anew on every call; zeros and
+    has_caption False when it has none), index i (the cache row)."""
+
+    def __init__(self, dataset, cache: EmbeddingCache, xflip: bool = False, check: bool = True):
+        if check and dataset.fingerprint() != cache.meta["dataset"]["fingerprint"]:
+            raise CacheMismatchError(f"embedding cache {cache.folder} was built from another dataset "
+                                     f"than the one given (fingerprints differ)")
+        self.dataset, self.cache, self.xflip = dataset, cache, xflip
+
+    def __len__(self) -> int:
+        return len(self.cache)
+
+    def __getitem__(self, i: int) -> dict:
+        item = self.dataset[int(self.cache.dataset_index[i])]
+        image = torch.from_numpy(np.ascontiguousarray(item.image)).permute(2, 0, 1).float() / 127.5 - 1.0
+        if self.xflip and torch.rand(()) < 0.5:
+            image = image.flip(-1)
+        rows = self.cache.caption_rows(i)
+        if len(rows):
+            row = rows[int(torch.randint(len(rows), ()))]
+            caption = torch.tensor(self.cache.caption_features[row], dtype=torch.float32)
+        else:
+            caption = torch.zeros(self.cache.feature_dim)
+        return {
+            "image": image,
+            "image_feature": torch.tensor(self.cache.image_features[i], dtype=torch.float32),
+            "caption_feature": caption,
+            "has_caption": bool(len(rows)),
+            "index": i,
+        }

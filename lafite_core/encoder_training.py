@@ -1,0 +1,281 @@
+"""Contrastive pre-training of the kit's tiny CLIP-architecture encoder on Captioned Shapes.
+
+No CLIP weights can be downloaded here, so the kit trains its own small CLIP the way CLIP was
+trained (Radford et al. 2021, Fig. 3): an image tower and a text tower map a batch of image /
+caption pairs into one space, and a symmetric cross-entropy over the batch's similarity matrix
+(scaled by a learnable temperature) pulls each image towards its caption.
+
+Like CLIP, which saw all of language, the encoder sees every (shape, colour) combination, the
+held-out zero-shot ones included: they are held out from the *generator*, not from the words.
+Only the Shapes `test` split is kept unseen, for measuring the encoder.
+
+One departure from CLIP's loss: captions here are often partial ("a red shape", "red star,
+top left"), so a caption can describe several images of a batch. Those images are positives of
+that caption, not negatives; the targets of each row are spread over its positives (the
+multi-positive form of the same loss). With one caption per image and no shared descriptions it
+is exactly CLIP's loss.
+
+The model is the open_clip model inside a `ClipEncoder`, trained through the encoder's own
+preprocessing, and saved as a plain safetensors state dict: it loads back through the same
+open_clip path as a real CLIP file,
+`load_encoder(EncoderConfig(name="lafite-tiny", pretrained="lafite-tiny-shapes.safetensors"))`.
+"""
+from __future__ import annotations
+
+import json
+import math
+import string
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lafite_core.config import EncoderConfig, PretrainConfig, to_dict
+from lafite_core.data.shapes import (
+    ATTRIBUTE_NAMES,
+    CAPTION_TEMPLATES,
+    POSITION_PHRASES,
+    VOCABULARIES,
+    ShapesDataset,
+    caption_for,
+    class_prompts,
+)
+from lafite_core.encoders import ClipEncoder, file_sha256, load_encoder
+from lafite_core.zero_shot import attribute_accuracy, combination_text_features, matching_cosine, prompt_accuracy
+
+# Templates only seen in pre-training, on top of the dataset's own captions: single attributes
+# (so "a red shape" means red, whatever else the image shows) and a few more pairings.
+EXTRA_TEMPLATES = (
+    "a {shape}",
+    "a {colour} shape",
+    "a {size} shape",
+    "a shape {position_long}",
+    "a shape on a {background} background",
+    "a {colour} {shape} on a {background} background",
+    "a {size} {shape} {position_long}",
+    "a picture of a {size} {colour} {shape}",
+)
+TRAINING_TEMPLATES = tuple(CAPTION_TEMPLATES) + EXTRA_TEMPLATES
+
+
+def template_attributes(template: str) -> frozenset[str]:
+    """The attributes a caption template names ("position_long" and "position_short" name position)."""
+    fields = {name for _, name, _, _ in string.Formatter().parse(template) if name}
+    return frozenset("position" if f.startswith("position") else f for f in fields)
+
+
+def fill_template(template: str, attributes: dict) -> str:
+    long_phrase, short_phrase = POSITION_PHRASES[attributes["position"]]
+    values = {name: attributes[name] for name in ATTRIBUTE_NAMES if name != "position"}
+    return template.format(position_long=long_phrase, position_short=short_phrase, **values)
+
+
+# ------------------------------------------------------------------------------------ the loss
+def clip_loss(image_features: Tensor, text_features: Tensor, logit_scale: Tensor,
+              positives: Tensor | None = None) -> Tensor:
+    """CLIP's symmetric contrastive loss over a batch (Radford et al. 2021, Fig. 3).
+
+    logits_ij = exp(t) * cos(image_i, text_j). Row i's targets are uniform over the captions
+    `positives[i]` marks (default: only its own, CLIP's identity targets), column j's over the
+    images that caption j describes. The two cross-entropies are averaged."""
+    n = image_features.shape[0]
+    if positives is None:
+        positives = torch.eye(n, dtype=torch.bool, device=image_features.device)
+    if not bool(positives.diagonal().all()):
+        raise ValueError("every image must be a positive of its own caption (positives.diagonal() all True)")
+    logits = logit_scale.exp() * image_features @ text_features.T
+    targets = positives.float()
+    image_to_text = -(targets / targets.sum(1, keepdim=True) * F.log_softmax(logits, dim=1)).sum(1)
+    text_to_image = -(targets / targets.sum(0, keepdim=True) * F.log_softmax(logits, dim=0)).sum(0)
+    return (image_to_text.mean() + text_to_image.mean()) / 2
+
+
+def caption_positives(labels: Tensor, mentions: Tensor) -> Tensor:
+    """[B, B] bool: caption j describes image i when every attribute caption j names matches
+    image i's. labels [B, k] are attribute indices, mentions [B, k] say what each caption names."""
+    agree = labels[:, None, :] == labels[None, :, :]  # [image i, caption j, attribute]
+    return (agree | ~mentions[None, :, :]).all(dim=2)
+
+
+# ------------------------------------------------------------------------------------ the data
+class ShapesPairs:
+    """Image / caption pairs drawn on the fly from every Shapes image except the `test` split.
+
+    The pool is the `train` and `heldout` splits together (all attribute combinations with all
+    their jitters); each draw renders fresh images and picks a random template per image."""
+
+    def __init__(self, resolution: int, seed: int, templates: tuple[str, ...] = TRAINING_TEMPLATES):
+        self.parts = [ShapesDataset(resolution, size=_split_size(seed, s), seed=seed, split=s)
+                      for s in ("train", "heldout")]
+        self.sizes = [len(p) for p in self.parts]
+        self.templates = templates
+        self.mentions = torch.tensor([[name in template_attributes(t) for name in ATTRIBUTE_NAMES]
+                                      for t in templates])
+
+    def __len__(self) -> int:
+        return sum(self.sizes)
+
+    def batch(self, batch_size: int, generator: torch.Generator) -> dict:
+        """images [B, 3, R, R] in [-1, 1], captions (list), labels [B, k], mentions [B, k]."""
+        indices = torch.randint(len(self), (batch_size,), generator=generator).tolist()
+        chosen = torch.randint(len(self.templates), (batch_size,), generator=generator)
+        images, captions, labels = [], [], []
+        for index, t in zip(indices, chosen.tolist()):
+            part = 0 if index < self.sizes[0] else 1
+            item = self.parts[part][index - part * self.sizes[0]]
+            images.append(item.image)
+            captions.append(fill_template(self.templates[t], item.attributes))
+            labels.append([VOCABULARIES[name].index(item.attributes[name]) for name in ATTRIBUTE_NAMES])
+        return {
+            "images": images_to_tensor(np.stack(images)),
+            "captions": captions,
+            "labels": torch.tensor(labels),
+            "mentions": self.mentions[chosen],
+        }
+
+
+def _split_size(seed: int, split: str) -> int:
+    from lafite_core.data.shapes import split_tuples
+
+    return len(split_tuples(seed)[split])
+
+
+def images_to_tensor(images: np.ndarray) -> Tensor:
+    """uint8 [B, H, W, 3] -> float [B, 3, H, W] in [-1, 1], the generator's range."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+# ------------------------------------------------------------------------------------ training
+@dataclass
+class PretrainResult:
+    weights: Path
+    metrics: dict
+    history: list[dict] = field(default_factory=list)
+
+
+def learning_rate(step: int, cfg: PretrainConfig) -> float:
+    """Linear warm-up, then cosine decay to zero (CLIP's schedule)."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def make_optimizer(model: torch.nn.Module, cfg: PretrainConfig) -> torch.optim.Optimizer:
+    """AdamW; gains, biases and the temperature are not decayed (as in open_clip's training)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim < 2 or "logit_scale" in name else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+
+
+def train_step(encoder: ClipEncoder, batch: dict, optimizer: torch.optim.Optimizer) -> float:
+    """One contrastive step through the encoder's own preprocessing and tokenizer."""
+    model = encoder.model
+    image_features = F.normalize(model.encode_image(encoder.preprocess(batch["images"])), dim=-1)
+    tokens = encoder.tokenizer(batch["captions"]).to(encoder.device)
+    text_features = F.normalize(model.encode_text(tokens), dim=-1)
+    positives = caption_positives(batch["labels"], batch["mentions"]).to(encoder.device)
+    loss = clip_loss(image_features, text_features, model.logit_scale, positives)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    with torch.no_grad():  # CLIP clips the temperature at 100
+        model.logit_scale.clamp_(0, math.log(100))
+    return float(loss.detach())
+
+
+def pretrain_encoder(cfg: PretrainConfig, on_log: Callable[[dict], None] | None = None) -> PretrainResult:
+    """Train the encoder named by cfg.architecture from scratch; write weights and metrics to cfg.output_dir.
+
+    Writes `<architecture>-shapes.safetensors`, `history.json` (loss curve), `metrics.json`
+    (final zero-shot accuracies on the unseen `test` split) and `provenance.json`."""
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    encoder = load_encoder(EncoderConfig(name=cfg.architecture, pretrained=None, device=cfg.device))
+    encoder.model.requires_grad_(True)
+    encoder.model.train()
+    optimizer = make_optimizer(encoder.model, cfg)
+    pairs = ShapesPairs(cfg.resolution, cfg.dataset_seed)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    history: list[dict] = []
+    start = time.time()
+    for step in range(cfg.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, cfg)
+        loss = train_step(encoder, pairs.batch(cfg.batch_size, generator), optimizer)
+        record = {"step": step + 1, "loss": loss, "lr": optimizer.param_groups[0]["lr"],
+                  "logit_scale": float(encoder.model.logit_scale.detach().exp()), "seconds": time.time() - start}
+        if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
+            record.update(_flat(evaluate_encoder(encoder, cfg.resolution, cfg.dataset_seed, cfg.eval_images)))
+            encoder.model.train()
+        history.append(record)
+        if on_log is not None:
+            on_log(record)
+    train_seconds = time.time() - start
+    metrics = evaluate_encoder(encoder, cfg.resolution, cfg.dataset_seed, cfg.eval_images)
+    metrics.update(train_seconds=round(train_seconds, 1), final_loss=history[-1]["loss"] if history else None,
+                   steps=cfg.steps, images_seen=cfg.steps * cfg.batch_size)
+    weights = out / f"{cfg.architecture}-shapes.safetensors"
+    save_weights(encoder.model, weights, {"config": json.dumps(to_dict(cfg))})
+    metrics["weights_sha256"] = file_sha256(weights)
+    (out / "history.json").write_text(json.dumps(history))
+    (out / "metrics.json").write_text(json.dumps(_flat(metrics), indent=2))
+    (out / "provenance.json").write_text(json.dumps(
+        {"config": to_dict(cfg), "metrics": metrics, "torch": torch.__version__}, indent=2))
+    return PretrainResult(weights=weights, metrics=metrics, history=history)
+
+
+def save_weights(model: torch.nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """A plain open_clip state dict in safetensors (no pickle, loadable by open_clip.create_model)."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    save_file(state, str(path), metadata=metadata)
+
+
+# ------------------------------------------------------------------------------------ evaluation
+@torch.no_grad()
+def evaluate_encoder(encoder: ClipEncoder, resolution: int, dataset_seed: int, images: int,
+                     batch_size: int = 256) -> dict:
+    """Zero-shot accuracy per attribute on the first `images` of the unseen Shapes `test` split.
+
+    Three prompt forms (see zero_shot.py): the long caption varying one attribute with the others
+    given, the best of all long captions, and one short prompt per class ("a red shape"). Also
+    the mean cosine between an image and each of its captions (the modality gap LAFITE bridges)."""
+    encoder.eval()
+    data = ShapesDataset(resolution, size=images, seed=dataset_seed, split="test")
+    items = [data[i] for i in range(len(data))]
+    features = torch.cat([
+        encoder.encode_image(images_to_tensor(np.stack([it.image for it in items[i:i + batch_size]])))
+        for i in range(0, len(items), batch_size)]).cpu()
+    attributes = [it.attributes for it in items]
+    long_caption = lambda attrs: caption_for(attrs, 0)  # noqa: E731 - names every attribute
+    combos = combination_text_features(encoder.encode_text, VOCABULARIES, long_caption)
+    result = {mode: attribute_accuracy(encoder, features, attributes, VOCABULARIES, long_caption, mode, combos)
+              for mode in ("given_others", "best_caption")}
+    result["class_prompt"] = {name: prompt_accuracy(encoder, features, [a[name] for a in attributes], class_prompts(name))
+                              for name in ATTRIBUTE_NAMES}
+    cosines = [matching_cosine(features, encoder.encode_text([caption_for(a, t) for a in attributes]).cpu())
+               for t in range(len(CAPTION_TEMPLATES))]
+    result["matching_cosine"] = float(np.mean(cosines))
+    result["eval_images"] = len(items)
+    return result
+
+
+def _flat(metrics: dict, prefix: str = "") -> dict:
+    """{"given_others": {"shape": 0.9}} -> {"given_others/shape": 0.9} (one column per number)."""
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}/"))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

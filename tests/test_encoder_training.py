@@ -1,0 +1,176 @@
+"""Contrastive pre-training of the tiny encoder, its loss, saving/loading, and zero-shot scoring."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lafite_core.config import EncoderConfig, PretrainConfig
+from lafite_core.data.shapes import VOCABULARIES, caption_for
+from lafite_core.encoder_training import (
+    ShapesPairs,
+    caption_positives,
+    clip_loss,
+    fill_template,
+    make_optimizer,
+    pretrain_encoder,
+    save_weights,
+    template_attributes,
+    train_step,
+)
+from lafite_core.encoders import file_sha256, load_encoder
+from lafite_core.zero_shot import attribute_accuracy, label_indices, predict_attributes, prompt_accuracy
+
+RED_STAR = {"shape": "star", "colour": "red", "size": "small", "position": "top left", "background": "black"}
+
+
+def test_clip_loss_is_clips_symmetric_cross_entropy():
+    torch.manual_seed(0)
+    img, txt = F.normalize(torch.randn(5, 8), dim=1), F.normalize(torch.randn(5, 8), dim=1)
+    scale = torch.tensor(2.0)
+    logits = scale.exp() * img @ txt.T
+    expected = (F.cross_entropy(logits, torch.arange(5)) + F.cross_entropy(logits.T, torch.arange(5))) / 2
+    torch.testing.assert_close(clip_loss(img, txt, scale), expected)
+
+
+def test_clip_loss_spreads_targets_over_all_captions_that_describe_an_image():
+    img = torch.eye(3)
+    txt = torch.eye(3)
+    positives = torch.tensor([[True, True, False], [False, True, False], [False, False, True]])  # caption 1 fits images 0, 1
+    logits = img @ txt.T  # scale exp(0) = 1
+    log_rows, log_cols = F.log_softmax(logits, 1), F.log_softmax(logits, 0)
+    image_to_text = [-(log_rows[0, 0] + log_rows[0, 1]) / 2, -log_rows[1, 1], -log_rows[2, 2]]
+    text_to_image = [-log_cols[0, 0], -(log_cols[0, 1] + log_cols[1, 1]) / 2, -log_cols[2, 2]]
+    expected = (sum(image_to_text) / 3 + sum(text_to_image) / 3) / 2
+    torch.testing.assert_close(clip_loss(img, txt, torch.tensor(0.0), positives), expected)
+    with pytest.raises(ValueError, match="its own caption"):
+        clip_loss(img, txt, torch.tensor(0.0), ~torch.eye(3, dtype=torch.bool))
+
+
+def test_caption_positives_follow_the_attributes_a_caption_names():
+    labels = torch.tensor([[0, 0], [0, 1], [1, 1]])  # (shape, colour) of three images
+    mentions = torch.tensor([[True, True], [False, True], [True, False]])  # caption 1 names only colour
+    expected = torch.tensor([
+        [True, False, False],   # image 0: own caption only (caption 1 says colour 1, caption 2 shape 1)
+        [False, True, False],   # image 1: caption 1 (colour 1) is its own
+        [False, True, True],    # image 2: colour 1 like caption 1, shape 1 like caption 2
+    ])
+    assert torch.equal(caption_positives(labels, mentions), expected)
+
+
+def test_templates_name_their_attributes():
+    assert template_attributes("{colour} {shape}, {position_short}") == {"colour", "shape", "position"}
+    assert fill_template("a {colour} {shape} {position_long}", RED_STAR) == "a red star in the top left corner"
+    assert fill_template("a {size} {colour} {shape} {position_long} on a {background} background",
+                         RED_STAR) == caption_for(RED_STAR, 0)
+
+
+def test_pairs_exclude_the_test_split_and_come_in_range():
+    pairs = ShapesPairs(resolution=32, seed=0)
+    from lafite_core.data.shapes import split_tuples
+
+    tuples = split_tuples(0)
+    assert len(pairs) == len(tuples["train"]) + len(tuples["heldout"]) == len(tuples["all"]) - len(tuples["test"])
+    batch = pairs.batch(6, torch.Generator().manual_seed(0))
+    assert batch["images"].shape == (6, 3, 32, 32) and -1 <= batch["images"].min() <= batch["images"].max() <= 1
+    assert batch["labels"].shape == batch["mentions"].shape == (6, 5)
+    assert caption_positives(batch["labels"], batch["mentions"]).diagonal().all()
+
+
+def test_loss_goes_down_and_weights_round_trip_through_open_clip(tmp_path):
+    torch.manual_seed(0)
+    encoder = load_encoder(EncoderConfig(name="lafite-tiny", pretrained=None))
+    encoder.model.requires_grad_(True)
+    cfg = PretrainConfig(lr=1e-3, weight_decay=0.0)
+    optimizer = make_optimizer(encoder.model, cfg)
+    batch = ShapesPairs(32, 0).batch(12, torch.Generator().manual_seed(1))
+    losses = [train_step(encoder, batch, optimizer) for _ in range(25)]
+    assert losses[-1] < 0.5 * losses[0], losses
+
+    path = tmp_path / "w.safetensors"
+    save_weights(encoder.model, path)
+    loaded = load_encoder(EncoderConfig(name="lafite-tiny", pretrained=str(path)))
+    assert loaded.identity()["weights_sha256"] == file_sha256(path)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.encode_image(batch["images"]), encoder.encode_image(batch["images"]))
+        torch.testing.assert_close(loaded.encode_text(batch["captions"]), encoder.encode_text(batch["captions"]))
+
+
+def test_pretrain_encoder_writes_weights_curve_and_metrics(tmp_path):
+    cfg = PretrainConfig(steps=3, batch_size=8, warmup_steps=1, eval_images=12, output_dir=str(tmp_path))
+    seen = []
+    result = pretrain_encoder(cfg, on_log=seen.append)
+    assert [r["step"] for r in seen] == [1, 2, 3]
+    assert result.weights == tmp_path / "lafite-tiny-shapes.safetensors" and result.weights.is_file()
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    for attribute in VOCABULARIES:
+        assert 0.0 <= metrics[f"given_others/{attribute}"] <= 1.0
+    assert -1.0 <= metrics["matching_cosine"] <= 1.0 and metrics["weights_sha256"] == file_sha256(result.weights)
+    assert len(json.loads((tmp_path / "history.json").read_text())) == 3
+    assert json.loads((tmp_path / "provenance.json").read_text())["config"]["steps"] == 3
+
+
+# ------------------------------------------------------------------------------ zero-shot scoring
+VOCAB = {"shape": ("circle", "square"), "colour": ("red", "green", "blue")}
+
+
+def _combo_codes() -> torch.Tensor:
+    """An orthonormal text feature per (shape, colour) combination: [2, 3, 6]."""
+    return torch.eye(6).reshape(2, 3, 6)
+
+
+def test_predictions_read_the_right_attribute_in_both_modes():
+    combos = _combo_codes()
+    labels = torch.tensor([[0, 2], [1, 0], [1, 1]])
+    # image 0 looks most like (circle, green) but, given its true colour blue, more like a circle than a square
+    images = torch.stack([combos[0, 1] + 0.5 * combos[0, 2] + 0.2 * combos[1, 2], combos[1, 0], combos[1, 1]])
+    given = predict_attributes(images, labels, combos, "given_others")
+    best = predict_attributes(images, labels, combos, "best_caption")
+    assert given.tolist() == [[0, 1], [1, 0], [1, 1]]  # colour is judged among circles: green wins
+    assert best.tolist() == [[0, 1], [1, 0], [1, 1]]
+    images[0] = combos[0, 1] * 0.1 + combos[1, 2]  # now clearly a blue square; given shape circle, the colour is green
+    given = predict_attributes(images, labels, combos, "given_others")
+    assert given[0].tolist() == [1, 1]
+    with pytest.raises(ValueError, match="given_others, best_caption"):
+        predict_attributes(images, labels, combos, "vote")
+
+
+class CodeEncoder:
+    """Encodes 'a <colour> <shape>' to the combination's one-hot code (a perfect text tower)."""
+
+    def encode_text(self, captions):
+        out = []
+        for caption in captions:
+            words = caption.split()
+            shape = next(i for i, s in enumerate(VOCAB["shape"]) if s in words)
+            colour = next(i for i, c in enumerate(VOCAB["colour"]) if c in words)
+            out.append(_combo_codes()[shape, colour])
+        return torch.stack(out)
+
+
+def test_attribute_accuracy_counts_right_answers_per_attribute():
+    attributes = [{"shape": "circle", "colour": "red"}, {"shape": "square", "colour": "blue"},
+                  {"shape": "square", "colour": "green"}, {"shape": "circle", "colour": "blue"}]
+    codes = _combo_codes()
+    images = torch.stack([codes[0, 0], codes[1, 2],
+                          codes[1, 2] + 0.5 * codes[1, 1],   # a square, but bluer than green: colour wrong
+                          codes[1, 2] + 0.5 * codes[0, 2]])  # blue, but more square than circle: shape wrong
+    accuracy = attribute_accuracy(CodeEncoder(), images, attributes, VOCAB, lambda a: f"a {a['colour']} {a['shape']}")
+    assert accuracy == {"shape": 0.75, "colour": 0.75}
+    assert label_indices(attributes, VOCAB).tolist() == [[0, 0], [1, 2], [1, 1], [0, 2]]
+    with pytest.raises(ValueError, match="'purple' is not in its vocabulary"):
+        label_indices([{"shape": "circle", "colour": "purple"}], VOCAB)
+
+
+def test_prompt_accuracy_uses_one_prompt_per_class():
+    class Fixed:
+        def encode_text(self, captions):
+            return torch.eye(3)[[["red", "green", "blue"].index(c.split()[1]) for c in captions]]
+
+    images = torch.eye(3)[[0, 1, 1, 2]]
+    prompts = {c: f"a {c} shape" for c in ("red", "green", "blue")}
+    assert prompt_accuracy(Fixed(), images, ["red", "green", "blue", "blue"], prompts) == 0.75
+    with pytest.raises(ValueError, match="no prompt"):
+        prompt_accuracy(Fixed(), images, ["red", "pink", "blue", "blue"], prompts)
