@@ -293,3 +293,20 @@ class PretrainConfig:
     eval_images: int = 2000  # first images of the Shapes `test` split
     eval_every: int = 0  # steps between progress evaluations (0: only at the end)
     output_dir: str = "results/runs/pretrain_encoder"
+
+
+@dataclass
+class EmbedConfig:
+    """Embedding a dataset into a feature cache (data/cache.py, notebooks/01_embed.ipynb).
+
+    The default encoder is the kit's shipped tiny one; `data.skip_bad` also lets the cache skip
+    images that fail to decode (listed in the cache's report.json)."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(
+        name="lafite-tiny", pretrained="lafite_core/assets/lafite-tiny-shapes.safetensors"))
+    cache_dir: str = "results/cache/shapes-32-lafite-tiny"  # TrainConfig.cache reads it
+    batch_size: int = 256
+    dtype: Literal["float16", "float32"] = "float16"
+    shard_size: int = 4096  # items per resumable unit of work
+    output_dir: str = "results/runs/embed"  # metrics.json (a summary of the cache)

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from lafite_core.config import EncoderConfig, PretrainConfig, to_dict
 from lafite_core.data.shapes import (
@@ -191,7 +192,8 @@ def train_step(encoder: ClipEncoder, batch: dict, optimizer: torch.optim.Optimiz
     return float(loss.detach())
 
 
-def pretrain_encoder(cfg: PretrainConfig, on_log: Callable[[dict], None] | None = None) -> PretrainResult:
+def pretrain_encoder(cfg: PretrainConfig, on_log: Callable[[dict], None] | None = None,
+                     progress: bool = True) -> PretrainResult:
     """Train the encoder named by cfg.architecture from scratch; write weights and metrics to cfg.output_dir.
 
     Writes `<architecture>-shapes.safetensors`, `history.json` (loss curve), `metrics.json`
@@ -207,7 +209,8 @@ def pretrain_encoder(cfg: PretrainConfig, on_log: Callable[[dict], None] | None 
     generator = torch.Generator().manual_seed(cfg.seed)
     history: list[dict] = []
     start = time.time()
-    for step in range(cfg.steps):
+    bar = tqdm(range(cfg.steps), desc="pre-training", disable=not progress)
+    for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, cfg)
         loss = train_step(encoder, pairs.batch(cfg.batch_size, generator), optimizer)
@@ -217,6 +220,7 @@ def pretrain_encoder(cfg: PretrainConfig, on_log: Callable[[dict], None] | None 
             record.update(_flat(evaluate_encoder(encoder, cfg.resolution, cfg.dataset_seed, cfg.eval_images)))
             encoder.model.train()
         history.append(record)
+        bar.set_postfix(loss=f"{loss:.3f}")
         if on_log is not None:
             on_log(record)
     train_seconds = time.time() - start
@@ -268,6 +272,32 @@ def evaluate_encoder(encoder: ClipEncoder, resolution: int, dataset_seed: int, i
     result["matching_cosine"] = float(np.mean(cosines))
     result["eval_images"] = len(items)
     return result
+
+
+def accuracy_table(metrics: dict):
+    """Per-attribute accuracies as a DataFrame: one row per attribute, one column per prompt form."""
+    import pandas as pd
+
+    flat = _flat(metrics)
+    forms = ("given_others", "best_caption", "class_prompt")
+    return pd.DataFrame({form: {a: flat[f"{form}/{a}"] for a in ATTRIBUTE_NAMES} for form in forms})
+
+
+def plot_history(history: list[dict]):
+    """Loss per step (and, where evaluated, zero-shot accuracy per attribute) as a figure."""
+    import matplotlib.pyplot as plt
+
+    evaluated = [r for r in history if "given_others/shape" in r]
+    fig, axes = plt.subplots(1, 2 if evaluated else 1, figsize=(11 if evaluated else 6, 3.5), squeeze=False)
+    axes[0, 0].plot([r["step"] for r in history], [r["loss"] for r in history], lw=0.8)
+    axes[0, 0].set(xlabel="step", ylabel="contrastive loss", title="pre-training loss")
+    if evaluated:
+        for name in ATTRIBUTE_NAMES:
+            axes[0, 1].plot([r["step"] for r in evaluated], [r[f"given_others/{name}"] for r in evaluated], label=name)
+        axes[0, 1].set(xlabel="step", ylabel="accuracy", title="zero-shot accuracy (test split)", ylim=(0, 1.02))
+        axes[0, 1].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
 def _flat(metrics: dict, prefix: str = "") -> dict:

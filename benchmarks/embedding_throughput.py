@@ -1,0 +1,122 @@
+"""Embedding throughput: `build_cache` against the bare encoder at the same batch size.
+
+The bare side embeds images (and captions) that are already in memory as tensors / strings: the
+encoder's own speed. The cache side is the whole `build_cache` run on a fresh folder: rendering or
+decoding each item, batching, encoding, writing shards, merging them and the index. Their ratio is
+the overhead of loading and caching (target: under 15%).
+
+These machines drift by 1.3-1.75x within minutes, so the two sides alternate (ABBA order) and
+each repetition reports its own ratio; the median ratio is the figure to quote.
+
+    python benchmarks/embedding_throughput.py                  # lafite-tiny and ViT-B-32, random weights
+    python benchmarks/embedding_throughput.py --encoders lafite-tiny --items 4096 --repeats 5
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lafite_core.config import EncoderConfig
+from lafite_core.data import ShapesDataset
+from lafite_core.data.cache import build_cache
+from lafite_core.data.images import Item
+from lafite_core.encoders import load_encoder
+
+# encoder -> (Shapes resolution, items, batch size): sized for a 2-core CPU
+DEFAULTS = {"lafite-tiny": (32, 2048, 256), "ViT-B-32": (64, 192, 64)}
+
+
+class WithoutCaptions:
+    """The same dataset with its captions dropped (an image-only set, as in language-free training)."""
+
+    def __init__(self, dataset):
+        self.dataset, self.kind, self.resolution, self.skipped = dataset, dataset.kind, dataset.resolution, []
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        item = self.dataset[i]
+        return Item(item.item_id, item.image, [], item.path, item.attributes)
+
+    def fingerprint(self):
+        return "no-captions-" + self.dataset.fingerprint()
+
+
+def bare_seconds(encoder, images: torch.Tensor, captions: list[list[str]], batch_size: int) -> float:
+    """Time to embed in-memory images (and their captions) in batches of `batch_size`."""
+    start = time.perf_counter()
+    with torch.no_grad():
+        for i in range(0, len(images), batch_size):
+            encoder.encode_image(images[i:i + batch_size])
+            texts = [c for item_captions in captions[i:i + batch_size] for c in item_captions]
+            for j in range(0, len(texts), batch_size):
+                encoder.encode_text(texts[j:j + batch_size])
+    return time.perf_counter() - start
+
+
+def cache_seconds(dataset, encoder, batch_size: int, shard_size: int) -> float:
+    with tempfile.TemporaryDirectory() as folder:
+        start = time.perf_counter()
+        build_cache(dataset, encoder, Path(folder) / "cache", batch_size=batch_size, shard_size=shard_size,
+                    progress=False)
+        return time.perf_counter() - start
+
+
+def benchmark(name: str, resolution: int, items: int, batch_size: int, repeats: int, captions: bool) -> dict:
+    torch.manual_seed(0)
+    encoder = load_encoder(EncoderConfig(name=name, pretrained=None))
+    shapes = ShapesDataset(resolution=resolution, size=items, seed=0, split="train")
+    dataset = shapes if captions else WithoutCaptions(shapes)
+    loaded = [dataset[i] for i in range(len(dataset))]
+    images = torch.from_numpy(np.stack([it.image for it in loaded])).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    texts = [it.captions for it in loaded]
+    shard_size = max(batch_size, items // 4)  # a few shards, as a real run has
+
+    bare_seconds(encoder, images[:batch_size], texts[:batch_size], batch_size)  # warm-up
+    rows = []
+    for r in range(repeats):
+        order = ("bare", "cache") if r % 2 == 0 else ("cache", "bare")  # ABBA: drift hits both sides
+        t = {}
+        for side in order:
+            t[side] = (bare_seconds(encoder, images, texts, batch_size) if side == "bare"
+                       else cache_seconds(dataset, encoder, batch_size, shard_size))
+        rows.append({"bare_img_s": items / t["bare"], "cache_img_s": items / t["cache"], "ratio": t["cache"] / t["bare"]})
+    ratio = statistics.median(r["ratio"] for r in rows)
+    return {"encoder": name, "captions": captions, "resolution": resolution, "items": items,
+            "batch_size": batch_size, "feature_dim": encoder.feature_dim, "repeats": rows,
+            "median_ratio": ratio, "median_overhead_pct": 100 * (ratio - 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--encoders", nargs="+", default=list(DEFAULTS))
+    parser.add_argument("--items", type=int, help="items per side (default: per encoder)")
+    parser.add_argument("--batch-size", type=int, help="default: per encoder")
+    parser.add_argument("--repeats", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    for name in args.encoders:
+        resolution, items, batch = DEFAULTS.get(name, (64, 256, 64))
+        for captions in (False, True):
+            result = benchmark(name, resolution, args.items or items, args.batch_size or batch, args.repeats, captions)
+            what = "images + 6 captions each" if captions else "images only"
+            print(f"\n{name} ({what}), {result['items']} items at {resolution} px, batch {result['batch_size']}, "
+                  f"f = {result['feature_dim']}")
+            for i, row in enumerate(result["repeats"]):
+                print(f"  rep {i}: bare {row['bare_img_s']:8.1f} img/s   build_cache {row['cache_img_s']:8.1f} img/s"
+                      f"   time ratio {row['ratio']:.3f}")
+            print(f"  median time ratio {result['median_ratio']:.3f} -> overhead {result['median_overhead_pct']:+.1f}%")
+
+
+if __name__ == "__main__":
+    main()

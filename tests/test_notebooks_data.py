@@ -1,0 +1,76 @@
+"""Notebooks 00 (pre-train the encoder) and 01 (embed a dataset): committed form, parameters that
+mirror their configs, and a papermill run of both at a tiny preset."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lafite_core.config import EmbedConfig, PretrainConfig, from_namespace, load_yaml
+from lafite_core.data import ShapesDataset
+from lafite_core.data.cache import load_cache
+from lafite_core.encoders import file_sha256
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = {
+    "00_pretrain_encoder": (PretrainConfig, "params/pretrain_encoder.yaml"),
+    "01_embed": (EmbedConfig, "params/embed.yaml"),
+}
+
+
+def _notebook(name: str) -> dict:
+    return json.loads((REPO / "notebooks" / f"{name}.ipynb").read_text())
+
+
+@pytest.mark.parametrize("name", sorted(NOTEBOOKS))
+def test_committed_notebook_is_clean_and_its_parameters_mirror_the_config(name):
+    cls, params_file = NOTEBOOKS[name]
+    nb = _notebook(name)
+    assert nb["metadata"]["kernelspec"] == {"name": "python3", "language": "python", "display_name": "Python 3"}
+    assert nb["metadata"]["lafite"] == {"config": cls.__name__, "output": "output_dir"}
+    tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            assert cell["outputs"] == [] and cell["execution_count"] is None
+    namespace: dict = {}
+    exec("".join(tagged[0]["source"]), namespace)
+    assert from_namespace(cls, namespace) == cls()  # the notebook's defaults are the config's
+    assert load_yaml(REPO / params_file, cls) == cls()  # and the committed params are those too
+
+
+def test_notebooks_pretrain_then_embed_at_a_tiny_preset(tmp_path):
+    papermill = pytest.importorskip("papermill")
+    pretrain_out = tmp_path / "pretrain"
+    papermill.execute_notebook(
+        str(REPO / "notebooks" / "00_pretrain_encoder.ipynb"), str(tmp_path / "00.ipynb"),
+        parameters=dict(steps=20, batch_size=16, warmup_steps=2, eval_images=40, output_dir=str(pretrain_out)),
+        kernel_name="python3", cwd=str(REPO), progress_bar=False,
+    )
+    metrics = json.loads((pretrain_out / "metrics.json").read_text())
+    for key in ("given_others/shape", "best_caption/colour", "class_prompt/position", "matching_cosine"):
+        assert isinstance(metrics[key], float)
+    assert metrics["steps"] == 20 and (pretrain_out / "loss.png").is_file()
+    weights = pretrain_out / "lafite-tiny-shapes.safetensors"
+    assert metrics["weights_sha256"] == file_sha256(weights)
+
+    data = {"kind": "shapes", "root": None, "resolution": 32, "size": 200, "seed": 0, "split": "train", "skip_bad": False}
+    embed_out, cache_dir = tmp_path / "embed", tmp_path / "cache"
+    papermill.execute_notebook(
+        str(REPO / "notebooks" / "01_embed.ipynb"), str(tmp_path / "01.ipynb"),
+        parameters=dict(data=data, encoder={"name": "lafite-tiny", "pretrained": str(weights)},
+                        cache_dir=str(cache_dir), batch_size=64, shard_size=128, output_dir=str(embed_out)),
+        kernel_name="python3", cwd=str(REPO), progress_bar=False,
+    )
+    shapes = ShapesDataset(resolution=32, size=200, seed=0, split="train")
+    cache = load_cache(cache_dir, dataset_fingerprint=shapes.fingerprint())
+    assert cache.meta["encoder"]["weights_sha256"] == file_sha256(weights)
+    assert cache.image_features.shape == (200, metrics_feature_dim(embed_out))
+    summary = json.loads((embed_out / "metrics.json").read_text())
+    assert summary["items"] == 200 and summary["captions"] == len(cache.captions) == 200 * len(shapes[0].captions)
+    assert -1.0 <= summary["matching_cosine_mean"] <= 1.0
+
+
+def metrics_feature_dim(folder: Path) -> int:
+    return json.loads((folder / "metrics.json").read_text())["feature_dim"]
