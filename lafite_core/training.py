@@ -47,6 +47,7 @@ import yaml
 from PIL import Image
 
 from lafite_core import checkpoint as ckpt
+from lafite_core.assets import resolve_asset
 from lafite_core.augment import AugmentedDiscriminator
 from lafite_core.config import TrainConfig, from_dict, to_dict
 from lafite_core.losses import LafiteLoss
@@ -426,7 +427,8 @@ class Trainer:
 
         torch.manual_seed(cfg.seed)  # identical initial weights on every process (and a randomly
         # initialised encoder, in tests, is the same in every run)
-        self.encoder = load_encoder(dataclasses.replace(cfg.encoder, device=str(dist.device)))
+        self.encoder = load_encoder(dataclasses.replace(cfg.encoder, device=str(dist.device),
+                                                        pretrained=resolve_asset(cfg.encoder.pretrained)))
         f = self.encoder.feature_dim
         self.dataset = dataset if dataset is not None else self._cached_dataset(cfg)
         self._check_dataset(cfg, f)

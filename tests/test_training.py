@@ -23,6 +23,7 @@ from lafite_core.training import (
     ResumableSampler,
     Trainer,
     ema_beta,
+    read_stats,
     lazy_adam,
     mixed_conditions,
     standard_conditions,
@@ -133,6 +134,17 @@ def test_killed_while_writing_a_checkpoint_resumes_from_the_last_complete_one(tm
     assert not any(p.name.startswith(".tmp-") for p in ckpt_dir.iterdir())  # stale temporary removed
     result = trainer.run()
     assert result.nimg == 16 and [s["nimg"] for s in result.stats] == [8, 16]
+
+
+def test_load_generator_rebuilds_g_ema_from_the_checkpoint(uninterrupted):
+    from lafite_core.checkpoint import load_generator
+
+    G, info = load_generator(uninterrupted.last_checkpoint)
+    assert info["nimg"] == 16 and info["encoder_identity"]["name"] == "lafite-tiny"
+    state = load_checkpoint(uninterrupted.last_checkpoint)
+    assert all(torch.equal(v, state["G_ema"][k]) for k, v in G.state_dict().items())
+    img = G(torch.randn(2, G.z_dim), torch.nn.functional.normalize(torch.randn(2, FEATURE_DIM), dim=1), noise_mode="const")
+    assert img.shape == (2, 3, 32, 32) and torch.isfinite(img).all()
 
 
 def test_fine_tune_starts_from_the_weights_with_fresh_counters(uninterrupted, tmp_path):
@@ -274,6 +286,39 @@ def test_trains_from_a_feature_cache_and_refuses_one_of_another_dataset(tmp_path
     with pytest.raises(ValueError, match=r"parameter cache = .*dataset fingerprint"):
         Trainer(other)
     assert not (tmp_path / "run2").exists()
+
+
+def test_notebook_parameters_and_params_file_are_the_config_defaults():
+    from lafite_core.config import from_namespace
+
+    nb = json.loads((REPO / "notebooks" / "02_train.ipynb").read_text())
+    assert nb["metadata"]["lafite"] == {"config": "TrainConfig", "output": "run_dir"}
+    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+    (cell,) = [c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", [])]
+    assert all(c["outputs"] == [] for c in nb["cells"] if c["cell_type"] == "code")
+    namespace = {}
+    exec("".join(cell["source"]), namespace)
+    assert from_namespace(TrainConfig, namespace) == TrainConfig()
+    assert load_yaml(REPO / "params" / "train.yaml", TrainConfig) == TrainConfig()
+
+
+def test_notebook_runs_the_tiny_preset(tmp_path):
+    papermill = pytest.importorskip("papermill")
+    from lafite_core.data import dataset_from_config
+    from lafite_core.data.cache import build_cache
+    from lafite_core.encoders import load_encoder
+    from lafite_core.runner import load_params
+
+    params = load_params(REPO / "params" / "train_tiny.yaml")
+    params.update(encoder={"name": "lafite-tiny", "pretrained": None}, cache=str(tmp_path / "cache"),
+                  run_dir=str(tmp_path / "run"), data={**params["data"], "size": 24})
+    cfg = from_dict(TrainConfig, params)
+    build_cache(dataset_from_config(cfg.data), load_encoder(cfg.encoder), cfg.cache, batch_size=24, progress=False)
+    papermill.execute_notebook(str(REPO / "notebooks" / "02_train.ipynb"), str(tmp_path / "out.ipynb"),
+                               parameters=params, kernel_name="python3", cwd=str(REPO), progress_bar=False)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["kimg"] == 0.008 and metrics["steps"] == 2 and metrics["setting"] == "language_free"
+    assert len(read_stats(tmp_path / "run")) == 2
 
 
 # ----------------------------------------------------------------------------- pieces
