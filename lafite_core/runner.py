@@ -223,30 +223,54 @@ def _execute_in_child(notebook: str, folder: str) -> None:
     )
 
 
-def worker_envs(workers: int | None) -> list[dict[str, str]]:
-    """One worker per visible GPU (each sees only its own), else `workers` CPU workers."""
+def visible_gpus() -> list[str]:
+    """GPU ids this process may use, without initialising CUDA here: CUDA_VISIBLE_DEVICES when
+    set, else what nvidia-smi lists."""
+    declared = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if declared is not None:
+        return [g.strip() for g in declared.split(",") if g.strip() and g.strip() != "-1"]
     try:
-        import torch
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [str(i) for i, line in enumerate(listing.splitlines()) if line.startswith("GPU ")]
 
-        gpus = torch.cuda.device_count()
-    except ImportError:  # pragma: no cover - torch is a dependency
-        gpus = 0
+
+def worker_envs(workers: int | None, gpus: list[str] | None = None) -> list[dict[str, str]]:
+    """One worker per GPU, each seeing only its own; without GPUs, `workers` CPU workers."""
+    gpus = visible_gpus() if gpus is None else gpus
     if gpus:
-        return [{"CUDA_VISIBLE_DEVICES": str(i)} for i in range(workers or gpus)][: workers or gpus]
+        return [{"CUDA_VISIBLE_DEVICES": g} for g in gpus[: workers or len(gpus)]]
     return [{"CUDA_VISIBLE_DEVICES": ""} for _ in range(workers or 1)]
 
 
-def run_all(specs: list[RunSpec], results: Path = RESULTS, workers: int | None = None, force: bool = False) -> list[dict]:
-    """Validate every run, skip finished ones, execute the rest on the local workers."""
+def pending(specs: list[RunSpec], results: Path, force: bool = False) -> list[RunSpec]:
+    """Validate every run (before any kernel starts) and drop the finished ones."""
     for spec in specs:
         validate(spec)
-    todo = [s for s in specs if force or read_status(run_dir(s, results)).get("status") != "done"]
-    skipped = len(specs) - len(todo)
-    envs = worker_envs(workers)
-    print(f"{len(specs)} runs: {skipped} already done, {len(todo)} to run on {len(envs)} worker(s)", flush=True)
-    free = list(range(len(envs)))
-    outcomes: list[dict] = []
+    return [s for s in specs if force or read_status(run_dir(s, results)).get("status") != "done"]
+
+
+def run_all(specs: list[RunSpec], results: Path = RESULTS, workers: int | None = None, force: bool = False,
+            backend: str = "local", ray_address: str | None = None) -> list[dict]:
+    """Execute the unfinished runs on local workers or on a Ray cluster; returns their statuses."""
+    todo = pending(specs, results, force)
+    print(f"{len(specs)} runs: {len(specs) - len(todo)} already done, {len(todo)} to run ({backend})", flush=True)
+    if backend == "ray":
+        return _run_on_ray(todo, results, ray_address)
+    if backend != "local":
+        raise ValueError(f"unknown backend {backend!r}; known: local, ray")
+    return _run_locally(todo, results, worker_envs(workers))
+
+
+def _progress(total: int):
     from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="runs")
+
+
+def _run_locally(todo: list[RunSpec], results: Path, envs: list[dict[str, str]]) -> list[dict]:
+    free = list(range(len(envs)))  # worker slots; list pop/append are atomic under the GIL
 
     def job(spec: RunSpec) -> dict:
         slot = free.pop()
@@ -255,13 +279,13 @@ def run_all(specs: list[RunSpec], results: Path = RESULTS, workers: int | None =
         finally:
             free.append(slot)
 
-    with ThreadPoolExecutor(max_workers=len(envs)) as pool, tqdm(total=len(todo), desc="runs") as bar:
-        futures = {pool.submit(job, s): s for s in todo}
+    outcomes: list[dict] = []
+    with ThreadPoolExecutor(max_workers=len(envs)) as pool, _progress(len(todo)) as bar:
+        futures = [pool.submit(job, s) for s in todo]
         try:
             for fut in as_completed(futures):
-                outcome = fut.result()
-                outcomes.append(outcome)
-                bar.set_postfix_str(f"{outcome['run_id']}: {outcome['status']}")
+                outcomes.append(fut.result())
+                bar.set_postfix_str(f"{outcomes[-1]['run_id']}: {outcomes[-1]['status']}")
                 bar.update()
         except KeyboardInterrupt:
             for fut in futures:
@@ -269,6 +293,32 @@ def run_all(specs: list[RunSpec], results: Path = RESULTS, workers: int | None =
             print("interrupted: finished runs are kept; run again to continue", flush=True)
             raise
     return outcomes
+
+
+def _run_on_ray(todo: list[RunSpec], results: Path, address: str | None) -> list[dict]:
+    """One Ray task per run, each holding one GPU when the cluster has GPUs (Ray then sets
+    CUDA_VISIBLE_DEVICES for the task, and the kernel inherits it). `results` must be on a
+    file system every node sees."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+    has_gpus = ray.cluster_resources().get("GPU", 0) > 0
+    task = ray.remote(num_gpus=1 if has_gpus else 0, num_cpus=1, max_retries=0)(_ray_task)
+    refs = {task.remote(spec, str(results.resolve())): spec for spec in todo}
+    outcomes: list[dict] = []
+    with _progress(len(todo)) as bar:
+        remaining = list(refs)
+        while remaining:
+            done, remaining = ray.wait(remaining, num_returns=1)
+            outcomes.append(ray.get(done[0]))
+            bar.set_postfix_str(f"{outcomes[-1]['run_id']}: {outcomes[-1]['status']}")
+            bar.update()
+    return outcomes
+
+
+def _ray_task(spec: RunSpec, results: str) -> dict:
+    return {"run_id": spec.run_id, **execute(spec, Path(results))}
 
 
 # ----------------------------------------------------------------------------- results
@@ -313,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--workers", type=int, default=None)
     run.add_argument("--force", action="store_true", help="re-run finished runs too")
     run.add_argument("--results", default=str(RESULTS))
+    run.add_argument("--backend", choices=["local", "ray"], default="local")
+    run.add_argument("--ray-address", default=None, help="an existing Ray cluster (default: start a local one)")
     col = sub.add_parser("collect", help="collect a sweep's metrics into results/<sweep>.csv/.md")
     col.add_argument("sweep")
     col.add_argument("--results", default=str(RESULTS))
@@ -334,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         specs = [RunSpec(notebook=str(target), params=params)]
     else:
         specs = expand_sweep(target)
-    outcomes = run_all(specs, results, args.workers, args.force)
+    outcomes = run_all(specs, results, args.workers, args.force, args.backend, args.ray_address)
     failed = [o for o in outcomes if o["status"] != "done"]
     for o in failed:
         print(f"FAILED {o['run_id']}: {o.get('error')} (see {o.get('executed_notebook')})")

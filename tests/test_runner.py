@@ -92,3 +92,42 @@ def test_parallel_runs_one_failing_then_rerun_skips_finished(tmp_path, monkeypat
     assert set(table["case"]) == {"good", "bad"}
     assert table.set_index("case").loc["good", "length"] == 5
     assert (results / "t.csv").is_file() and (results / "t.md").is_file()
+
+
+def test_one_worker_per_gpu_each_seeing_only_its_own():
+    assert runner.worker_envs(None, gpus=["0", "1", "3"]) == [
+        {"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}, {"CUDA_VISIBLE_DEVICES": "3"}]
+    assert runner.worker_envs(2, gpus=["0", "1", "3"]) == [{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}]
+    assert runner.worker_envs(3, gpus=[]) == [{"CUDA_VISIBLE_DEVICES": ""}] * 3
+
+
+def test_visible_gpus_reads_cuda_visible_devices(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")
+    assert runner.visible_gpus() == ["2", "5"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert runner.visible_gpus() == []
+
+
+def test_ray_backend_on_a_local_instance(tmp_path, monkeypatch):
+    ray = pytest.importorskip("ray")
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    nb = write_echo_notebook(tmp_path / "echo.ipynb")
+    good = runner.RunSpec(str(nb), {"message": "ray!"}, sweep="r")
+    bad = runner.RunSpec(str(nb), {"fail": True}, sweep="r")
+    for attempt in range(3):  # a loaded 2-core machine can miss Ray's fixed 30 s start-up window
+        try:
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            break
+        except Exception as err:  # noqa: BLE001 - Ray raises a bare Exception here
+            ray.shutdown()
+            if "timed out during startup" not in str(err) or attempt == 2:
+                raise
+    try:
+        outcomes = {o["run_id"]: o for o in runner.run_all([good, bad], tmp_path / "results", backend="ray")}
+    finally:
+        ray.shutdown()
+    assert outcomes[good.run_id]["status"] == "done"
+    assert outcomes[bad.run_id]["status"] == "failed"
+    metrics = tmp_path / "results" / "runs" / good.run_id / "out" / "metrics.json"
+    assert json.loads(metrics.read_text()) == {"length": 4}
