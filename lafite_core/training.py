@@ -413,8 +413,6 @@ class Trainer:
     # ------------------------------------------------------------------------------- setup
     def _setup(self, cfg: TrainConfig, dataset) -> None:
         from lafite_core.encoders import load_encoder
-        from lafite_core.networks import Discriminator, Generator
-        from lafite_core.perturbations import build_perturbation
 
         dist = self.dist
         if cfg.batch_size % dist.world_size:
@@ -425,8 +423,7 @@ class Trainer:
         self.checkpoint_dir = self.run_dir / "checkpoints"
         resume_path = self._resume_path(cfg)
 
-        torch.manual_seed(cfg.seed)  # identical initial weights on every process (and a randomly
-        # initialised encoder, in tests, is the same in every run)
+        torch.manual_seed(cfg.seed)  # a randomly initialised encoder (tests) is the same in every run
         self.encoder = load_encoder(dataclasses.replace(cfg.encoder, device=str(dist.device),
                                                         pretrained=resolve_asset(cfg.encoder.pretrained)))
         f = self.encoder.feature_dim
@@ -441,24 +438,7 @@ class Trainer:
         )
         self.cfg = cfg
 
-        torch.manual_seed(cfg.seed)
-        self.G = Generator(cfg.network, f).to(dist.device).train()
-        self.D = Discriminator(cfg.network, f).to(dist.device).train()
-        self.G.set_mixed_precision(cfg.mixed_precision)
-        self.D.set_mixed_precision(cfg.mixed_precision)
-        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
-        self.G_ema.set_mixed_precision(False)
-        self.perturbation = build_perturbation(cfg.perturbation, f).to(dist.device)
-        self.perturbation.requires_grad_(False)
-
-        D_seen = AugmentedDiscriminator(self.D, cfg.diffaugment) if cfg.diffaugment else self.D
-        loss_cls = GatheredNegativesLoss if cfg.gather_negatives and dist.world_size > 1 else LafiteLoss
-        extra = (dist,) if loss_cls is GatheredNegativesLoss else ()
-        self.loss = loss_cls(self.G, D_seen, self.encoder, cfg.loss, *extra)
-        self.pl_enabled = cfg.loss.pl_weight > 0
-        self.r1_enabled = cfg.loss.r1_gamma > 0
-        self.G_opt = lazy_adam(self.G.parameters(), cfg.g_lr, cfg.betas, cfg.loss.pl_interval if self.pl_enabled else None)
-        self.D_opt = lazy_adam(self.D.parameters(), cfg.d_lr, cfg.betas, cfg.loss.r1_interval if self.r1_enabled else None)
+        self._build_models(cfg, f)
         self.conditions = SETTINGS.get(cfg.setting)
 
         self.step = self.nimg = self.tick = 0
@@ -486,6 +466,31 @@ class Trainer:
         self.batches = self._batches(cfg)
         if rng_states is not None:
             self._restore_rng(rng_states)
+
+    def _build_models(self, cfg: TrainConfig, f: int) -> None:
+        """G, D, G_ema, the perturbation, the loss and the two (lazily corrected) optimisers."""
+        from lafite_core.networks import Discriminator, Generator
+        from lafite_core.perturbations import build_perturbation
+
+        device = self.dist.device
+        torch.manual_seed(cfg.seed)  # identical initial weights on every process
+        self.G = Generator(cfg.network, f).to(device).train()
+        self.D = Discriminator(cfg.network, f).to(device).train()
+        self.G.set_mixed_precision(cfg.mixed_precision)
+        self.D.set_mixed_precision(cfg.mixed_precision)
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        self.G_ema.set_mixed_precision(False)  # samples and evaluation in full precision
+        self.perturbation = build_perturbation(cfg.perturbation, f).to(device).requires_grad_(False)
+
+        D_seen = AugmentedDiscriminator(self.D, cfg.diffaugment) if cfg.diffaugment else self.D
+        if cfg.gather_negatives and self.dist.world_size > 1:
+            self.loss = GatheredNegativesLoss(self.G, D_seen, self.encoder, cfg.loss, self.dist)
+        else:
+            self.loss = LafiteLoss(self.G, D_seen, self.encoder, cfg.loss)
+        self.pl_enabled = cfg.loss.pl_weight > 0
+        self.r1_enabled = cfg.loss.r1_gamma > 0
+        self.G_opt = lazy_adam(self.G.parameters(), cfg.g_lr, cfg.betas, cfg.loss.pl_interval if self.pl_enabled else None)
+        self.D_opt = lazy_adam(self.D.parameters(), cfg.d_lr, cfg.betas, cfg.loss.r1_interval if self.r1_enabled else None)
 
     def _resume_path(self, cfg: TrainConfig) -> Path | None:
         existing = ckpt.latest_checkpoint(self.checkpoint_dir)

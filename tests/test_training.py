@@ -321,6 +321,18 @@ def test_notebook_runs_the_tiny_preset(tmp_path):
     assert len(read_stats(tmp_path / "run")) == 2
 
 
+def test_mixed_precision_runs_on_cpu_in_bfloat16(tmp_path):
+    """The CPU stand-in for CUDA fp16: the two highest resolutions under bf16 autocast."""
+    network = NetworkConfig(resolution=32, z_dim=32, w_dim=32, mapping_layers=2, channel_base=512, channel_max=32,
+                            num_fp16_res=2, conv_clamp=256.0)
+    trainer = Trainer(tiny_config(tmp_path, network=network, mixed_precision=True, total_kimg=0.004), TinyImageTextSet())
+    low = [b.resolution for b in trainer.G.synthesis_network.blocks if b.use_autocast]
+    assert low == [16, 32] and not any(b.use_autocast for b in trainer.G_ema.synthesis_network.blocks)
+    result = trainer.run()
+    assert result.step == 1
+    assert all(math.isfinite(result.stats[-1][k]) for k in ("G_adv", "G_con_clip", "D_adv", "D_r1", "G_pl"))
+
+
 # ----------------------------------------------------------------------------- pieces
 def test_lazy_adam_correction_matches_stylegan2():
     p = [torch.nn.Parameter(torch.zeros(1))]
