@@ -316,3 +316,27 @@ class EmbedConfig:
     dtype: Literal["float16", "float32"] = "float16"
     shard_size: int = 4096  # items per resumable unit of work
     output_dir: str = "results/runs/embed"  # metrics.json (a summary of the cache)
+
+
+@dataclass
+class SampleConfig:
+    """Prompt sampling from a trained generator (lafite_core/sampler.py, notebooks/05_sample.ipynb).
+
+    `checkpoint` is an exported generator file, a checkpoint file or a run folder. With `prompts`
+    set, the notebook writes a grid (rows = prompts, n images each) to out_dir/grid.png; the
+    interactive UI starts from the first prompt and lists `runs_dir`'s runs in its menu."""
+
+    checkpoint: str = "lafite_core/assets/demo-generator.safetensors"
+    prompts: list[str] = field(default_factory=list)
+    seed: int = 0  # image i uses the latent of seed + i
+    n: int = 8  # images per prompt
+    psi: float = 1.0  # truncation: 1 = none, < 1 pulls latents towards the average w
+    captions: bool = True  # prompt text above each row of the saved grid
+    scale: int = 4  # saved and shown images are enlarged this many times (nearest neighbour)
+    device: str = "cpu"
+    runs_dir: str = "results/runs"
+    out_dir: str = "results/runs/sample"
+
+    def __post_init__(self) -> None:
+        if self.n < 1 or self.scale < 1:
+            raise ValueError(f"parameters n = {self.n} and scale = {self.scale} must be at least 1")
