@@ -92,13 +92,14 @@ class RunSpec:
 
 
 def expand_sweep(path: str | Path) -> list[RunSpec]:
-    """A sweep file: `notebook`, optional `name`, `params` (a params file or inline mapping) and
-    `grid` (dotted key -> list of values). The grid's cartesian product gives one run each."""
+    """A sweep file: `notebook`, optional `name`, `params` (a params file or inline mapping),
+    `cases` (a list of named override sets: {name: ..., dotted.key: value, ...}) and `grid`
+    (dotted key -> list of values). Runs are cases x grid's cartesian product."""
     path = Path(path)
     spec = load_params(path)
-    unknown = set(spec) - {"notebook", "name", "params", "grid"}
+    unknown = set(spec) - {"notebook", "name", "params", "grid", "cases"}
     if unknown:
-        raise ValueError(f"{path}: unknown sweep key {sorted(unknown)[0]!r}; known: grid, name, notebook, params")
+        raise ValueError(f"{path}: unknown sweep key {sorted(unknown)[0]!r}; known: cases, grid, name, notebook, params")
     if "notebook" not in spec:
         raise ValueError(f"{path}: a sweep needs a 'notebook'")
     base = spec.get("params") or {}
@@ -108,14 +109,20 @@ def expand_sweep(path: str | Path) -> list[RunSpec]:
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise ValueError(f"{path}: grid.{key} must be a non-empty list")
+    cases = spec.get("cases") or [{}]
+    if not isinstance(cases, list) or not all(isinstance(c, dict) for c in cases):
+        raise ValueError(f"{path}: cases must be a list of mappings")
     name = spec.get("name", path.stem)
     runs = []
-    for combo in itertools.product(*grid.values()) if grid else [()]:
-        params, label = base, {}
-        for key, value in zip(grid, combo):
-            params = set_dotted(params, key, value)
-            label[key] = value
-        runs.append(RunSpec(notebook=spec["notebook"], params=params, sweep=name, label=label))
+    for case in cases:
+        for combo in itertools.product(*grid.values()):
+            params, label = base, {}
+            if "name" in case:
+                label["case"] = case["name"]
+            for key, value in [*((k, v) for k, v in case.items() if k != "name"), *zip(grid, combo)]:
+                params = set_dotted(params, key, value)
+                label[key] = value
+            runs.append(RunSpec(notebook=spec["notebook"], params=params, sweep=name, label=label))
     return runs
 
 
@@ -342,7 +349,34 @@ def collect(sweep: str, results: Path = RESULTS):
     table = pd.DataFrame(rows)
     table.to_csv(results / f"{sweep}.csv", index=False)
     (results / f"{sweep}.md").write_text(table.to_markdown(index=False) if _has_tabulate() else table.to_string(index=False))
+    plot_sweep(table, results / f"{sweep}.png")
     return table
+
+
+def plot_sweep(table, path: Path, label_columns: list[str] | None = None) -> Path | None:
+    """One bar panel per numeric metric, one bar per run (labelled by its swept values)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = label_columns or [c for c in table.columns if c == "case" or "." in c or c == "seed"]
+    reserved = {"run_id", "status", *labels}
+    metrics = [c for c in table.columns if c not in reserved and table[c].dtype.kind in "if" and table[c].notna().any()]
+    if not metrics:
+        return None
+    names = table[labels].astype(str).agg(" ".join, axis=1) if labels else table["run_id"]
+    if "case" in table.columns:
+        names = table["case"].astype(str).where(table["case"].notna(), names)
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(max(4, 0.9 * len(table) + 2), 2.2 * len(metrics)), squeeze=False)
+    for ax, metric in zip(axes[:, 0], metrics):
+        ax.bar(range(len(table)), table[metric].astype(float))
+        ax.set_ylabel(metric, fontsize=8)
+        ax.set_xticks(range(len(table)), names, rotation=30, ha="right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def _has_tabulate() -> bool:

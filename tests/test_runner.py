@@ -92,6 +92,8 @@ def test_parallel_runs_one_failing_then_rerun_skips_finished(tmp_path, monkeypat
     assert set(table["case"]) == {"good", "bad"}
     assert table.set_index("case").loc["good", "length"] == 5
     assert (results / "t.csv").is_file() and (results / "t.md").is_file()
+    assert "| good " in (results / "t.md").read_text()
+    assert (results / "t.png").stat().st_size > 1000  # a plot of the metric per run
 
 
 def test_one_worker_per_gpu_each_seeing_only_its_own():
@@ -131,3 +133,21 @@ def test_ray_backend_on_a_local_instance(tmp_path, monkeypatch):
     assert outcomes[bad.run_id]["status"] == "failed"
     metrics = tmp_path / "results" / "runs" / good.run_id / "out" / "metrics.json"
     assert json.loads(metrics.read_text()) == {"length": 4}
+
+
+def test_sweep_cases_times_grid(tmp_path):
+    (tmp_path / "s.yaml").write_text(
+        "notebook: nb.ipynb\n"
+        "cases:\n"
+        "  - {name: none, perturbation.kind: none}\n"
+        "  - {name: gauss-1, perturbation.kind: gaussian, perturbation.xi: 1.0}\n"
+        "grid:\n  seed: [0, 1]\n"
+    )
+    runs = runner.expand_sweep(tmp_path / "s.yaml")
+    assert [r.label for r in runs] == [
+        {"case": "none", "perturbation.kind": "none", "seed": 0},
+        {"case": "none", "perturbation.kind": "none", "seed": 1},
+        {"case": "gauss-1", "perturbation.kind": "gaussian", "perturbation.xi": 1.0, "seed": 0},
+        {"case": "gauss-1", "perturbation.kind": "gaussian", "perturbation.xi": 1.0, "seed": 1},
+    ]
+    assert runs[2].params == {"perturbation": {"kind": "gaussian", "xi": 1.0}, "seed": 0}
