@@ -489,8 +489,10 @@ class Trainer:
             self.loss = LafiteLoss(self.G, D_seen, self.encoder, cfg.loss)
         self.pl_enabled = cfg.loss.pl_weight > 0
         self.r1_enabled = cfg.loss.r1_gamma > 0
-        self.G_opt = lazy_adam(self.G.parameters(), cfg.g_lr, cfg.betas, cfg.loss.pl_interval if self.pl_enabled else None)
-        self.D_opt = lazy_adam(self.D.parameters(), cfg.d_lr, cfg.betas, cfg.loss.r1_interval if self.r1_enabled else None)
+        pl_interval = cfg.loss.pl_interval if self.pl_enabled else None
+        r1_interval = cfg.loss.r1_interval if self.r1_enabled else None
+        self.G_opt = lazy_adam(self.G.parameters(), cfg.g_lr, cfg.betas, pl_interval)
+        self.D_opt = lazy_adam(self.D.parameters(), cfg.d_lr, cfg.betas, r1_interval)
 
     def _resume_path(self, cfg: TrainConfig) -> Path | None:
         existing = ckpt.latest_checkpoint(self.checkpoint_dir)
@@ -554,7 +556,8 @@ class Trainer:
         (self.run_dir / "config.json").write_text(json.dumps(resolved, indent=2))
         info = {
             "world_size": self.dist.world_size, "device": str(self.dist.device),
-            "device_name": torch.cuda.get_device_name(self.dist.device) if self.dist.device.type == "cuda" else platform.processor(),
+            "device_name": (torch.cuda.get_device_name(self.dist.device) if self.dist.device.type == "cuda"
+                            else platform.processor() or platform.machine()),
             "torch": torch.__version__, "python": platform.python_version(),
             "encoder": self.encoder.identity(), "dataset_items": len(self.dataset),
             "parameters": {"G": _count(self.G), "D": _count(self.D)},
@@ -785,7 +788,8 @@ class Trainer:
             stats.add(terms)
             if bar is not None:
                 bar.update(cfg.batch_size / 1000)
-                bar.set_postfix_str(" ".join(f"{k}={terms[k]:.3f}" for k in ("G_total", "D_total", "G_con_clip") if k in terms))
+                shown = [k for k in ("G_total", "D_total", "G_con_clip") if k in terms]
+                bar.set_postfix_str(" ".join(f"{k}={terms[k]:.3f}" for k in shown))
             done = self.nimg >= total_nimg
             if not done and self.nimg < tick_start_nimg + cfg.tick_kimg * 1000:
                 continue
