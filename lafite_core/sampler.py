@@ -1,0 +1,340 @@
+"""Text-to-image sampling from a trained LAFITE generator: the API behind notebooks/05_sample.
+
+At inference LAFITE feeds the CLIP *text* feature of a prompt where training fed pseudo text
+features (paper Sec. 3.1), so a sampler is the generator plus the very CLIP it was trained with.
+A generator comes from one of three sources, always read as weights only (nothing is executed):
+
+- an exported generator file (`.safetensors`): G_ema's tensors, with the training config and the
+  encoder identity as JSON in the file's metadata (`export_generator` writes it; the kit ships
+  one, `lafite_core/assets/demo-generator.safetensors`);
+- a training checkpoint (`checkpoint-*.pt`, read with `torch.load(weights_only=True)`);
+- a run folder (its newest checkpoint under `checkpoints/`).
+
+The encoder is rebuilt from the stored identity (open_clip name + weights file or tag) and checked
+against it (weights sha256, feature size), so prompts land in the feature space the generator was
+conditioned on. Image i of a request uses the latent of seed `seed + i` and constant noise, so the
+same seed gives the same images whatever the batch size, and only the condition differs between
+prompts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFont
+from torch import Tensor
+
+from lafite_core import checkpoint as ckpt
+from lafite_core.assets import ASSETS_DIR, resolve_asset
+
+GENERATOR_FORMAT = "lafite-generator-v1"
+DEMO_GENERATOR = ASSETS_DIR / "demo-generator.safetensors"
+BATCH = 32  # images per generator call
+
+
+# ------------------------------------------------------------------------------ sources
+def checkpoint_path(source: str | Path) -> Path:
+    """The file a source names: the file itself, or a run folder's newest checkpoint."""
+    path = Path(resolve_asset(str(source)))
+    if path.is_dir():
+        newest = ckpt.latest_checkpoint(path / "checkpoints") or ckpt.latest_checkpoint(path)
+        if newest is None:
+            raise FileNotFoundError(f"run folder {path} holds no checkpoint (looked in {path / 'checkpoints'})")
+        return newest
+    if not path.is_file():
+        raise FileNotFoundError(f"generator not found: {source} (give an exported .safetensors file, "
+                                f"a checkpoint-*.pt file or a run folder)")
+    return path
+
+
+def read_generator(source: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """(G_ema state dict, info) from any source; info has config, encoder_identity, step, nimg, path."""
+    path = checkpoint_path(source)
+    if path.suffix == ".safetensors":
+        return _read_exported(path)
+    state = ckpt.load_checkpoint(path)
+    missing = [k for k in ("config", "encoder_identity", "G_ema") if k not in state]
+    if missing:
+        raise ValueError(f"{path} is a checkpoint without {', '.join(missing)}; it cannot be sampled from")
+    info = {"config": ckpt.from_json_string(state["config"]),
+            "encoder_identity": ckpt.from_json_string(state["encoder_identity"]),
+            "step": int(state.get("step", 0)), "nimg": int(state.get("nimg", 0)), "path": str(path)}
+    return state["G_ema"], info
+
+
+def _read_exported(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"{path} is not a readable safetensors file ({err})") from err
+    if meta.get("format") != GENERATOR_FORMAT:
+        raise ValueError(f"{path} is not a {GENERATOR_FORMAT} file (format: {meta.get('format')!r}); "
+                         f"export a generator with lafite_core.sampler.export_generator")
+    info = {"config": json.loads(meta["config"]), "encoder_identity": json.loads(meta["encoder_identity"]),
+            "step": int(meta.get("step", 0)), "nimg": int(meta.get("nimg", 0)), "path": str(path)}
+    return tensors, info
+
+
+def export_generator(source: str | Path, out_path: str | Path) -> Path:
+    """Write G_ema of a checkpoint (or run folder) as a small safetensors file that a sampler reads:
+    no discriminator, optimiser or RNG state, only what generation needs."""
+    from safetensors.torch import save_file
+
+    state, info = read_generator(source)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"format": GENERATOR_FORMAT, "config": json.dumps(info["config"], sort_keys=True),
+            "encoder_identity": json.dumps(info["encoder_identity"], sort_keys=True),
+            "step": str(info["step"]), "nimg": str(info["nimg"]), "source": Path(info["path"]).name}
+    save_file({k: v.contiguous() for k, v in state.items()}, str(out_path), metadata=meta)
+    return out_path
+
+
+def available_generators(runs_dir: str | Path = "results/runs") -> dict[str, str]:
+    """Label -> source for a checkpoint menu: the shipped generators first, then every run folder
+    under `runs_dir` that holds a checkpoint (newest run first)."""
+    found = {f"shipped: {p.stem}": str(p) for p in sorted(ASSETS_DIR.glob("*.safetensors")) if _is_exported(p)}
+    runs = Path(runs_dir)
+    folders = [p for p in runs.iterdir() if ckpt.latest_checkpoint(p / "checkpoints")] if runs.is_dir() else []
+    for folder in sorted(folders, key=lambda p: ckpt.latest_checkpoint(p / "checkpoints").stat().st_mtime, reverse=True):
+        found[f"run: {folder.name}"] = str(folder)
+    return found
+
+
+def _is_exported(path: Path) -> bool:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return (f.metadata() or {}).get("format") == GENERATOR_FORMAT
+    except Exception:
+        return False
+
+
+# ------------------------------------------------------------------------------ encoders
+_ENCODERS: dict[tuple, Any] = {}
+
+
+def encoder_for(identity: dict, device: str | torch.device = "cpu"):
+    """The frozen CLIP a generator was trained with, rebuilt from its identity and verified.
+
+    Loaded encoders are kept per (identity, device): switching generators that share an encoder
+    costs nothing."""
+    from lafite_core.config import EncoderConfig
+    from lafite_core.encoders import load_encoder
+
+    pretrained = identity.get("pretrained")
+    if pretrained is None:
+        raise ValueError(f"this generator was trained with a randomly initialised encoder "
+                         f"({identity.get('name')!r}, pretrained: null); its prompts cannot be encoded")
+    key = (json.dumps(identity, sort_keys=True), str(device))
+    if key not in _ENCODERS:
+        resolved = resolve_asset(pretrained)
+        if identity.get("weights_sha256") and not Path(resolved).is_file():
+            raise FileNotFoundError(f"the generator's encoder weights {pretrained} are missing "
+                                    f"(sha256 {identity['weights_sha256'][:12]}...)")
+        encoder = load_encoder(EncoderConfig(name=identity["name"], pretrained=resolved, device=str(device)))
+        check_encoder(encoder, identity)
+        _ENCODERS[key] = encoder
+    return _ENCODERS[key]
+
+
+def check_encoder(encoder, identity: dict) -> None:
+    """Raise if `encoder` is not the one named by `identity` (same weights, same feature size)."""
+    ours = encoder.identity()
+    for field in ("name", "weights_sha256", "feature_dim"):
+        if identity.get(field) is not None and ours.get(field) != identity[field]:
+            raise ValueError(f"encoder mismatch: the generator was trained with {field} = {identity[field]!r}, "
+                             f"the encoder has {ours.get(field)!r}; its prompts would land in another feature space")
+
+
+# ------------------------------------------------------------------------------ sampling
+def prompt_list(prompts: str | Sequence[str]) -> list[str]:
+    """One prompt or a list of them, each a non-empty string."""
+    items = [prompts] if isinstance(prompts, str) else list(prompts)
+    if not items:
+        raise ValueError("no prompt given: pass a description such as 'a red circle'")
+    for i, p in enumerate(items):
+        if not isinstance(p, str) or not p.strip():
+            raise ValueError(f"prompt {i} is empty: type a description such as 'a red circle'")
+    return [p.strip() for p in items]
+
+
+def latents(seed: int, n: int, z_dim: int) -> Tensor:
+    """z for seeds seed, seed+1, ..., seed+n-1, each from its own generator (machine-independent)."""
+    if n < 1:
+        raise ValueError(f"number of images must be at least 1, got {n}")
+    return torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(seed + i)) for i in range(n)])
+
+
+def interpolate_conditions(a: Tensor, b: Tensor, t: float | Sequence[float]) -> Tensor:
+    """Conditions between two unit text features: normalise((1 - t) a + t b) for each t.
+
+    The generator was trained on unit-length conditions (pseudo text features are L2-normalised),
+    so the straight line between two prompts is projected back onto the sphere. t = 0 and 1 give
+    a and b themselves."""
+    ts = torch.as_tensor([t] if isinstance(t, (int, float)) else list(t), dtype=a.dtype, device=a.device)
+    mixed = (1 - ts)[:, None] * a.reshape(1, -1) + ts[:, None] * b.reshape(1, -1)
+    return F.normalize(mixed, dim=-1)
+
+
+@dataclasses.dataclass
+class Sampler:
+    """A generator (eval mode, frozen) and the encoder its conditions come from."""
+
+    G: torch.nn.Module
+    encoder: Any
+    info: dict
+    device: torch.device
+
+    @classmethod
+    def load(cls, source: str | Path = DEMO_GENERATOR, device: str | torch.device = "cpu", encoder=None) -> "Sampler":
+        """Load a generator from an exported file, a checkpoint or a run folder (see the module
+        docstring). `encoder` overrides the stored one (it is still checked against the identity)."""
+        from lafite_core.config import NetworkConfig, from_dict
+        from lafite_core.networks import Generator
+
+        device = torch.device(device)
+        state, info = read_generator(source)
+        network = from_dict(NetworkConfig, info["config"]["network"])
+        G = Generator(network, network.feature_dim)
+        try:
+            G.load_state_dict(state)
+        except RuntimeError as err:
+            raise ValueError(f"{info['path']}: its weights do not fit the network it describes "
+                             f"({str(err).splitlines()[0]})") from None
+        identity = info["encoder_identity"]
+        if encoder is None:
+            encoder = encoder_for(identity, device)
+        else:
+            check_encoder(encoder, identity)
+        if encoder.feature_dim != G.feature_dim:
+            raise ValueError(f"encoder gives {encoder.feature_dim}-d features, the generator expects {G.feature_dim}")
+        return cls(G.to(device).eval().requires_grad_(False), encoder, info, device)
+
+    @property
+    def resolution(self) -> int:
+        return self.G.resolution
+
+    @torch.no_grad()
+    def text_features(self, prompts: str | Sequence[str]) -> Tensor:
+        """Unit CLIP text features [P, f] of the prompts: the generator's conditions."""
+        return self.encoder.encode_text(prompt_list(prompts)).to(self.device)
+
+    @torch.no_grad()
+    def render(self, conditions: Tensor, seed: int = 0, n: int = 8, psi: float = 1.0) -> Tensor:
+        """Images [C * n, 3, R, R] in [-1, 1]: for each condition row, n images with seeds seed..seed+n-1."""
+        if not math.isfinite(psi):
+            raise ValueError(f"truncation psi must be a finite number, got {psi}")
+        z = latents(seed, n, self.G.z_dim).to(self.device)
+        c = conditions.to(self.device).float().repeat_interleave(n, dim=0)
+        z = z.repeat(len(conditions), 1)
+        return torch.cat([self.G(z[i:i + BATCH], c[i:i + BATCH], truncation_psi=psi, noise_mode="const").cpu()
+                          for i in range(0, len(z), BATCH)])
+
+    def generate(self, prompts: str | Sequence[str], n: int = 8, seed: int = 0, psi: float = 1.0) -> Tensor:
+        """n images per prompt, prompt-major: [P * n, 3, R, R] in [-1, 1]."""
+        return self.render(self.text_features(prompts), seed, n, psi)
+
+    def interpolate(self, prompt_a: str, prompt_b: str, t: float | Sequence[float], n: int = 1,
+                    seed: int = 0, psi: float = 1.0) -> Tensor:
+        """n images (the same latents) at each point t in [0, 1] between the two prompts' conditions."""
+        a, b = self.text_features([prompt_a, prompt_b])
+        return self.render(interpolate_conditions(a, b, t), seed, n, psi)
+
+
+# ------------------------------------------------------------------------------ grids
+def image_grid(images: Tensor, columns: int, captions: Sequence[str] | None = None, scale: int = 1) -> Image.Image:
+    """[N, C, H, W] in [-1, 1] -> one RGB picture, `columns` images a row, each enlarged `scale`
+    times (nearest neighbour: a 32 px sample stays crisp); `captions` (one per row) go in a band
+    above their row."""
+    if images.ndim != 4 or images.shape[0] == 0:
+        raise ValueError(f"expected images [N, C, H, W] with N >= 1, got shape {tuple(images.shape)}")
+    pixels = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    if pixels.shape[1] == 1:
+        pixels = pixels.expand(-1, 3, -1, -1)
+    n, _, h, w = pixels.shape
+    columns = max(1, min(columns, n))
+    rows = math.ceil(n / columns)
+    if captions is not None and len(captions) != rows:
+        raise ValueError(f"{len(captions)} captions for {rows} rows of images")
+    tile_h, tile_w = h * scale, w * scale
+    font = ImageFont.load_default()
+    band = _text_height(font) + 6 if captions is not None else 0
+    grid = Image.new("RGB", (columns * tile_w, rows * (tile_h + band)), (255, 255, 255))
+    draw = ImageDraw.Draw(grid)
+    for i in range(n):
+        r, col = divmod(i, columns)
+        tile = Image.fromarray(pixels[i].permute(1, 2, 0).numpy(), "RGB").resize((tile_w, tile_h), Image.NEAREST)
+        grid.paste(tile, (col * tile_w, r * (tile_h + band) + band))
+    for r, text in enumerate(captions or []):
+        draw.text((3, r * (tile_h + band) + 3), _fit(draw, text, font, grid.width - 6), fill=(0, 0, 0), font=font)
+    return grid
+
+
+def _text_height(font) -> int:
+    left, top, right, bottom = font.getbbox("Ag")
+    return bottom - top
+
+
+def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
+    """The caption, cut with an ellipsis where it would overflow the row."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "...", font=font) > width:
+        text = text[:-1]
+    return text + "..."
+
+
+def save_grid(images: Tensor, path: str | Path, columns: int, captions: Sequence[str] | None = None,
+              scale: int = 1) -> Path:
+    """Write image_grid(...) as a PNG (folders created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image_grid(images, columns, captions, scale).save(path, format="PNG")
+    return path
+
+
+def png_bytes(picture: Image.Image) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def slug(text: str, limit: int = 40) -> str:
+    """A file-name-safe short form of a prompt."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit] or "prompt"
+
+
+# ------------------------------------------------------------------------------ headless
+def sample_from_config(cfg) -> dict[str, Any]:
+    """The notebook's headless run (a SampleConfig): a grid of cfg.n images per prompt (rows) in
+    cfg.out_dir/grid.png and its settings in metrics.json. Does nothing without prompts."""
+    if not cfg.prompts:
+        return {}
+    started = time.perf_counter()
+    sampler = Sampler.load(cfg.checkpoint, cfg.device)
+    images = sampler.generate(cfg.prompts, n=cfg.n, seed=cfg.seed, psi=cfg.psi)
+    seconds = time.perf_counter() - started
+    out = Path(cfg.out_dir)
+    grid = save_grid(images, out / "grid.png", columns=cfg.n, captions=cfg.prompts if cfg.captions else None,
+                     scale=cfg.scale)
+    summary = {"grid": str(grid), "checkpoint": sampler.info["path"], "prompts": list(cfg.prompts),
+               "seed": cfg.seed, "n": cfg.n, "psi": cfg.psi, "resolution": sampler.resolution,
+               "images": int(images.shape[0]), "seconds": round(seconds, 3),
+               "generator_kimg": sampler.info["nimg"] / 1000, "encoder": sampler.info["encoder_identity"]}
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+    return summary

@@ -1,0 +1,153 @@
+"""notebooks/05_sample.ipynb and its widgets: the committed form, a papermill run with a prompt
+parameter that saves a grid, and the UI's callbacks driven from Python (no browser; see
+test_browser.py for the real one)."""
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lafite_core.config import SampleConfig, from_namespace, load_yaml
+from test_sampler import make_run  # a small generator with its own saved encoder
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOK = REPO / "notebooks" / "05_sample.ipynb"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def test_committed_notebook_is_clean_and_its_parameters_mirror_the_config():
+    nb = json.loads(NOTEBOOK.read_text())
+    assert nb["metadata"]["kernelspec"] == {"name": "python3", "language": "python", "display_name": "Python 3"}
+    assert nb["metadata"]["lafite"] == {"config": "SampleConfig", "output": "out_dir"}
+    tagged = [i for i, c in enumerate(nb["cells"]) if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1
+    following = "".join(nb["cells"][tagged[0] + 1]["source"])
+    assert "cfg = from_namespace(SampleConfig, globals())" in following
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            assert cell["outputs"] == [] and cell["execution_count"] is None
+    namespace: dict = {}
+    exec("".join(nb["cells"][tagged[0]]["source"]), namespace)
+    assert from_namespace(SampleConfig, namespace) == SampleConfig()
+    params = load_yaml(REPO / "params" / "sample.yaml", SampleConfig)
+    assert params.checkpoint == SampleConfig().checkpoint and len(params.prompts) >= 2
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    """A runs folder holding one run with a checkpoint."""
+    folder = tmp_path_factory.mktemp("runs")
+    make_run(folder / "tiny-run")
+    return folder
+
+
+def test_papermill_run_with_a_prompt_saves_a_grid(runs, tmp_path):
+    papermill = pytest.importorskip("papermill")
+    out = tmp_path / "samples"
+    papermill.execute_notebook(
+        str(NOTEBOOK), str(tmp_path / "05.ipynb"),
+        parameters=dict(checkpoint=str(runs / "tiny-run"), prompts=["a red star", "a blue square"], n=3, seed=4,
+                        scale=2, runs_dir=str(runs), out_dir=str(out)),
+        kernel_name="python3", cwd=str(REPO), progress_bar=False,
+    )
+    grid = Image.open(out / "grid.png")
+    resolution = json.loads((out / "metrics.json").read_text())["resolution"]
+    assert grid.width == 3 * 2 * resolution and grid.height > 2 * 2 * resolution  # 2 rows + caption bands
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["prompts"] == ["a red star", "a blue square"] and summary["images"] == 6
+    executed = json.loads((tmp_path / "05.ipynb").read_text())
+    ui_output = executed["cells"][-1]["outputs"]
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in ui_output)
+
+
+# ------------------------------------------------------------------------------ widgets
+@pytest.fixture(scope="module")
+def ui(runs, tmp_path_factory):
+    pytest.importorskip("ipywidgets")
+    from lafite_core.sampler_ui import SamplerUI
+
+    out = tmp_path_factory.mktemp("saved")
+    return SamplerUI(checkpoint=str(runs / "tiny-run"), n=4, scale=2, runs_dir=str(runs), out_dir=str(out))
+
+
+def _png(value: bytes) -> np.ndarray:
+    assert value[:8] == PNG_SIGNATURE
+    return np.asarray(Image.open(io.BytesIO(value)).convert("RGB"))
+
+
+def test_menu_lists_the_runs_and_selects_the_given_one(ui, runs):
+    assert ("run: tiny-run", str(runs / "tiny-run")) in ui.checkpoint.options
+    assert ui.checkpoint.value == str(runs / "tiny-run")  # the given path matched to its menu entry
+    assert not any(label.startswith("given:") for label, _ in ui.checkpoint.options)
+    assert "generator loaded" in ui.status.value  # loaded when the UI was built
+
+
+def test_generate_shows_a_png_grid_of_the_prompt(ui):
+    ui.prompt.value = "a green triangle"
+    ui.seed.value = 3
+    ui.generate_button.click()  # the same path as a click in the browser
+    picture = _png(ui.image.value)
+    tile = 2 * ui.sampler().resolution
+    assert picture.shape == (tile, 4 * tile, 3)  # 4 images in one row
+    assert "4 images in" in ui.status.value
+    expected = ui.sampler().generate("a green triangle", n=4, seed=3)
+    first = ((expected[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    np.testing.assert_array_equal(picture[:tile:2, :tile:2], first)
+
+
+def test_empty_prompt_is_reported_and_keeps_the_grid(ui):
+    ui.prompt.value = "a red circle"
+    ui.on_generate()
+    before = ui.image.value
+    ui.prompt.value = "   "
+    ui.on_generate()
+    assert "empty" in ui.status.value and "#b00020" in ui.status.value
+    assert ui.image.value == before
+
+
+def test_slider_interpolates_between_the_two_prompts(ui):
+    ui.prompt.value, ui.prompt_b.value = "a red circle", "a blue square"
+    ui.t.value = 0.0 if ui.t.value != 0.0 else 0.05  # a change fires the observer
+    ui.t.value = 0.0
+    start = _png(ui.interp_image.value)
+    ui.on_generate()
+    assert _close(start, _png(ui.image.value))  # Mix 0 = the first prompt's grid
+    ui.t.value = 1.0
+    end = _png(ui.interp_image.value)
+    ui.prompt.value = "a blue square"
+    ui.on_generate()
+    assert _close(end, _png(ui.image.value))  # Mix 1 = the second prompt's grid
+    assert not _close(start, end)
+
+
+def _close(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal up to one grey level (re-normalising a unit condition moves the last float bit)."""
+    return a.shape == b.shape and int(np.abs(a.astype(int) - b.astype(int)).max()) <= 1
+
+
+def test_save_writes_the_grids_and_their_settings(ui):
+    ui.prompt.value = "a yellow star"
+    ui.on_generate()
+    paths = ui.on_save()
+    grid = [p for p in paths if "-grid-" in p.name]
+    assert len(grid) == 1 and grid[0].parent == ui.out_dir
+    np.testing.assert_array_equal(np.asarray(Image.open(grid[0]).convert("RGB")), _png(ui.image.value))
+    settings = json.loads(grid[0].with_suffix(".json").read_text())
+    assert settings["prompt"] == "a yellow star" and settings["n"] == 4
+    assert "saved" in ui.status.value
+
+
+def test_missing_checkpoint_is_reported_in_the_status(tmp_path):
+    pytest.importorskip("ipywidgets")
+    from lafite_core.sampler_ui import SamplerUI
+
+    ui = SamplerUI(checkpoint=str(tmp_path / "gone.safetensors"), runs_dir=str(tmp_path), out_dir=str(tmp_path))
+    assert "generator not found" in ui.status.value
+    ui.status.value = ""
+    ui.on_generate()
+    assert "generator not found" in ui.status.value and ui.image.value == b""
+    assert ui.on_save() == [] and "nothing to save" in ui.status.value

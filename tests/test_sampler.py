@@ -1,0 +1,226 @@
+"""The sampler library: loading generators safely, prompts -> images, seeds, truncation,
+interpolation, grids, and the errors a user meets. A small untrained generator with a randomly
+initialised (but saved, so identifiable) tiny encoder stands in for a trained one; the shipped demo
+generator is checked separately."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lafite_core import checkpoint as ckpt
+from lafite_core.config import DataConfig, EncoderConfig, NetworkConfig, SampleConfig, TrainConfig, to_dict
+from lafite_core.encoders import load_encoder
+from lafite_core.networks import Generator
+from lafite_core.sampler import (
+    DEMO_GENERATOR,
+    GENERATOR_FORMAT,
+    Sampler,
+    available_generators,
+    export_generator,
+    image_grid,
+    interpolate_conditions,
+    latents,
+    read_generator,
+    sample_from_config,
+    save_grid,
+)
+
+NETWORK = dict(resolution=32, z_dim=16, w_dim=16, mapping_layers=2, channel_base=256, channel_max=16)
+
+
+def make_run(folder: Path, encoder_seed: int = 0, nimg: int = 64) -> tuple[Path, Path]:
+    """A run folder with one checkpoint in the trainer's format; returns (run folder, encoder file)."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(encoder_seed)
+    encoder = load_encoder(EncoderConfig(name="lafite-tiny", pretrained=None))
+    weights = folder / "encoder.safetensors"
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in encoder.model.state_dict().items()}, str(weights))
+    encoder = load_encoder(EncoderConfig(name="lafite-tiny", pretrained=str(weights)))
+    network = NetworkConfig(**NETWORK, feature_dim=encoder.feature_dim)
+    cfg = TrainConfig(encoder=EncoderConfig(name="lafite-tiny", pretrained=str(weights)), network=network,
+                      data=DataConfig(resolution=32), run_dir=str(folder))
+    torch.manual_seed(1)
+    G = Generator(network, encoder.feature_dim)
+    with torch.no_grad():  # a non-zero w_avg, so truncation has somewhere to pull to
+        G.mapping_network.w_avg.normal_()
+    state = {"config": ckpt.to_json_string(to_dict(cfg)), "encoder_identity": ckpt.to_json_string(encoder.identity()),
+             "G": ckpt.module_state(G), "G_ema": ckpt.module_state(G), "step": 4, "nimg": nimg}
+    ckpt.save_checkpoint(state, folder / "checkpoints", nimg)
+    return folder, weights
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    return make_run(tmp_path_factory.mktemp("run") / "tiny-run")[0]
+
+
+@pytest.fixture(scope="module")
+def sampler(run) -> Sampler:
+    return Sampler.load(run)
+
+
+def test_loads_a_run_folder_a_checkpoint_file_and_an_export_alike(run, sampler, tmp_path):
+    z_images = sampler.generate("a red circle", n=3, seed=5)
+    from_file = Sampler.load(ckpt.latest_checkpoint(run / "checkpoints"))
+    exported = export_generator(run, tmp_path / "g.safetensors")
+    from_export = Sampler.load(exported)
+    torch.testing.assert_close(from_file.generate("a red circle", n=3, seed=5), z_images, rtol=0, atol=0)
+    torch.testing.assert_close(from_export.generate("a red circle", n=3, seed=5), z_images, rtol=0, atol=0)
+    _, info = read_generator(exported)
+    assert info["nimg"] == 64 and info["encoder_identity"] == sampler.encoder.identity()
+    assert exported.stat().st_size < ckpt.latest_checkpoint(run / "checkpoints").stat().st_size
+
+
+def test_generate_gives_n_images_per_prompt_in_range(sampler):
+    images = sampler.generate(["a red circle", "a blue square"], n=3, seed=0)
+    assert images.shape == (6, 3, 32, 32) and images.dtype == torch.float32
+    assert torch.isfinite(images).all()
+    # rows of one prompt share nothing but the prompt; the two prompts' conditions differ
+    assert not torch.equal(images[:3], images[3:])
+    single = sampler.generate("a red circle", n=3, seed=0)
+    torch.testing.assert_close(single, images[:3], rtol=0, atol=1e-5)  # batch size changes float sums only
+
+
+def test_same_seed_same_images_and_seed_i_is_image_i(sampler):
+    a = sampler.generate("a green star", n=4, seed=10)
+    b = sampler.generate("a green star", n=4, seed=10)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    shifted = sampler.generate("a green star", n=2, seed=12)  # seeds 12, 13 = images 2, 3 above
+    torch.testing.assert_close(shifted, a[2:], rtol=0, atol=1e-5)
+    assert not torch.allclose(sampler.generate("a green star", n=4, seed=11), a)
+
+
+def test_latents_are_one_generator_per_seed():
+    z = latents(3, 2, 8)
+    torch.testing.assert_close(z[1], torch.randn(8, generator=torch.Generator().manual_seed(4)))
+    with pytest.raises(ValueError, match="at least 1"):
+        latents(0, 0, 8)
+
+
+def test_truncation_psi_zero_gives_the_average_w_for_every_seed(sampler):
+    images = sampler.generate("a red circle", n=3, seed=0, psi=0.0)
+    torch.testing.assert_close(images[0], images[1]), torch.testing.assert_close(images[0], images[2])
+    assert not torch.allclose(sampler.generate("a red circle", n=2, psi=1.0)[0],
+                              sampler.generate("a red circle", n=2, psi=1.0)[1])
+    with pytest.raises(ValueError, match="psi"):
+        sampler.generate("a red circle", psi=float("nan"))
+
+
+def test_interpolation_endpoints_are_the_prompts_images(sampler):
+    a, b = "a red circle", "a blue square"
+    ends = sampler.interpolate(a, b, [0.0, 1.0], n=2, seed=7)
+    torch.testing.assert_close(ends[:2], sampler.generate(a, n=2, seed=7), rtol=0, atol=1e-5)
+    torch.testing.assert_close(ends[2:], sampler.generate(b, n=2, seed=7), rtol=0, atol=1e-5)
+    middle = sampler.interpolate(a, b, 0.5, n=2, seed=7)
+    assert middle.shape == (2, 3, 32, 32)
+    assert not torch.allclose(middle, ends[:2]) and not torch.allclose(middle, ends[2:])
+
+
+def test_interpolated_conditions_are_unit_and_symmetric():
+    a = torch.nn.functional.normalize(torch.tensor([1.0, 0.0, 1.0]), dim=0)
+    b = torch.tensor([0.0, 1.0, 0.0])
+    c = interpolate_conditions(a, b, [0.0, 0.5, 1.0])
+    torch.testing.assert_close(c.norm(dim=1), torch.ones(3))
+    torch.testing.assert_close(c[0], a), torch.testing.assert_close(c[2], b)
+    # the midpoint of two unit vectors, projected back to the sphere, is their normalised sum
+    torch.testing.assert_close(c[1], (a + b) / (a + b).norm())
+
+
+def test_grid_file_written_and_read_back(sampler, tmp_path):
+    images = sampler.generate(["a red circle", "a blue square"], n=3)
+    path = save_grid(images, tmp_path / "sub" / "grid.png", columns=3, scale=2)
+    read = np.asarray(Image.open(path))
+    assert read.shape == (2 * 64, 3 * 64, 3)
+    expected = ((images[4].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    np.testing.assert_array_equal(read[64::2, 64:128:2], expected)  # row 1, column 1, every 2nd pixel
+
+
+def test_grid_captions_add_a_band_per_row(sampler, tmp_path):
+    images = sampler.generate("a red circle", n=4)
+    plain = image_grid(images, columns=2, scale=2)
+    captioned = image_grid(images, columns=2, scale=2, captions=["first row", "second row " * 20])
+    assert captioned.width == plain.width and captioned.height > plain.height
+    band = (captioned.height - plain.height) // 2
+    top = np.asarray(captioned)[:band]
+    assert (top < 128).any(), "the caption's text is drawn in the band"
+    with pytest.raises(ValueError, match="captions for 2 rows"):
+        image_grid(images, columns=2, captions=["only one"])
+
+
+def test_clear_errors(run, sampler, tmp_path):
+    with pytest.raises(ValueError, match="prompt 0 is empty"):
+        sampler.generate("   ")
+    with pytest.raises(ValueError, match="no prompt"):
+        sampler.generate([])
+    with pytest.raises(FileNotFoundError, match="generator not found"):
+        Sampler.load(tmp_path / "nothing-here.pt")
+    empty_run = tmp_path / "empty-run"
+    empty_run.mkdir()
+    with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
+        Sampler.load(empty_run)
+    not_a_generator = tmp_path / "weights.safetensors"
+    from safetensors.torch import save_file
+    save_file({"x": torch.zeros(2)}, str(not_a_generator))
+    with pytest.raises(ValueError, match=GENERATOR_FORMAT):
+        Sampler.load(not_a_generator)
+    garbage = tmp_path / "checkpoint-0000000001.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        Sampler.load(garbage)
+
+
+def test_incompatible_checkpoints_are_refused(run, tmp_path):
+    # weights that do not fit the network the checkpoint describes
+    state = ckpt.load_checkpoint(ckpt.latest_checkpoint(run / "checkpoints"))
+    config = json.loads(state["config"])
+    config["network"]["channel_max"] = 8
+    state["config"] = json.dumps(config)
+    ckpt.save_checkpoint({k: v for k, v in state.items() if k != "format"}, tmp_path / "bad", 1)
+    with pytest.raises(ValueError, match="do not fit"):
+        Sampler.load(tmp_path / "bad")
+    # an encoder other than the one the generator was trained with
+    other_run, other_weights = make_run(tmp_path / "other", encoder_seed=1)
+    other = load_encoder(EncoderConfig(name="lafite-tiny", pretrained=str(other_weights)))
+    with pytest.raises(ValueError, match="encoder mismatch: .*weights_sha256"):
+        Sampler.load(run, encoder=other)
+    # the encoder weights the generator names are gone
+    other_weights.unlink()
+    with pytest.raises(FileNotFoundError, match="encoder weights .* are missing"):
+        Sampler.load(other_run)
+
+
+def test_available_generators_lists_shipped_then_runs(run):
+    found = available_generators(run.parent)
+    assert found[f"run: {run.name}"] == str(run)
+    shipped = [label for label in found if label.startswith("shipped:")]
+    assert shipped == (["shipped: demo-generator"] if DEMO_GENERATOR.is_file() else [])
+    assert list(found).index(f"run: {run.name}") == len(shipped)
+
+
+def test_sample_from_config_writes_grid_and_summary(run, tmp_path):
+    cfg = SampleConfig(checkpoint=str(run), prompts=["a red circle", "a blue square"], n=3, seed=2,
+                       scale=2, out_dir=str(tmp_path / "out"))
+    summary = sample_from_config(cfg)
+    grid = Image.open(summary["grid"])
+    assert grid.width == 3 * 64 and grid.height > 2 * 64  # two rows plus caption bands
+    saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert saved["images"] == 6 and saved["prompts"] == cfg.prompts and saved["resolution"] == 32
+    assert sample_from_config(SampleConfig(checkpoint=str(run), out_dir=str(tmp_path / "none"))) == {}
+    assert not (tmp_path / "none").exists()
+
+
+def test_the_shipped_demo_generator_loads_offline_and_draws_shapes():
+    assert DEMO_GENERATOR.is_file(), "the demo generator ships with the kit"
+    assert DEMO_GENERATOR.stat().st_size <= 30 * 2**20
+    sampler = Sampler.load(DEMO_GENERATOR)
+    assert sampler.encoder.identity()["weights_sha256"] == sampler.info["encoder_identity"]["weights_sha256"]
+    images = sampler.generate(["a red circle", "a red star"], n=4, seed=0)  # "red star" is held out
+    assert images.shape == (8, 3, sampler.resolution, sampler.resolution)
+    assert images.min() >= -1.5 and images.max() <= 1.5
