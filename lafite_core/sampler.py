@@ -338,3 +338,43 @@ def sample_from_config(cfg) -> dict[str, Any]:
                "generator_kimg": sampler.info["nimg"] / 1000, "encoder": sampler.info["encoder_identity"]}
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+# ------------------------------------------------------------------------------ command line
+def main(argv: list[str] | None = None) -> int:
+    """`export` a run's generator for shipping, or `sample` prompts into a grid."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m lafite_core.sampler", description=main.__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    export = sub.add_parser("export", help="G_ema of a checkpoint or run folder -> a .safetensors generator")
+    export.add_argument("source")
+    export.add_argument("out")
+    sample = sub.add_parser("sample", help="a grid of n images per prompt")
+    sample.add_argument("prompts", nargs="+")
+    sample.add_argument("--checkpoint", default=str(DEMO_GENERATOR))
+    sample.add_argument("--n", type=int, default=8)
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--psi", type=float, default=1.0)
+    sample.add_argument("--out", default="results/runs/sample")
+    args = parser.parse_args(argv)
+    if args.command == "export":
+        path = export_generator(args.source, args.out)
+        print(f"{path} ({path.stat().st_size / 2**20:.1f} MB)")
+        return 0
+    from lafite_core.config import SampleConfig
+
+    summary = sample_from_config(SampleConfig(checkpoint=args.checkpoint, prompts=args.prompts, n=args.n,
+                                              seed=args.seed, psi=args.psi, out_dir=args.out))
+    print(f"{summary['images']} images in {summary['seconds']} s -> {summary['grid']}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    try:
+        sys.exit(main())
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -99,10 +99,11 @@ class SamplerUI:
             self.checkpoint.value = selected if selected else next(iter(options.values()))
 
     def _preload(self) -> None:
-        """Load the selected generator now, so the first Generate answers as fast as the next ones."""
+        """Load the selected generator and run it once now (the first call of a network pays for
+        setting up its kernels), so the first Generate answers as fast as the next ones."""
         started = time.perf_counter()
         try:
-            self.sampler()
+            self.sampler().generate("a shape", n=self.n.value, seed=self.seed.value)
         except (ValueError, FileNotFoundError) as err:
             self._say(str(err), error=True)
             return
