@@ -51,17 +51,21 @@ def deep_merge(base: dict, override: dict) -> dict:
 
 
 def load_params(path: str | Path) -> dict[str, Any]:
-    """A YAML params file; `extends: other.yaml` (relative to it) is loaded first and overridden."""
+    """A YAML params file. `extends: other.yaml` (relative to the file) loads that file first and
+    overrides it; it may stand at the top or inside any section (`train: {extends: train.yaml}`)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"params file not found: {path}")
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of parameters")
+    return _resolve_extends(data, path.parent)
+
+
+def _resolve_extends(data: dict[str, Any], folder: Path) -> dict[str, Any]:
+    data = {k: _resolve_extends(v, folder) if isinstance(v, dict) else v for k, v in data.items()}
     parent = data.pop("extends", None)
-    if parent is None:
-        return data
-    return deep_merge(load_params(path.parent / parent), data)
+    return data if parent is None else deep_merge(load_params(folder / parent), data)
 
 
 def set_dotted(params: dict, dotted: str, value: Any) -> dict:
@@ -329,8 +333,9 @@ def _ray_task(spec: RunSpec, results: str) -> dict:
 
 
 # ----------------------------------------------------------------------------- results
-def collect(sweep: str, results: Path = RESULTS):
-    """Gather metrics.json of every run of a sweep into results/<sweep>.csv and .md."""
+def collect(sweep: str, results: Path = RESULTS, out_dir: Path | None = None, name: str | None = None):
+    """Gather metrics.json of every run of a sweep into <out_dir>/<name>.csv, .md and .png
+    (default: results/<sweep>.*)."""
     import pandas as pd
 
     rows = []
@@ -347,9 +352,11 @@ def collect(sweep: str, results: Path = RESULTS):
     if not rows:
         raise ValueError(f"no runs of sweep {sweep!r} under {results / 'runs'}")
     table = pd.DataFrame(rows)
-    table.to_csv(results / f"{sweep}.csv", index=False)
-    (results / f"{sweep}.md").write_text(table.to_markdown(index=False) if _has_tabulate() else table.to_string(index=False))
-    plot_sweep(table, results / f"{sweep}.png")
+    folder, stem = Path(out_dir or results), name or sweep
+    folder.mkdir(parents=True, exist_ok=True)
+    table.to_csv(folder / f"{stem}.csv", index=False)
+    (folder / f"{stem}.md").write_text(table.to_markdown(index=False))
+    plot_sweep(table, folder / f"{stem}.png")
     return table
 
 
@@ -377,14 +384,6 @@ def plot_sweep(table, path: Path, label_columns: list[str] | None = None) -> Pat
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
-
-
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 # ----------------------------------------------------------------------------- command line
