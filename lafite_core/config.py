@@ -291,13 +291,13 @@ class PretrainConfig:
     resolution: int = 32  # Shapes render size (the encoder resizes to its own input size)
     dataset_seed: int = 0  # Shapes seed: which images are `test` (never trained on)
     seed: int = 0  # initialisation and batch sampling
-    steps: int = 1500
-    batch_size: int = 256
+    steps: int = 2000
+    batch_size: int = 128
     lr: float = 1e-3
-    warmup_steps: int = 50
+    warmup_steps: int = 100
     weight_decay: float = 0.1
     eval_images: int = 2000  # first images of the Shapes `test` split
-    eval_every: int = 0  # steps between progress evaluations (0: only at the end)
+    eval_every: int = 250  # steps between progress evaluations (0: only at the end)
     output_dir: str = "results/runs/pretrain_encoder"
 
 
