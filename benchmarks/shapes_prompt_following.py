@@ -12,7 +12,10 @@ background") and one fixed latent; the same encoder then classifies each generat
 - best_caption: the best of all captions, nothing given (chance is the same per attribute).
 
 Two references frame the numbers: chance, and the same classification of the real rendered images
-of those combinations (how well the encoder itself reads the attributes: the ceiling). `seen`
+of those combinations (how well the encoder itself reads the attributes: the ceiling). A generator
+could score by fooling the encoder it was trained against, so the images are also read by the kit's
+independent judge, a supervised CNN trained on rendered images (lafite_core/assets/
+attribute-classifier.md), when its weights are present (`classifier` rows; `all` = every attribute). `seen`
 combinations were in the training set; `heldout` ones (six shape-colour pairs) never were, so their
 accuracy shows composition of known words. Until the evaluation issue lands, this is the kit's
 check that training follows prompts (issue 4, item 7).
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -30,7 +34,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lafite_core.assets import resolve_asset  # noqa: E402
+from lafite_core import attribute_classifier as judge  # noqa: E402
+from lafite_core.assets import ASSETS_DIR, resolve_asset  # noqa: E402
 from lafite_core.checkpoint import load_generator  # noqa: E402
 from lafite_core.config import EncoderConfig, from_dict  # noqa: E402
 from lafite_core.data.shapes import VOCABULARIES, attribute_combinations, caption_for, render  # noqa: E402
@@ -55,6 +60,8 @@ def evaluate(checkpoint: str | Path, seed: int = 0, grid: str | Path | None = No
     caption = lambda attrs: caption_for(attrs, 0)  # noqa: E731
     combos = combination_text_features(encoder.encode_text, VOCABULARIES, caption)
     resolution = G.resolution
+    judge_path = ASSETS_DIR / "attribute-classifier.safetensors"
+    classifier = judge.load_attribute_classifier(judge_path) if judge_path.is_file() else None
     results = {"checkpoint": str(checkpoint), "kimg": info["nimg"] / 1000, "step": info["step"],
                "chance": {name: 1 / len(values) for name, values in VOCABULARIES.items()}}
     for which in ("seen", "heldout"):
@@ -69,6 +76,10 @@ def evaluate(checkpoint: str | Path, seed: int = 0, grid: str | Path | None = No
             for mode in ("given_others", "best_caption"):
                 acc = attribute_accuracy(encoder, features, attributes, VOCABULARIES, caption, mode, combos)
                 results[f"{which}/{name}/{mode}"] = {k: round(v, 4) for k, v in acc.items()}
+            if classifier is not None:
+                labels = torch.tensor([[VOCABULARIES[k].index(a[k]) for k in VOCABULARIES] for a in attributes])
+                acc = judge.attribute_accuracy(classifier, images, labels)
+                results[f"{which}/{name}/classifier"] = {k: round(v, 4) for k, v in acc.items()}
         results[f"{which}/count"] = len(attributes)
         if grid is not None and which == "seen":
             picks = torch.linspace(0, len(attributes) - 1, 48).long()
@@ -79,13 +90,17 @@ def evaluate(checkpoint: str | Path, seed: int = 0, grid: str | Path | None = No
 
 def markdown(results: dict) -> str:
     names = list(VOCABULARIES)
-    lines = [f"| images | mode | {' | '.join(names)} |", "|---|---|" + "---|" * len(names)]
-    lines.append("| chance | | " + " | ".join(f"{results['chance'][n]:.2f}" for n in names) + " |")
+    lines = [f"| images | judge | {' | '.join(names)} | all |", "|---|---|" + "---|" * (len(names) + 1)]
+    chance_all = math.prod(results["chance"].values())
+    lines.append("| chance | | " + " | ".join(f"{results['chance'][n]:.2f}" for n in names) + f" | {chance_all:.4f} |")
     for which in ("seen", "heldout"):
         for name in ("generated", "real"):
-            for mode in ("given_others", "best_caption"):
-                acc = results[f"{which}/{name}/{mode}"]
-                lines.append(f"| {which} {name} | {mode} | " + " | ".join(f"{acc[n]:.2f}" for n in names) + " |")
+            for mode in ("given_others", "best_caption", "classifier"):
+                acc = results.get(f"{which}/{name}/{mode}")
+                if acc is not None:
+                    cells = " | ".join(f"{acc[n]:.2f}" for n in names)
+                    lines.append(f"| {which} {name} | {mode} | {cells} | {acc['all']:.2f} |" if "all" in acc
+                                 else f"| {which} {name} | {mode} | {cells} | |")
     return "\n".join(lines)
 
 
