@@ -340,3 +340,83 @@ class SampleConfig:
     def __post_init__(self) -> None:
         if self.n < 1 or self.scale < 1:
             raise ValueError(f"parameters n = {self.n} and scale = {self.scale} must be at least 1")
+
+
+@dataclass
+class ProtocolConfig:
+    """How images are generated and compared (lafite_core/evaluation.py); every field is copied
+    into each result row, so a number never travels without the protocol that produced it.
+
+    Sample k is drawn with the latent of seed `seed + k` and prompted with a caption of eval item
+    k mod N (its caption number k // N, cycling): one caption per image, cycling through the set,
+    as the paper's 30k-sample protocol does. `reference_split` None compares against the first
+    `reference_size` images of the evaluated split itself; the "real images" baseline takes the
+    next images of that split, so it never overlaps the reference. Named presets:
+    lafite_core.metrics.protocol_preset("cpu" | "paper")."""
+
+    name: str = "cpu"
+    num_samples: int = 2000
+    batch_size: int = 64  # images per generator / feature-extractor call
+    seed: int = 0
+    truncation_psi: float = 1.0
+    noise_mode: Literal["const", "random"] = "const"  # const: the same images at any batch size
+    resolution: int = 32  # images are scored at this size (generated ones resized if they differ)
+    reference_split: str | None = None  # None: the evaluated split's own images
+    reference_size: int = 2000
+    isc_splits: int = 10
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
+    r_precision_candidates: int = 100  # the prompt plus 99 other captions of the eval set
+
+    def __post_init__(self) -> None:
+        for name in ("num_samples", "batch_size", "resolution", "reference_size", "isc_splits",
+                     "kid_subsets", "kid_subset_size", "r_precision_candidates"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"parameter protocol.{name} = {getattr(self, name)!r} must be positive")
+        if self.kid_subset_size > min(self.num_samples, self.reference_size):
+            raise ValueError(f"parameter protocol.kid_subset_size = {self.kid_subset_size} exceeds num_samples "
+                             f"({self.num_samples}) or reference_size ({self.reference_size})")
+        if self.r_precision_candidates < 2:
+            raise ValueError("parameter protocol.r_precision_candidates must be at least 2 (the prompt and a distractor)")
+
+
+@dataclass
+class EvalConfig:
+    """Evaluating one generator (lafite_core/evaluation.py, notebooks/04_evaluate.ipynb).
+
+    The defaults are the embedded CPU evaluation: the default training run on Captioned Shapes at
+    32 px, scored on the `test` split (unseen images of attribute combinations seen in training)
+    and on `heldout_split` (the zero-shot shape-colour pairs) with the CPU protocol. Metrics are
+    names in lafite_core.metrics.METRICS; `eval_encoder` is the CLIP that CLIP score, R-precision
+    and CLIP-space FID/KID read (it may differ from the one the generator was trained with).
+    Inception metrics (fid, kid, is) need `inception_weights`, a local torch-fidelity Inception
+    file, unless torch-fidelity can download its own. One row per (subject, split) is appended to
+    `results_dir`/`table`.csv and .md; subjects are the model and the `baselines`."""
+
+    checkpoint: str = "results/runs/train"  # a checkpoint file, a run folder or an exported generator
+    data: DataConfig = field(default_factory=lambda: DataConfig(
+        kind="shapes", resolution=32, size=4000, seed=0, split="test"))
+    heldout_split: str | None = "heldout"  # evaluated like data.split; None: only data.split
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+    metrics: list[str] = field(default_factory=lambda: [
+        "clip_fid", "clip_kid", "clip_score", "r_precision", "caption_accuracy"])
+    baselines: list[Literal["real", "shuffled"]] = field(default_factory=lambda: ["real", "shuffled"])
+    eval_encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(
+        name="lafite-tiny", pretrained="lafite_core/assets/lafite-tiny-shapes.safetensors"))
+    inception_weights: str | None = None  # None: torch-fidelity downloads its own (needs internet)
+    attribute_classifier: str = "lafite_core/assets/attribute-classifier.safetensors"
+    stats_cache: str = "results/cache/reference-features"
+    table: str = "shapes_eval"
+    results_dir: str = "results"
+    output_dir: str = "results/runs/evaluate"  # metrics.json, sample grids
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+
+    def __post_init__(self) -> None:
+        if self.data.resolution != self.protocol.resolution:
+            raise ValueError(f"parameter data.resolution = {self.data.resolution} differs from "
+                             f"protocol.resolution = {self.protocol.resolution}; real and generated images "
+                             f"must be compared at one size")
+        if not self.metrics:
+            raise ValueError("parameter metrics is empty; name at least one (lafite_core.metrics.METRICS)")
+        if not self.table or "/" in self.table:
+            raise ValueError(f"parameter table = {self.table!r} must be a plain file name (no folders)")

@@ -1,0 +1,635 @@
+"""Generate and score: evaluating a trained generator under a stated protocol.
+
+    rows = evaluate(load_yaml("params/evaluate.yaml", EvalConfig))
+
+For each evaluated split (`data.split`, then `heldout_split`), and each subject (the model, then
+the baselines), the pipeline
+
+1. plans the prompts: sample k gets a caption of eval item k mod N (caption number k // N), the
+   paper's "one caption per image, cycling through the set";
+2. makes the images in batches (progress bar): the generator fed the training CLIP's text feature
+   of each prompt, latent k from seed `protocol.seed + k`; or, for the baselines, real images of
+   the split that are not in the reference set ("real": the upper bound) or the generator fed
+   the prompts' conditions in shuffled order ("shuffled": images as good as the model's but
+   unrelated to their prompts, the lower bound of every alignment metric; its FID and KID equal
+   the model's up to noise, a built-in sanity check);
+3. extracts the features the chosen metrics read (Inception through torch-fidelity, the
+   evaluation CLIP through a torch-fidelity feature extractor registered for it, the Shapes
+   attribute classifier), computes the metrics (lafite_core.metrics) against the reference
+   features, which are cached per (reference set, feature extractor) under `stats_cache`;
+4. appends one row per (subject, split) with every protocol field to results/<table>.csv/.md.
+
+Images are scored as uint8 [N, 3, R, R] at `protocol.resolution`, the form torch-fidelity's
+extractors take, so generated and real images go through exactly the same quantisation.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import string
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lafite_core.assets import resolve_asset
+from lafite_core.config import EvalConfig, ProtocolConfig
+from lafite_core.metrics import METRICS, ScoredImages, append_rows, compute_metrics, protocol_columns
+
+# feature name -> the extractor that provides it
+FEATURES = {
+    "inception_pool": "inception",  # torch-fidelity Inception-v3 pool3 (2048-d): FID, KID
+    "inception_logits": "inception",  # its unbiased logits: IS
+    "clip_image": "clip",  # the evaluation CLIP's image features: CLIP-FID/KID, CLIP score, R-precision
+    "attributes": "attributes",  # the Shapes attribute classifier's predictions: caption accuracy
+}
+SUBJECTS = {"model": "model", "real": "real images", "shuffled": "shuffled conditions"}
+TEXT_BATCH = 256
+
+
+# =================================================================================== extractors
+@dataclass
+class FeatureExtractor:
+    """uint8 images [N, 3, R, R] -> {feature name: [N, d] on the CPU}; `identity` says which
+    network (and weights) made the features, so cached reference features are never mixed up."""
+
+    provides: tuple[str, ...]
+    identity: str
+    fn: Callable[[Tensor], dict[str, Tensor]]
+
+    def __call__(self, images: Tensor) -> dict[str, Tensor]:
+        return self.fn(images)
+
+
+def _fidelity_base():
+    from torch_fidelity import FeatureExtractorBase
+
+    return FeatureExtractorBase
+
+
+class _EncoderFeatures:  # mixed with torch-fidelity's FeatureExtractorBase in register_encoder_extractor
+    """torch-fidelity feature extractor over a CLIP image encoder: feature "clip", used for FID and
+    KID in CLIP space. Input is torch-fidelity's uint8 [N, 3, H, W]; the encoder's own
+    preprocessing (resize, normalisation) applies."""
+
+    bound_encoder = None  # the ClipEncoder, set on each registered subclass
+
+    def __init__(self, name, features_list, **kwargs):
+        super().__init__(name, features_list)
+        self.encoder = type(self).bound_encoder
+
+    @staticmethod
+    def get_provided_features_list():
+        return ("clip",)
+
+    @staticmethod
+    def get_default_feature_layer_for_metric(metric):
+        return "clip"
+
+    @staticmethod
+    def can_be_compiled():
+        return False
+
+    @staticmethod
+    def get_dummy_input_for_compile():
+        return torch.zeros(1, 3, 32, 32, dtype=torch.uint8)
+
+    def forward(self, x: Tensor):
+        if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected uint8 images [N, 3, H, W], got {x.dtype} {tuple(x.shape)}")
+        with torch.no_grad():
+            return (self.encoder.encode_image(x.float() / 127.5 - 1),)
+
+
+_REGISTERED: dict[str, type] = {}
+
+
+def encoder_fingerprint(encoder) -> str:
+    """sha256 of the encoder's weights file, or of its parameters when it has none (random init)."""
+    if encoder.weights_sha256:
+        return encoder.weights_sha256
+    digest = hashlib.sha256(encoder.name.encode())
+    for tensor in encoder.model.state_dict().values():
+        digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def register_encoder_extractor(encoder) -> str:
+    """Register `encoder` (a ClipEncoder, any model of the encoder registry) as a torch-fidelity
+    feature extractor and return its name, usable as `feature_extractor=` in
+    torch_fidelity.calculate_metrics (e.g. fid=True, kid=True). One name per set of weights."""
+    from torch_fidelity import register_feature_extractor
+
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in encoder.name)
+    name = f"clip-{safe}-{encoder_fingerprint(encoder)[:12]}"
+    if name not in _REGISTERED:
+        cls = type(f"EncoderFeatures_{len(_REGISTERED)}", (_EncoderFeatures, _fidelity_base()), {})
+        register_feature_extractor(name, cls)
+        _REGISTERED[name] = cls
+    _REGISTERED[name].bound_encoder = encoder
+    return name
+
+
+def clip_extractor(encoder, device: torch.device) -> FeatureExtractor:
+    """The evaluation CLIP as a torch-fidelity extractor (feature "clip_image")."""
+    from torch_fidelity.utils import create_feature_extractor
+
+    name = register_encoder_extractor(encoder)
+    module = create_feature_extractor(name, ["clip"], cuda=False, verbose=False).to(device)
+    return FeatureExtractor(("clip_image",), name, lambda x: {"clip_image": module(x.to(device))[0].float().cpu()})
+
+
+def inception_extractor(weights: str | None, device: torch.device) -> FeatureExtractor:
+    """torch-fidelity's Inception-v3 (the TF-FID-compatible one): features "inception_pool" and
+    "inception_logits". `weights` is a local copy of its weights file (parameter
+    inception_weights); None lets torch-fidelity download it, which needs internet."""
+    from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+    from torch_fidelity.utils import create_feature_extractor
+
+    how_to = (f"Download {URL_INCEPTION_V3} on a connected machine and set parameter inception_weights "
+              f"to the file, or drop fid, kid and is from parameter metrics")
+    if weights is not None:
+        path = Path(weights)
+        if not path.is_file():
+            raise FileNotFoundError(f"parameter inception_weights = {weights!r}: no such file. {how_to}")
+        try:  # torch-fidelity loads it with weights_only=False: make sure it is a plain state dict first
+            torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise ValueError(f"parameter inception_weights = {weights!r} is not a plain PyTorch state dict "
+                             f"({type(err).__name__}: {err})") from None
+        identity = f"inception-v3-compat:{_file_sha256(path)}"
+    else:
+        identity = f"inception-v3-compat:{URL_INCEPTION_V3.rsplit('/', 1)[-1]}"
+    try:
+        module = create_feature_extractor("inception-v3-compat", ["2048", "logits_unbiased"], cuda=False,
+                                          feature_extractor_weights_path=weights, verbose=False)
+    except Exception as err:
+        if weights is not None:
+            raise ValueError(f"parameter inception_weights = {weights!r} does not fit torch-fidelity's "
+                             f"Inception-v3 ({type(err).__name__}: {err})") from None
+        raise RuntimeError(f"torch-fidelity could not fetch its Inception weights (parameter inception_weights "
+                           f"is null; {type(err).__name__}: {err}). {how_to}.") from None
+    module = module.to(device)
+
+    def fn(x: Tensor) -> dict[str, Tensor]:
+        pool, logits = module(x.to(device))
+        return {"inception_pool": pool.float().cpu(), "inception_logits": logits.float().cpu()}
+
+    return FeatureExtractor(("inception_pool", "inception_logits"), identity, fn)
+
+
+def attribute_extractor(path: str, device: torch.device) -> FeatureExtractor:
+    """The Shapes attribute classifier's predictions (feature "attributes", [N, k] value indices)."""
+    from lafite_core.attribute_classifier import load_attribute_classifier
+    from lafite_core.data.shapes import VOCABULARIES
+
+    resolved = resolve_asset(path)
+    try:
+        model = load_attribute_classifier(resolved, device)
+    except (FileNotFoundError, ValueError) as err:
+        raise type(err)(f"parameter attribute_classifier: {err}") from None
+    if model.vocabularies != {k: tuple(v) for k, v in VOCABULARIES.items()}:
+        raise ValueError(f"parameter attribute_classifier = {path!r} was trained on other Shapes vocabularies")
+    return FeatureExtractor(("attributes",), f"attributes:{_file_sha256(Path(resolved))}",
+                            lambda x: {"attributes": model.predict(x.to(device)).cpu()})
+
+
+def _file_sha256(path: Path) -> str:
+    from lafite_core.encoders import file_sha256
+
+    return file_sha256(path)
+
+
+def extract(batches: Iterable[Tensor], extractors: Iterable[FeatureExtractor], total: int,
+            desc: str = "images", progress: bool = True) -> dict[str, Tensor]:
+    """Run every extractor on every uint8 batch; features concatenated per name."""
+    from tqdm.auto import tqdm
+
+    extractors = list(extractors)
+    parts: dict[str, list[Tensor]] = {}
+    with tqdm(total=total, desc=desc, unit="img", disable=not progress, leave=False) as bar:
+        for batch in batches:
+            for extractor in extractors:
+                for name, value in extractor(batch).items():
+                    parts.setdefault(name, []).append(value)
+            bar.update(len(batch))
+    return {name: torch.cat(values) for name, values in parts.items()}
+
+
+# ============================================================================ reference features
+def reference_features(batches: Callable[[], Iterable[Tensor]], total: int,
+                       extractors: dict[str, FeatureExtractor], names: list[str], reference_id: dict,
+                       cache_dir: str | Path, progress: bool = True) -> dict[str, Tensor]:
+    """Features of the reference images for each feature name, from the cache when present.
+
+    A cache entry is one folder per (reference set, feature extractor): `reference_id`
+    (dataset fingerprint, items, resolution) plus the extractor's identity, hashed. Missing
+    entries are computed in one pass over the images (`batches()` is only called then) and
+    written before returning."""
+    cache_dir = Path(cache_dir)
+    found, folders = {}, {}
+    for name in names:
+        extractor = extractors[FEATURES[name]]
+        key = json.dumps({"reference": reference_id, "feature": name, "extractor": extractor.identity}, sort_keys=True)
+        folders[name] = cache_dir / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+        path = folders[name] / "features.npy"
+        if path.is_file():
+            found[name] = torch.from_numpy(np.load(path))
+    missing = [n for n in names if n not in found]
+    if missing:
+        kinds = dict.fromkeys(FEATURES[n] for n in missing)
+        computed = extract(batches(), [extractors[k] for k in kinds], total, "reference", progress)
+        for name in missing:
+            found[name] = computed[name]
+            _save_reference(folders[name], computed[name], reference_id, extractors[FEATURES[name]].identity)
+    return found
+
+
+def _save_reference(folder: Path, features: Tensor, reference_id: dict, identity: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / ".features.tmp.npy"
+    np.save(tmp, features.numpy())
+    tmp.replace(folder / "features.npy")
+    (folder / "meta.json").write_text(json.dumps({"reference": reference_id, "extractor": identity,
+                                                  "shape": list(features.shape)}, indent=2))
+
+
+# ======================================================================================= prompts
+@dataclass
+class Prompts:
+    """What each image should show: its caption, the eval item it came from, and (Shapes) the
+    attribute values the caption asks for ([N, k], -1 where the caption does not say)."""
+
+    captions: list[str]
+    items: list[int]
+    targets: Tensor | None = None
+
+
+def item_captions(dataset, index: int) -> list[str]:
+    """Captions of item `index` without decoding its image where the dataset allows."""
+    from lafite_core.data.shapes import ShapesDataset, captions_for
+
+    if isinstance(dataset, ShapesDataset):
+        return captions_for(dataset.attributes(index))
+    records = getattr(dataset, "records", None)
+    if records is not None:
+        return list(records[index].captions)
+    return list(dataset[index].captions)
+
+
+def plan_prompts(dataset, indices: list[int], num_samples: int) -> Prompts:
+    """Sample k: item indices[k mod N], its caption number (k // N) mod (its caption count)."""
+    captioned = [(i, item_captions(dataset, i)) for i in indices]
+    captioned = [(i, caps) for i, caps in captioned if caps]
+    if not captioned:
+        raise ValueError("the evaluation set has no captioned items: prompts come from its captions")
+    n = len(captioned)
+    captions, items, choice = [], [], []
+    for k in range(num_samples):
+        index, caps = captioned[k % n]
+        c = (k // n) % len(caps)
+        captions.append(caps[c])
+        items.append(index)
+        choice.append(c)
+    return Prompts(captions, items, shapes_targets(dataset, items, choice))
+
+
+def caption_attributes() -> list[tuple[str, ...]]:
+    """For each Shapes caption template, the attributes it names (in ATTRIBUTE_NAMES order)."""
+    from lafite_core.data.shapes import ATTRIBUTE_NAMES, CAPTION_TEMPLATES
+
+    named = []
+    for template in CAPTION_TEMPLATES:
+        fields = {f.split("_")[0] for _, f, _, _ in string.Formatter().parse(template) if f}
+        named.append(tuple(a for a in ATTRIBUTE_NAMES if a in fields))
+    return named
+
+
+def shapes_targets(dataset, items: list[int], caption_numbers: list[int]) -> Tensor | None:
+    """[N, k] value index each caption asks for (-1: not named); None for non-Shapes datasets."""
+    from lafite_core.data.shapes import ATTRIBUTE_NAMES, VOCABULARIES, ShapesDataset
+
+    if not isinstance(dataset, ShapesDataset):
+        return None
+    named = caption_attributes()
+    targets = torch.full((len(items), len(ATTRIBUTE_NAMES)), -1, dtype=torch.long)
+    for row, (index, c) in enumerate(zip(items, caption_numbers)):
+        attributes = dataset.attributes(index)
+        for j, name in enumerate(ATTRIBUTE_NAMES):
+            if name in named[c]:
+                targets[row, j] = VOCABULARIES[name].index(attributes[name])
+    return targets
+
+
+@torch.no_grad()
+def encode_prompts(encoder, captions: list[str]) -> tuple[Tensor, Tensor]:
+    """(ids [N], features [P, f]): each caption's index among the distinct captions, and the
+    encoder's features of the distinct captions (each encoded once)."""
+    distinct = list(dict.fromkeys(captions))
+    position = {c: i for i, c in enumerate(distinct)}
+    ids = torch.tensor([position[c] for c in captions], dtype=torch.long)
+    features = torch.cat([encoder.encode_text(distinct[i:i + TEXT_BATCH]).float().cpu()
+                          for i in range(0, len(distinct), TEXT_BATCH)])
+    return ids, features
+
+
+# ======================================================================================== images
+def to_uint8(images: Tensor, resolution: int) -> Tensor:
+    """[-1, 1] float images -> uint8 at `resolution` (antialiased resize first, if needed)."""
+    if images.shape[-1] != resolution or images.shape[-2] != resolution:
+        images = F.interpolate(images.float(), size=(resolution, resolution), mode="bilinear",
+                               align_corners=False, antialias=True)
+    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def latents(seed: int, n: int, z_dim: int) -> Tensor:
+    """z for seeds seed .. seed+n-1, each from its own generator: batch- and machine-independent."""
+    return torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(seed + i)) for i in range(n)])
+
+
+@torch.no_grad()
+def generated_batches(G, conditions: Tensor, protocol: ProtocolConfig, device: torch.device) -> Iterator[Tensor]:
+    """G(z_k, c_k) for every condition row k, in batches, as uint8 at the protocol's resolution.
+    With noise_mode "random" the noise comes from a generator seeded by the protocol (forked, so
+    the caller's random state is left alone)."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(protocol.seed)
+        for start in range(0, len(conditions), protocol.batch_size):
+            c = conditions[start:start + protocol.batch_size].to(device)
+            z = latents(protocol.seed + start, len(c), G.z_dim).to(device)
+            images = G(z, c, truncation_psi=protocol.truncation_psi, noise_mode=protocol.noise_mode)
+            yield to_uint8(images, protocol.resolution)
+
+
+def dataset_batches(dataset, indices: list[int], batch_size: int, device: torch.device) -> Iterator[Tensor]:
+    """Real images of `dataset` (uint8 HWC items) as uint8 [B, 3, R, R] batches."""
+    for start in range(0, len(indices), batch_size):
+        arrays = np.stack([dataset[i].image for i in indices[start:start + batch_size]])
+        yield torch.from_numpy(arrays).permute(0, 3, 1, 2).contiguous().to(device)
+
+
+# ==================================================================================== evaluation
+@dataclass
+class Context:
+    """Everything built once per evaluation and shared by its splits."""
+
+    cfg: EvalConfig
+    device: torch.device
+    sampler: object  # lafite_core.sampler.Sampler: G and the training CLIP
+    eval_encoder: object | None
+    extractors: dict[str, FeatureExtractor]
+    progress: bool
+
+
+def resolve_device(option: str) -> torch.device:
+    if option == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(option)
+
+
+def needed_features(metric_names: list[str]) -> list[str]:
+    return list(dict.fromkeys(f for n in metric_names for f in METRICS.get(n).features))
+
+
+def build_context(cfg: EvalConfig, progress: bool = True, encoder=None) -> Context:
+    """Load the generator, its training CLIP, the evaluation CLIP and the extractors the metrics
+    need, checking every choice before any image is made. `encoder` overrides the training CLIP
+    stored with the generator (tests: a randomly initialised one)."""
+    from lafite_core.encoders import load_encoder
+    from lafite_core.sampler import Sampler
+
+    for name in cfg.metrics:
+        METRICS.get(name)  # unknown names fail here, listing the known ones
+    if "caption_accuracy" in cfg.metrics and cfg.data.kind != "shapes":
+        raise ValueError(f"parameter metrics: caption_accuracy reads Shapes attributes, but data.kind = "
+                         f"{cfg.data.kind!r}; drop it for this dataset")
+    device = resolve_device(cfg.device)
+    try:
+        sampler = Sampler.load(cfg.checkpoint, device, encoder=encoder)
+    except (FileNotFoundError, ValueError) as err:
+        raise type(err)(f"parameter checkpoint = {cfg.checkpoint!r}: {err}") from None
+    features = needed_features(cfg.metrics)
+    needs_text = any("prompts" in METRICS.get(n).needs for n in cfg.metrics)
+    eval_encoder = None
+    if "clip_image" in features or needs_text:
+        enc_cfg = dataclasses.replace(cfg.eval_encoder, device=str(device),
+                                      pretrained=resolve_asset(cfg.eval_encoder.pretrained))
+        same = (enc_cfg.name == sampler.encoder.name and sampler.encoder.weights_sha256 is not None
+                and enc_cfg.pretrained is not None and Path(enc_cfg.pretrained).is_file()
+                and _file_sha256(Path(enc_cfg.pretrained)) == sampler.encoder.weights_sha256)
+        try:
+            eval_encoder = sampler.encoder if same else load_encoder(enc_cfg)
+        except (FileNotFoundError, ValueError, RuntimeError) as err:
+            raise type(err)(f"parameter eval_encoder: {err}") from None
+    extractors: dict[str, FeatureExtractor] = {}
+    kinds = dict.fromkeys(FEATURES[f] for f in features)
+    if "attributes" in kinds:
+        extractors["attributes"] = attribute_extractor(cfg.attribute_classifier, device)
+    if "clip" in kinds:
+        extractors["clip"] = clip_extractor(eval_encoder, device)
+    if "inception" in kinds:
+        extractors["inception"] = inception_extractor(cfg.inception_weights, device)
+    return Context(cfg, device, sampler, eval_encoder, extractors, progress)
+
+
+def evaluate(cfg: EvalConfig, progress: bool = True, encoder=None) -> list[dict]:
+    """Evaluate `cfg.checkpoint` on every split; append the rows to the results table, write
+    `output_dir/metrics.json` (the model's numbers per split) and sample grids; return the rows."""
+    from lafite_core.data import dataset_from_config
+    from lafite_core.training import save_image_grid
+
+    ctx = build_context(cfg, progress, encoder)
+    splits = [cfg.data.split] + ([cfg.heldout_split] if cfg.heldout_split else [])
+    datasets = {}
+    for split in splits:  # every split is opened before the first image is made
+        try:
+            datasets[split] = dataset_from_config(dataclasses.replace(cfg.data, split=split))
+        except (ValueError, FileNotFoundError) as err:
+            where = "data.split" if split == cfg.data.split else "heldout_split"
+            raise type(err)(f"parameter {where} = {split!r}: {err}") from None
+    rows, grids = [], {}
+    for split, eval_set in datasets.items():
+        split_rows, grids[split] = evaluate_split(ctx, split, eval_set)
+        rows += split_rows
+    csv_path, _ = append_rows(rows, cfg.table, cfg.results_dir)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for split, images in grids.items():
+        save_image_grid(images.float() / 127.5 - 1, 8, out / f"samples-{split}.png")
+    summary = {"checkpoint": rows[0]["checkpoint"], "kimg": rows[0]["kimg"], "table": str(csv_path)}
+    short = {label: key for key, label in SUBJECTS.items()}
+    for row in rows:
+        subject = short[row["subject"]]
+        prefix = row["eval_split"] if subject == "model" else f"{row['eval_split']}/{subject}"
+        summary.update({f"{prefix}/{k}": row[k] for k in metric_columns(row)})
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+    return rows
+
+
+def metric_columns(row: dict) -> list[str]:
+    """The metric columns of a row (everything after the `seconds` column)."""
+    keys = list(row)
+    return keys[keys.index("seconds") + 1:]
+
+
+def evaluate_split(ctx: Context, split: str, eval_set) -> tuple[list[dict], Tensor]:
+    """Rows for the model and each baseline on one split, and the model's first 64 images."""
+    from lafite_core.data import dataset_from_config
+
+    cfg, protocol = ctx.cfg, ctx.cfg.protocol
+    ref_split = protocol.reference_split or split
+    ref_set = eval_set if ref_split == split else dataset_from_config(dataclasses.replace(cfg.data, split=ref_split))
+    if len(ref_set) < protocol.reference_size:
+        raise ValueError(f"parameter protocol.reference_size = {protocol.reference_size}, but split {ref_split!r} "
+                         f"holds {len(ref_set)} images (data.size = {cfg.data.size})")
+    reference = None
+    ref_names = needed_features([n for n in cfg.metrics if METRICS.get(n).uses_reference])
+    if ref_names:
+        ref_items = list(range(protocol.reference_size))
+        reference_id = {"dataset": ref_set.fingerprint(), "items": [0, protocol.reference_size],
+                        "resolution": protocol.resolution}
+        reference = reference_features(
+            lambda: dataset_batches(ref_set, ref_items, protocol.batch_size, ctx.device),
+            len(ref_items), ctx.extractors, ref_names, reference_id, cfg.stats_cache, ctx.progress)
+
+    prompts = plan_prompts(eval_set, list(range(len(eval_set))), protocol.num_samples)
+    cond_ids, cond_distinct = encode_prompts(ctx.sampler.encoder, prompts.captions)
+    conditions = cond_distinct[cond_ids]  # the training CLIP's text features: the generator's input
+
+    subjects: list[tuple[str, Prompts, Callable[[], Iterator[Tensor]]]] = [
+        ("model", prompts, lambda: generated_batches(ctx.sampler.G, conditions, protocol, ctx.device))]
+    if "shuffled" in cfg.baselines:
+        order = torch.randperm(len(conditions), generator=torch.Generator().manual_seed(protocol.seed + 1))
+        subjects.append(("shuffled", prompts,
+                         lambda: generated_batches(ctx.sampler.G, conditions[order], protocol, ctx.device)))
+    if "real" in cfg.baselines:
+        start = protocol.reference_size if ref_set is eval_set else 0
+        real_items = list(range(start, min(len(eval_set), start + protocol.num_samples)))
+        if len(real_items) < 2:
+            raise ValueError(f"baseline 'real' needs images of split {split!r} outside the reference set, but "
+                             f"its {len(eval_set)} images are all reference images; raise data.size or set "
+                             f"protocol.reference_split")
+        real_prompts = plan_prompts(eval_set, real_items, len(real_items))
+        subjects.append(("real", real_prompts,
+                         lambda: dataset_batches(eval_set, real_items, protocol.batch_size, ctx.device)))
+
+    rows, grid = [], None
+    for subject, subject_prompts, batches in subjects:
+        started = time.time()
+        desc = f"{split}: {SUBJECTS[subject]}"
+        kept: list[Tensor] = []
+
+        def keep_first(stream: Iterator[Tensor]) -> Iterator[Tensor]:
+            for batch in stream:
+                if subject == "model" and sum(len(b) for b in kept) < 64:
+                    kept.append(batch.cpu())
+                yield batch
+
+        features = extract(keep_first(batches()), ctx.extractors.values(), len(subject_prompts.captions),
+                           desc, ctx.progress)
+        scored = _scored(ctx, features, subject_prompts)
+        values = compute_metrics(cfg.metrics, scored, reference, protocol)
+        if subject == "model":
+            grid = torch.cat(kept)[:64]
+        reference_images = f"{ref_split}[0:{protocol.reference_size}]"
+        rows.append(result_row(ctx, split, reference_images, subject, len(subject_prompts.captions),
+                               time.time() - started, values))
+    return rows, grid
+
+
+def _scored(ctx: Context, features: dict[str, Tensor], prompts: Prompts) -> ScoredImages:
+    from lafite_core.data.shapes import ATTRIBUTE_NAMES
+
+    ids = text = None
+    if ctx.eval_encoder is not None:
+        ids, text = encode_prompts(ctx.eval_encoder, prompts.captions)
+    return ScoredImages(features=features, prompt_ids=ids, prompt_features=text, targets=prompts.targets,
+                        attribute_names=tuple(ATTRIBUTE_NAMES) if prompts.targets is not None else ())
+
+
+def result_row(ctx: Context, split: str, reference_images: str, subject: str, num_images: int,
+               seconds: float, values: dict) -> dict:
+    """One table row: what was scored, with which networks, under which protocol, then the metrics."""
+    cfg, info = ctx.cfg, ctx.sampler.info
+    train_encoder = ctx.sampler.encoder
+    row = {
+        "subject": SUBJECTS[subject],
+        "checkpoint": info.get("path", cfg.checkpoint),
+        "kimg": round(info.get("nimg", 0) / 1000, 3),
+        "dataset": cfg.data.kind,
+        "eval_split": split,
+        "eval_size": cfg.data.size if cfg.data.kind == "shapes" else None,
+        "reference_images": reference_images,  # split[first:last] of the reference set
+        **protocol_columns(cfg.protocol),
+        "num_images": num_images,
+        "train_clip": f"{train_encoder.name}:{encoder_fingerprint(train_encoder)[:12]}",
+        "eval_clip": (f"{ctx.eval_encoder.name}:{encoder_fingerprint(ctx.eval_encoder)[:12]}"
+                      if ctx.eval_encoder is not None else None),
+        "inception": ctx.extractors["inception"].identity if "inception" in ctx.extractors else None,
+        "attribute_classifier": (ctx.extractors["attributes"].identity.split(":")[1][:12]
+                                 if "attributes" in ctx.extractors else None),
+        "device": str(ctx.device),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "seconds": round(seconds, 1),
+    }
+    row.update(values)
+    return row
+
+
+def load_eval_config(params: str | Path | None, overrides: list[str], protocol: str | None = None) -> EvalConfig:
+    """A params file (with `extends`), then the named protocol preset if given, then `key.sub=value`
+    overrides (values parsed as YAML)."""
+    import yaml
+
+    from lafite_core.config import from_dict
+    from lafite_core.metrics import protocol_preset
+    from lafite_core.runner import load_params, set_dotted
+
+    data = load_params(params) if params else {}
+    if protocol is not None:
+        data["protocol"] = dataclasses.asdict(protocol_preset(protocol))
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} must look like key=value (e.g. protocol.num_samples=500)")
+        data = set_dotted(data, key.strip(), yaml.safe_load(value))
+    where = f"{params}: " if params else ""
+    try:
+        return from_dict(EvalConfig, data)
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"{where}{err}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import os
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m lafite_core.evaluation",
+                                     description="Evaluate a LAFITE generator; rows go to results/<table>.csv/.md")
+    parser.add_argument("--params", help="YAML params file (EvalConfig fields), e.g. params/evaluate.yaml")
+    parser.add_argument("--protocol", help="a named protocol preset replacing the params file's (cpu, paper)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one parameter, e.g. --set checkpoint=results/runs/train")
+    args = parser.parse_args(argv)
+    try:
+        rows = evaluate(load_eval_config(args.params, args.overrides, args.protocol))
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError, KeyError) as err:
+        if os.environ.get("LAFITE_DEBUG"):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for row in rows:
+        print(json.dumps({k: row[k] for k in ("subject", "eval_split", *metric_columns(row))}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
