@@ -102,13 +102,19 @@ def export_generator(source: str | Path, out_path: str | Path) -> Path:
 
 
 def available_generators(runs_dir: str | Path = "results/runs") -> dict[str, str]:
-    """Label -> source for a checkpoint menu: the shipped generators first, then every run folder
-    under `runs_dir` that holds a checkpoint (newest run first)."""
+    """Label -> source for a checkpoint menu: the shipped generators first, then every run under
+    `runs_dir` that holds a checkpoint, newest first (a run folder of its own, or a runner run whose
+    training wrote to its `out/` folder)."""
     found = {f"shipped: {p.stem}": str(p) for p in sorted(ASSETS_DIR.glob("*.safetensors")) if _is_exported(p)}
-    runs = Path(runs_dir)
-    folders = [p for p in runs.iterdir() if ckpt.latest_checkpoint(p / "checkpoints")] if runs.is_dir() else []
-    for folder in sorted(folders, key=lambda p: ckpt.latest_checkpoint(p / "checkpoints").stat().st_mtime, reverse=True):
-        found[f"run: {folder.name}"] = str(folder)
+    runs = []
+    for folder in sorted(Path(runs_dir).iterdir()) if Path(runs_dir).is_dir() else []:
+        for run in (folder, folder / "out"):
+            newest = ckpt.latest_checkpoint(run / "checkpoints")
+            if newest is not None:
+                runs.append((newest.stat().st_mtime, folder.name, run))
+                break
+    for _, name, run in sorted(runs, key=lambda r: r[0], reverse=True):
+        found[f"run: {name}"] = str(run)
     return found
 
 
@@ -208,13 +214,13 @@ class Sampler:
         device = torch.device(device)
         state, info = read_generator(source)
         network = from_dict(NetworkConfig, info["config"]["network"])
-        G = Generator(network, network.feature_dim)
+        identity = info["encoder_identity"]
+        G = Generator(network, network.feature_dim or identity["feature_dim"])
         try:
             G.load_state_dict(state)
         except RuntimeError as err:
             raise ValueError(f"{info['path']}: its weights do not fit the network it describes "
                              f"({str(err).splitlines()[0]})") from None
-        identity = info["encoder_identity"]
         if encoder is None:
             encoder = encoder_for(identity, device)
         else:

@@ -196,9 +196,16 @@ def test_incompatible_checkpoints_are_refused(run, tmp_path):
         Sampler.load(other_run)
 
 
-def test_available_generators_lists_shipped_then_runs(run):
+def test_available_generators_lists_shipped_then_runs(run, tmp_path):
     found = available_generators(run.parent)
     assert found[f"run: {run.name}"] == str(run)
+    runner_run = tmp_path / "02_train-abc" / "out"  # where the runner's training writes
+    (runner_run / "checkpoints").mkdir(parents=True)
+    import shutil
+    shutil.copy(ckpt.latest_checkpoint(run / "checkpoints"), runner_run / "checkpoints")
+    (tmp_path / "empty-run" / "checkpoints").mkdir(parents=True)
+    assert {k: v for k, v in available_generators(tmp_path).items() if k.startswith("run:")} == {
+        "run: 02_train-abc": str(runner_run)}
     shipped = [label for label in found if label.startswith("shipped:")]
     assert shipped == (["shipped: demo-generator"] if DEMO_GENERATOR.is_file() else [])
     assert list(found).index(f"run: {run.name}") == len(shipped)
