@@ -38,7 +38,15 @@ from lafite_core.evaluation import (
     reference_features,
     register_encoder_extractor,
 )
-from lafite_core.metrics import caption_accuracy, clip_score, frechet_distance, protocol_preset, read_table
+from lafite_core.metrics import (
+    ScoredImages,
+    caption_accuracy,
+    clip_score,
+    compute_metrics,
+    frechet_distance,
+    protocol_preset,
+    read_table,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -134,6 +142,34 @@ def test_missing_inception_weights_give_an_error_naming_the_parameter(tmp_path, 
     monkeypatch.setattr(inception_module, "URL_INCEPTION_V3", "http://127.0.0.1:9/weights-inception.pth")
     with pytest.raises(RuntimeError, match="parameter inception_weights is null.*set parameter inception_weights"):
         inception_extractor(None, CPU)
+
+
+def test_a_local_inception_weights_file_feeds_the_inception_metrics(tmp_path, monkeypatch, shapes_images):
+    """The local-file route, with a randomly initialised Inception (its numbers mean nothing; the
+    real weights are not on this machine): features have Inception's sizes and the metrics run."""
+    import torch_fidelity.feature_extractor_inceptionv3 as inception_module
+
+    with monkeypatch.context() as patch:  # build one without any weights, to write a file
+        patch.setattr(inception_module, "load_state_dict_from_url", lambda *a, **k: {})
+        patch.setattr(inception_module.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd: None)
+        torch.manual_seed(0)
+        random_inception = inception_module.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    path = tmp_path / "random-inception.pth"
+    torch.save(random_inception.state_dict(), path)
+    extractor = inception_extractor(str(path), CPU)
+    assert extractor.identity.startswith("inception-v3-compat:") and len(extractor.identity) > 40
+    _, images = shapes_images
+    features = extractor(images[:4])
+    assert features["inception_pool"].shape == (4, 2048) and features["inception_logits"].shape == (4, 1008)
+    assert torch.isfinite(features["inception_pool"]).all()
+    scored = ScoredImages(features=features)
+    protocol = ProtocolConfig(num_samples=4, reference_size=4, kid_subset_size=2, kid_subsets=3, isc_splits=2)
+    values = compute_metrics(["kid", "is"], scored, {"inception_pool": features["inception_pool"]}, protocol)
+    assert values["is"] >= 1.0 and values["kid"] == values["kid"] and values["kid_std"] >= 0  # computed, not NaN
+    bad = tmp_path / "not-a-state-dict.pth"
+    bad.write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="parameter inception_weights = .* is not a plain PyTorch state dict"):
+        inception_extractor(str(bad), CPU)
 
 
 def test_caption_accuracy_of_real_images_is_at_least_98_percent(shapes_images):
