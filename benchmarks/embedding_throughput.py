@@ -28,8 +28,10 @@ from lafite_core.data.cache import build_cache
 from lafite_core.data.images import Item
 from lafite_core.encoders import load_encoder
 
-# encoder -> (Shapes resolution, items, batch size): sized for a 2-core CPU
-DEFAULTS = {"lafite-tiny": (32, 2048, 256), "ViT-B-32": (64, 192, 64)}
+# encoder -> (Shapes resolution, items without / with captions, batch size): sized for a 2-core
+# CPU (ViT-B-32's text tower costs more per caption than its image tower per image, and Shapes
+# has 6 captions per image)
+DEFAULTS = {"lafite-tiny": (32, 2048, 512, 256), "ViT-B-32": (64, 192, 32, 64)}
 
 
 class WithoutCaptions:
@@ -106,9 +108,10 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     for name in args.encoders:
-        resolution, items, batch = DEFAULTS.get(name, (64, 256, 64))
+        resolution, image_items, caption_items, batch = DEFAULTS.get(name, (64, 256, 32, 64))
         for captions in (False, True):
-            result = benchmark(name, resolution, args.items or items, args.batch_size or batch, args.repeats, captions)
+            items = args.items or (caption_items if captions else image_items)
+            result = benchmark(name, resolution, items, args.batch_size or batch, args.repeats, captions)
             what = "images + 6 captions each" if captions else "images only"
             print(f"\n{name} ({what}), {result['items']} items at {resolution} px, batch {result['batch_size']}, "
                   f"f = {result['feature_dim']}")

@@ -45,6 +45,7 @@ from lafite_core.data.shapes import (
     ShapesDataset,
     caption_for,
     class_prompts,
+    split_tuples,
 )
 from lafite_core.encoders import ClipEncoder, file_sha256, load_encoder
 from lafite_core.zero_shot import attribute_accuracy, combination_text_features, matching_cosine, prompt_accuracy
@@ -111,7 +112,7 @@ class ShapesPairs:
     their jitters); each draw renders fresh images and picks a random template per image."""
 
     def __init__(self, resolution: int, seed: int, templates: tuple[str, ...] = TRAINING_TEMPLATES):
-        self.parts = [ShapesDataset(resolution, size=_split_size(seed, s), seed=seed, split=s)
+        self.parts = [ShapesDataset(resolution, size=len(split_tuples(seed)[s]), seed=seed, split=s)
                       for s in ("train", "heldout")]
         self.sizes = [len(p) for p in self.parts]
         self.templates = templates
@@ -138,12 +139,6 @@ class ShapesPairs:
             "labels": torch.tensor(labels),
             "mentions": self.mentions[chosen],
         }
-
-
-def _split_size(seed: int, split: str) -> int:
-    from lafite_core.data.shapes import split_tuples
-
-    return len(split_tuples(seed)[split])
 
 
 def images_to_tensor(images: np.ndarray) -> Tensor:
@@ -196,8 +191,9 @@ def pretrain_encoder(cfg: PretrainConfig, on_log: Callable[[dict], None] | None 
                      progress: bool = True) -> PretrainResult:
     """Train the encoder named by cfg.architecture from scratch; write weights and metrics to cfg.output_dir.
 
-    Writes `<architecture>-shapes.safetensors`, `history.json` (loss curve), `metrics.json`
-    (final zero-shot accuracies on the unseen `test` split) and `provenance.json`."""
+    Writes `history.jsonl` (one line per step, as it trains: watch it with `tail -f`),
+    `<architecture>-shapes.safetensors`, `metrics.json` (final zero-shot accuracies on the unseen
+    `test` split) and `provenance.json`."""
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -209,20 +205,21 @@ def pretrain_encoder(cfg: PretrainConfig, on_log: Callable[[dict], None] | None 
     generator = torch.Generator().manual_seed(cfg.seed)
     history: list[dict] = []
     start = time.time()
-    bar = tqdm(range(cfg.steps), desc="pre-training", disable=not progress)
-    for step in bar:
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, cfg)
-        loss = train_step(encoder, pairs.batch(cfg.batch_size, generator), optimizer)
-        record = {"step": step + 1, "loss": loss, "lr": optimizer.param_groups[0]["lr"],
-                  "logit_scale": float(encoder.model.logit_scale.detach().exp()), "seconds": time.time() - start}
-        if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
-            record.update(_flat(evaluate_encoder(encoder, cfg.resolution, cfg.dataset_seed, cfg.eval_images)))
-            encoder.model.train()
-        history.append(record)
-        bar.set_postfix(loss=f"{loss:.3f}")
-        if on_log is not None:
-            on_log(record)
+    with open(out / "history.jsonl", "w") as log:
+        for step in tqdm(range(cfg.steps), desc="pre-training", disable=not progress):
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, cfg)
+            loss = train_step(encoder, pairs.batch(cfg.batch_size, generator), optimizer)
+            record = {"step": step + 1, "loss": loss, "lr": optimizer.param_groups[0]["lr"],
+                      "logit_scale": float(encoder.model.logit_scale.detach().exp()), "seconds": time.time() - start}
+            if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
+                record.update(_flat(evaluate_encoder(encoder, cfg.resolution, cfg.dataset_seed, cfg.eval_images)))
+                encoder.model.train()
+            history.append(record)
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            if on_log is not None:
+                on_log(record)
     train_seconds = time.time() - start
     metrics = evaluate_encoder(encoder, cfg.resolution, cfg.dataset_seed, cfg.eval_images)
     metrics.update(train_seconds=round(train_seconds, 1), final_loss=history[-1]["loss"] if history else None,
@@ -230,7 +227,6 @@ def pretrain_encoder(cfg: PretrainConfig, on_log: Callable[[dict], None] | None 
     weights = out / f"{cfg.architecture}-shapes.safetensors"
     save_weights(encoder.model, weights, {"config": json.dumps(to_dict(cfg))})
     metrics["weights_sha256"] = file_sha256(weights)
-    (out / "history.json").write_text(json.dumps(history))
     (out / "metrics.json").write_text(json.dumps(_flat(metrics), indent=2))
     (out / "provenance.json").write_text(json.dumps(
         {"config": to_dict(cfg), "metrics": metrics, "torch": torch.__version__}, indent=2))

@@ -181,9 +181,9 @@ def test_cached_image_text_set_reads_images_and_features_by_index(tmp_path, enco
     assert sample["image"].shape == (3, 32, 32) and sample["image"].dtype == torch.float32
     assert sample["image"].min() >= -1 and sample["image"].max() <= 1
     torch.testing.assert_close(sample["image"], to_tensor(shapes[5].image)[0])
-    torch.testing.assert_close(sample["image_feature"], torch.from_numpy(cache.image_features[5]))
+    torch.testing.assert_close(sample["image_feature"], torch.tensor(cache.image_features[5]))
     assert sample["has_caption"] and sample["index"] == 5
-    own = torch.from_numpy(np.asarray(cache.caption_features[cache.caption_rows(5)]))
+    own = torch.tensor(cache.caption_features[cache.caption_rows(5)])
     drawn = {int((own @ data[5]["caption_feature"]).argmax()) for _ in range(40)}
     assert len(drawn) > 1  # a different caption of item 5 on different calls
     assert all(torch.isclose((own @ data[5]["caption_feature"]).max(), torch.tensor(1.0), atol=1e-5) for _ in range(5))

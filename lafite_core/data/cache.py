@@ -24,6 +24,8 @@ import json
 import os
 import shutil
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -171,10 +173,9 @@ def _embed_shard(dataset, encoder, indices: range, batch_size: int, dtype: str, 
             caption_chunks.append(encoder.encode_text(list(pending_captions)).cpu().numpy().astype(dtype))
             pending_captions.clear()
 
-    for index in indices:
-        try:
-            item = dataset[index]
-        except ImageReadError as err:
+    for index, item in _load_ahead(dataset, indices, ahead=batch_size):
+        if isinstance(item, ImageReadError):
+            err = item
             if not skip_bad:
                 raise ImageReadError(f"item {index} of the dataset: {err} "
                                      f"(build_cache(..., skip_bad=True) skips it and lists it in report.json)") from err
@@ -204,6 +205,30 @@ def _embed_shard(dataset, encoder, indices: range, batch_size: int, dtype: str, 
     for name, array in arrays.items():
         _save_npy(shard_dir / f"{shard:05d}.{name}.npy", array)
     _write_json(shard_dir / f"{shard:05d}.json", {"items": items, "skipped": skipped})
+
+
+def _load_ahead(dataset, indices: range, ahead: int):
+    """Yield (index, item or its ImageReadError) in order, while one background thread reads
+    up to `ahead` items further: decoding / rendering overlaps with the encoder's work."""
+
+    def load(index: int):
+        try:
+            return dataset[index]
+        except ImageReadError as err:
+            return err
+
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        queue = deque((i, pool.submit(load, i)) for i in indices[:ahead])
+        upcoming = iter(indices[ahead:])
+        while queue:
+            index, future = queue.popleft()
+            following = next(upcoming, None)
+            if following is not None:
+                queue.append((following, pool.submit(load, following)))
+            yield index, future.result()
+    finally:  # also when the caller stops early (an error, an interrupt)
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _check_captions(item, index: int) -> None:
