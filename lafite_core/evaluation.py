@@ -37,9 +37,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch_fidelity import FeatureExtractorBase
 
 from lafite_core.assets import resolve_asset
 from lafite_core.config import EvalConfig, ProtocolConfig
+from lafite_core.encoders import file_sha256
 from lafite_core.metrics import METRICS, ScoredImages, append_rows, compute_metrics, protocol_columns
 
 # feature name -> the extractor that provides it
@@ -59,7 +61,6 @@ class FeatureExtractor:
     """uint8 images [N, 3, R, R] -> {feature name: [N, d] on the CPU}; `identity` says which
     network (and weights) made the features, so cached reference features are never mixed up."""
 
-    provides: tuple[str, ...]
     identity: str
     fn: Callable[[Tensor], dict[str, Tensor]]
 
@@ -67,16 +68,11 @@ class FeatureExtractor:
         return self.fn(images)
 
 
-def _fidelity_base():
-    from torch_fidelity import FeatureExtractorBase
-
-    return FeatureExtractorBase
-
-
-class _EncoderFeatures:  # mixed with torch-fidelity's FeatureExtractorBase in register_encoder_extractor
+class EncoderFeatures(FeatureExtractorBase):
     """torch-fidelity feature extractor over a CLIP image encoder: feature "clip", used for FID and
     KID in CLIP space. Input is torch-fidelity's uint8 [N, 3, H, W]; the encoder's own
-    preprocessing (resize, normalisation) applies."""
+    preprocessing (resize, normalisation) applies. torch-fidelity builds extractors from a class
+    and a name, so each encoder gets its own subclass (register_encoder_extractor)."""
 
     bound_encoder = None  # the ClipEncoder, set on each registered subclass
 
@@ -129,7 +125,7 @@ def register_encoder_extractor(encoder) -> str:
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in encoder.name)
     name = f"clip-{safe}-{encoder_fingerprint(encoder)[:12]}"
     if name not in _REGISTERED:
-        cls = type(f"EncoderFeatures_{len(_REGISTERED)}", (_EncoderFeatures, _fidelity_base()), {})
+        cls = type(f"EncoderFeatures_{len(_REGISTERED)}", (EncoderFeatures,), {})
         register_feature_extractor(name, cls)
         _REGISTERED[name] = cls
     _REGISTERED[name].bound_encoder = encoder
@@ -142,7 +138,7 @@ def clip_extractor(encoder, device: torch.device) -> FeatureExtractor:
 
     name = register_encoder_extractor(encoder)
     module = create_feature_extractor(name, ["clip"], cuda=False, verbose=False).to(device)
-    return FeatureExtractor(("clip_image",), name, lambda x: {"clip_image": module(x.to(device))[0].float().cpu()})
+    return FeatureExtractor(name, lambda x: {"clip_image": module(x.to(device))[0].float().cpu()})
 
 
 def inception_extractor(weights: str | None, device: torch.device) -> FeatureExtractor:
@@ -163,7 +159,7 @@ def inception_extractor(weights: str | None, device: torch.device) -> FeatureExt
         except Exception as err:
             raise ValueError(f"parameter inception_weights = {weights!r} is not a plain PyTorch state dict "
                              f"({type(err).__name__}: {err})") from None
-        identity = f"inception-v3-compat:{_file_sha256(path)}"
+        identity = f"inception-v3-compat:{file_sha256(path)}"
     else:
         identity = f"inception-v3-compat:{URL_INCEPTION_V3.rsplit('/', 1)[-1]}"
     try:
@@ -181,7 +177,7 @@ def inception_extractor(weights: str | None, device: torch.device) -> FeatureExt
         pool, logits = module(x.to(device))
         return {"inception_pool": pool.float().cpu(), "inception_logits": logits.float().cpu()}
 
-    return FeatureExtractor(("inception_pool", "inception_logits"), identity, fn)
+    return FeatureExtractor(identity, fn)
 
 
 def attribute_extractor(path: str, device: torch.device) -> FeatureExtractor:
@@ -196,14 +192,8 @@ def attribute_extractor(path: str, device: torch.device) -> FeatureExtractor:
         raise type(err)(f"parameter attribute_classifier: {err}") from None
     if model.vocabularies != {k: tuple(v) for k, v in VOCABULARIES.items()}:
         raise ValueError(f"parameter attribute_classifier = {path!r} was trained on other Shapes vocabularies")
-    return FeatureExtractor(("attributes",), f"attributes:{_file_sha256(Path(resolved))}",
+    return FeatureExtractor(f"attributes:{file_sha256(resolved)}",
                             lambda x: {"attributes": model.predict(x.to(device)).cpu()})
-
-
-def _file_sha256(path: Path) -> str:
-    from lafite_core.encoders import file_sha256
-
-    return file_sha256(path)
 
 
 def extract(batches: Iterable[Tensor], extractors: Iterable[FeatureExtractor], total: int,
@@ -348,16 +338,14 @@ def to_uint8(images: Tensor, resolution: int) -> Tensor:
     return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
-def latents(seed: int, n: int, z_dim: int) -> Tensor:
-    """z for seeds seed .. seed+n-1, each from its own generator: batch- and machine-independent."""
-    return torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(seed + i)) for i in range(n)])
-
-
 @torch.no_grad()
 def generated_batches(G, conditions: Tensor, protocol: ProtocolConfig, device: torch.device) -> Iterator[Tensor]:
     """G(z_k, c_k) for every condition row k, in batches, as uint8 at the protocol's resolution.
     With noise_mode "random" the noise comes from a generator seeded by the protocol (forked, so
-    the caller's random state is left alone)."""
+    the caller's random state is left alone). Latent k comes from seed protocol.seed + k alone
+    (sampler.latents), so the images do not depend on the batch size."""
+    from lafite_core.sampler import latents
+
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(protocol.seed)
@@ -423,7 +411,7 @@ def build_context(cfg: EvalConfig, progress: bool = True, encoder=None) -> Conte
                                       pretrained=resolve_asset(cfg.eval_encoder.pretrained))
         same = (enc_cfg.name == sampler.encoder.name and sampler.encoder.weights_sha256 is not None
                 and enc_cfg.pretrained is not None and Path(enc_cfg.pretrained).is_file()
-                and _file_sha256(Path(enc_cfg.pretrained)) == sampler.encoder.weights_sha256)
+                and file_sha256(Path(enc_cfg.pretrained)) == sampler.encoder.weights_sha256)
         try:
             eval_encoder = sampler.encoder if same else load_encoder(enc_cfg)
         except (FileNotFoundError, ValueError, RuntimeError) as err:

@@ -52,7 +52,6 @@ def test_degrade_keeps_shape_and_range_roughly():
 
 
 def test_training_lowers_the_loss_and_the_file_round_trips(tmp_path):
-    torch.set_num_threads(1)
     model, history = train_attribute_classifier(train_size=512, steps=60, batch_size=32, log_every=20)
     assert history[-1]["loss"] < history[0]["loss"]
     path = save_attribute_classifier(model, tmp_path / "clf.safetensors", {"note": "test"})

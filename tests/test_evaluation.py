@@ -118,14 +118,14 @@ def test_reference_features_are_cached_per_reference_set_and_extractor(tmp_path)
         calls["images"] += len(x)
         return {"clip_image": x.float().mean(dim=(2, 3))}
 
-    extractors = {"clip": FeatureExtractor(("clip_image",), "counting-v1", count)}
+    extractors = {"clip": FeatureExtractor("counting-v1", count)}
     ref_id = {"dataset": "abc", "items": [0, 6], "resolution": 32}
     first = reference_features(batches, 6, extractors, ["clip_image"], ref_id, tmp_path, progress=False)
     again = reference_features(batches, 6, extractors, ["clip_image"], ref_id, tmp_path, progress=False)
     assert calls == {"batches": 1, "images": 6} and torch.equal(first["clip_image"], again["clip_image"])
     assert first["clip_image"].shape == (6, 3)
     # another extractor (other weights) or another reference set is computed afresh
-    extractors["clip"] = FeatureExtractor(("clip_image",), "counting-v2", count)
+    extractors["clip"] = FeatureExtractor("counting-v2", count)
     reference_features(batches, 6, extractors, ["clip_image"], ref_id, tmp_path, progress=False)
     reference_features(batches, 6, extractors, ["clip_image"], {**ref_id, "dataset": "xyz"}, tmp_path, progress=False)
     assert calls == {"batches": 3, "images": 18}
@@ -165,7 +165,7 @@ def test_a_local_inception_weights_file_feeds_the_inception_metrics(tmp_path, mo
     scored = ScoredImages(features=features)
     protocol = ProtocolConfig(num_samples=4, reference_size=4, kid_subset_size=2, kid_subsets=3, isc_splits=2)
     values = compute_metrics(["kid", "is"], scored, {"inception_pool": features["inception_pool"]}, protocol)
-    assert values["is"] >= 1.0 and values["kid"] == values["kid"] and values["kid_std"] >= 0  # computed, not NaN
+    assert values["is"] > 1.0 - 1e-6 and values["kid"] == values["kid"] and values["kid_std"] >= 0  # computed, not NaN
     bad = tmp_path / "not-a-state-dict.pth"
     bad.write_bytes(b"not a torch file")
     with pytest.raises(ValueError, match="parameter inception_weights = .* is not a plain PyTorch state dict"):
