@@ -34,6 +34,7 @@ from lafite_core.evaluation import (
     evaluate,
     extract,
     inception_extractor,
+    load_eval_config,
     plan_prompts,
     reference_features,
     register_encoder_extractor,
@@ -287,3 +288,5 @@ def test_notebook_parameters_and_params_files_mirror_the_config():
     paper = from_dict(EvalConfig, load_params(REPO / "params" / "evaluate_paper.yaml"))
     assert paper.protocol == protocol_preset("paper") and "fid" in paper.metrics and "is" in paper.metrics
     assert to_dict(paper)["data"]["resolution"] == 256
+    by_name = load_eval_config(REPO / "params" / "evaluate.yaml", ["data.resolution=256"], protocol="paper")
+    assert by_name.protocol == protocol_preset("paper") and by_name.data.kind == "shapes"
