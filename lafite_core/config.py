@@ -420,3 +420,35 @@ class EvalConfig:
             raise ValueError("parameter metrics is empty; name at least one (lafite_core.metrics.METRICS)")
         if not self.table or "/" in self.table:
             raise ValueError(f"parameter table = {self.table!r} must be a plain file name (no folders)")
+
+
+@dataclass
+class AblationConfig:
+    """One point of the perturbation ablation (lafite_core/ablation.py, notebooks/03_ablation.ipynb):
+    a training run and its evaluation, both placed inside `output_dir`."""
+
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvalConfig = field(default_factory=EvalConfig)
+    output_dir: str = "results/runs/ablation"
+
+
+@dataclass
+class DemoConfig:
+    """The whole embedded-default pipeline (lafite_core/demo.py, `make demo`): embed Shapes, train
+    the main model, evaluate it against the baselines, run a reduced perturbation ablation and
+    draw prompts (seen and held-out combinations). Every step is a notebook run by the runner,
+    so each has its executed notebook and log under results/runs/, and re-running skips
+    finished steps. `ablation_cases` are named override sets for the training config, as in a
+    sweep file's `cases`."""
+
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvalConfig = field(default_factory=EvalConfig)
+    ablation_cases: list[dict] = field(default_factory=list)
+    ablation_kimg: float = 2.0
+    ablation_evaluate: dict = field(default_factory=dict)  # overrides of `evaluate` for ablation points
+    prompts: list[str] = field(default_factory=list)
+    samples_per_prompt: int = 6
+    workers: int = 2
+    out_dir: str = "results/demo"
+    results_root: str = "results"  # run folders go to results_root/runs
