@@ -7,7 +7,7 @@ import pytest
 
 from lafite_core import config, runner
 
-PARAMS = sorted(Path("params").glob("*.yaml"))
+PARAMS = sorted((Path(__file__).resolve().parents[1] / "params").glob("*.yaml"))
 HEADER = re.compile(r"#\s*(\S+)\s*->\s*lafite_core\.config\.(\w+)")
 
 
