@@ -292,7 +292,8 @@ class PretrainConfig:
     dataset_seed: int = 0  # Shapes seed: which images are `test` (never trained on)
     seed: int = 0  # initialisation and batch sampling
     steps: int = 2000
-    batch_size: int = 128
+    batch_size: int = 128  # images per step
+    captions_per_image: int = 1  # captions per image per step (CLIP: 1)
     lr: float = 1e-3
     warmup_steps: int = 100
     weight_decay: float = 0.1

@@ -82,14 +82,15 @@ def clip_loss(image_features: Tensor, text_features: Tensor, logit_scale: Tensor
               positives: Tensor | None = None) -> Tensor:
     """CLIP's symmetric contrastive loss over a batch (Radford et al. 2021, Fig. 3).
 
-    logits_ij = exp(t) * cos(image_i, text_j). Row i's targets are uniform over the captions
-    `positives[i]` marks (default: only its own, CLIP's identity targets), column j's over the
-    images that caption j describes. The two cross-entropies are averaged."""
-    n = image_features.shape[0]
+    logits_ij = exp(t) * cos(image_i, text_j) for B images and M captions. Row i's targets are
+    uniform over the captions `positives[i]` marks (default, B = M: only caption i, CLIP's
+    identity targets), column j's over the images that caption j describes. The two
+    cross-entropies are averaged."""
     if positives is None:
-        positives = torch.eye(n, dtype=torch.bool, device=image_features.device)
-    if not bool(positives.diagonal().all()):
-        raise ValueError("every image must be a positive of its own caption (positives.diagonal() all True)")
+        positives = torch.eye(image_features.shape[0], text_features.shape[0], dtype=torch.bool,
+                              device=image_features.device)
+    if not (bool(positives.any(dim=1).all()) and bool(positives.any(dim=0).all())):
+        raise ValueError("every image and every caption needs at least one positive in the batch")
     logits = logit_scale.exp() * image_features @ text_features.T
     targets = positives.float()
     image_to_text = -(targets / targets.sum(1, keepdim=True) * F.log_softmax(logits, dim=1)).sum(1)
@@ -97,10 +98,11 @@ def clip_loss(image_features: Tensor, text_features: Tensor, logit_scale: Tensor
     return (image_to_text.mean() + text_to_image.mean()) / 2
 
 
-def caption_positives(labels: Tensor, mentions: Tensor) -> Tensor:
-    """[B, B] bool: caption j describes image i when every attribute caption j names matches
-    image i's. labels [B, k] are attribute indices, mentions [B, k] say what each caption names."""
-    agree = labels[:, None, :] == labels[None, :, :]  # [image i, caption j, attribute]
+def caption_positives(image_labels: Tensor, caption_labels: Tensor, mentions: Tensor) -> Tensor:
+    """[B, M] bool: caption j describes image i when every attribute caption j names matches
+    image i's. image_labels [B, k] are attribute indices, caption_labels [M, k] those of the image
+    each caption was written for, mentions [M, k] which attributes each caption names."""
+    agree = image_labels[:, None, :] == caption_labels[None, :, :]  # [image i, caption j, attribute]
     return (agree | ~mentions[None, :, :]).all(dim=2)
 
 
@@ -109,7 +111,9 @@ class ShapesPairs:
     """Image / caption pairs drawn on the fly from every Shapes image except the `test` split.
 
     The pool is the `train` and `heldout` splits together (all attribute combinations with all
-    their jitters); each draw renders fresh images and picks a random template per image."""
+    their jitters); each draw renders fresh images and writes `captions_per_image` captions of
+    each from random templates. More than one caption per image gives the image tower more
+    signal per (costly) image forward pass; the text tower is the cheap one."""
 
     def __init__(self, resolution: int, seed: int, templates: tuple[str, ...] = TRAINING_TEMPLATES):
         self.parts = [ShapesDataset(resolution, size=len(split_tuples(seed)[s]), seed=seed, split=s)
@@ -122,22 +126,25 @@ class ShapesPairs:
     def __len__(self) -> int:
         return sum(self.sizes)
 
-    def batch(self, batch_size: int, generator: torch.Generator) -> dict:
-        """images [B, 3, R, R] in [-1, 1], captions (list), labels [B, k], mentions [B, k]."""
+    def batch(self, batch_size: int, generator: torch.Generator, captions_per_image: int = 1) -> dict:
+        """images [B, 3, R, R] in [-1, 1], labels [B, k]; captions (B * c strings, those of image
+        0 first), caption_labels and mentions [B * c, k]."""
         indices = torch.randint(len(self), (batch_size,), generator=generator).tolist()
-        chosen = torch.randint(len(self.templates), (batch_size,), generator=generator)
+        chosen = torch.randint(len(self.templates), (batch_size, captions_per_image), generator=generator)
         images, captions, labels = [], [], []
-        for index, t in zip(indices, chosen.tolist()):
+        for index, templates in zip(indices, chosen.tolist()):
             part = 0 if index < self.sizes[0] else 1
             item = self.parts[part][index - part * self.sizes[0]]
             images.append(item.image)
-            captions.append(fill_template(self.templates[t], item.attributes))
+            captions.extend(fill_template(self.templates[t], item.attributes) for t in templates)
             labels.append([VOCABULARIES[name].index(item.attributes[name]) for name in ATTRIBUTE_NAMES])
+        labels = torch.tensor(labels)
         return {
             "images": images_to_tensor(np.stack(images)),
+            "labels": labels,
             "captions": captions,
-            "labels": torch.tensor(labels),
-            "mentions": self.mentions[chosen],
+            "caption_labels": labels.repeat_interleave(captions_per_image, dim=0),
+            "mentions": self.mentions[chosen.flatten()],
         }
 
 
@@ -177,7 +184,7 @@ def train_step(encoder: ClipEncoder, batch: dict, optimizer: torch.optim.Optimiz
     image_features = F.normalize(model.encode_image(encoder.preprocess(batch["images"])), dim=-1)
     tokens = encoder.tokenizer(batch["captions"]).to(encoder.device)
     text_features = F.normalize(model.encode_text(tokens), dim=-1)
-    positives = caption_positives(batch["labels"], batch["mentions"]).to(encoder.device)
+    positives = caption_positives(batch["labels"], batch["caption_labels"], batch["mentions"]).to(encoder.device)
     loss = clip_loss(image_features, text_features, model.logit_scale, positives)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -209,7 +216,7 @@ def pretrain_encoder(cfg: PretrainConfig, on_log: Callable[[dict], None] | None 
         for step in tqdm(range(cfg.steps), desc="pre-training", disable=not progress):
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, cfg)
-            loss = train_step(encoder, pairs.batch(cfg.batch_size, generator), optimizer)
+            loss = train_step(encoder, pairs.batch(cfg.batch_size, generator, cfg.captions_per_image), optimizer)
             record = {"step": step + 1, "loss": loss, "lr": optimizer.param_groups[0]["lr"],
                       "logit_scale": float(encoder.model.logit_scale.detach().exp()), "seconds": time.time() - start}
             if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:

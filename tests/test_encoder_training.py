@@ -45,8 +45,10 @@ def test_clip_loss_spreads_targets_over_all_captions_that_describe_an_image():
     text_to_image = [-log_cols[0, 0], -(log_cols[0, 1] + log_cols[1, 1]) / 2, -log_cols[2, 2]]
     expected = (sum(image_to_text) / 3 + sum(text_to_image) / 3) / 2
     torch.testing.assert_close(clip_loss(img, txt, torch.tensor(0.0), positives), expected)
-    with pytest.raises(ValueError, match="its own caption"):
-        clip_loss(img, txt, torch.tensor(0.0), ~torch.eye(3, dtype=torch.bool))
+    no_positive = positives.clone()
+    no_positive[2, 2] = False  # image 2 and caption 2 would have no positive at all
+    with pytest.raises(ValueError, match="at least one positive"):
+        clip_loss(img, txt, torch.tensor(0.0), no_positive)
 
 
 def test_caption_positives_follow_the_attributes_a_caption_names():
@@ -57,7 +59,14 @@ def test_caption_positives_follow_the_attributes_a_caption_names():
         [False, True, False],   # image 1: caption 1 (colour 1) is its own
         [False, True, True],    # image 2: colour 1 like caption 1, shape 1 like caption 2
     ])
-    assert torch.equal(caption_positives(labels, mentions), expected)
+    assert torch.equal(caption_positives(labels, labels, mentions), expected)
+    # two captions per image: captions 0, 1 written for image 0, captions 2, 3 for image 1
+    caption_labels = labels[[0, 0, 1, 1]]
+    two = torch.tensor([[True, True], [True, False], [True, True], [False, True]])
+    assert caption_positives(labels[:2], caption_labels, two).tolist() == [
+        [True, True, False, False],   # caption 3 ("colour 1") does not fit image 0 (colour 0)
+        [False, True, True, True],    # caption 1 ("shape 0") fits image 1 too
+    ]
 
 
 def test_templates_name_their_attributes():
@@ -73,10 +82,14 @@ def test_pairs_exclude_the_test_split_and_come_in_range():
 
     tuples = split_tuples(0)
     assert len(pairs) == len(tuples["train"]) + len(tuples["heldout"]) == len(tuples["all"]) - len(tuples["test"])
-    batch = pairs.batch(6, torch.Generator().manual_seed(0))
+    batch = pairs.batch(6, torch.Generator().manual_seed(0), captions_per_image=3)
     assert batch["images"].shape == (6, 3, 32, 32) and -1 <= batch["images"].min() <= batch["images"].max() <= 1
-    assert batch["labels"].shape == batch["mentions"].shape == (6, 5)
-    assert caption_positives(batch["labels"], batch["mentions"]).diagonal().all()
+    assert batch["labels"].shape == (6, 5) and len(batch["captions"]) == 18
+    assert batch["caption_labels"].shape == batch["mentions"].shape == (18, 5)
+    positives = caption_positives(batch["labels"], batch["caption_labels"], batch["mentions"])
+    assert positives[torch.arange(18) // 3, torch.arange(18)].all()  # each caption fits its own image
+    one = ShapesPairs(32, 0).batch(6, torch.Generator().manual_seed(0))
+    assert len(one["captions"]) == 6 and torch.equal(one["caption_labels"], one["labels"])
 
 
 def test_loss_goes_down_and_weights_round_trip_through_open_clip(tmp_path):
@@ -108,7 +121,8 @@ def test_pretrain_encoder_writes_weights_curve_and_metrics(tmp_path):
     for attribute in VOCABULARIES:
         assert 0.0 <= metrics[f"given_others/{attribute}"] <= 1.0
     assert -1.0 <= metrics["matching_cosine"] <= 1.0 and metrics["weights_sha256"] == file_sha256(result.weights)
-    assert len(json.loads((tmp_path / "history.json").read_text())) == 3
+    lines = (tmp_path / "history.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [1, 2, 3]
     assert json.loads((tmp_path / "provenance.json").read_text())["config"]["steps"] == 3
 
 
@@ -174,3 +188,4 @@ def test_prompt_accuracy_uses_one_prompt_per_class():
     assert prompt_accuracy(Fixed(), images, ["red", "green", "blue", "blue"], prompts) == 0.75
     with pytest.raises(ValueError, match="no prompt"):
         prompt_accuracy(Fixed(), images, ["red", "pink", "blue", "blue"], prompts)
+
