@@ -8,8 +8,24 @@ from lafite_core import demo, runner
 from lafite_core.config import DemoConfig, from_dict
 
 
+def random_encoder_file(tmp_path):
+    """A randomly initialised tiny encoder saved as a weights file: the pipeline needs an encoder
+    with an identity (the sampler refuses unidentifiable ones), not a trained one."""
+    from lafite_core.config import EncoderConfig
+    from lafite_core.encoder_training import save_weights
+    from lafite_core.encoders import load_encoder
+
+    path = tmp_path / "random-tiny.safetensors"
+    save_weights(load_encoder(EncoderConfig(name="lafite-tiny", pretrained=None)).model, path)
+    return str(path)
+
+
 def smoke_config(tmp_path) -> DemoConfig:
     params = runner.load_params("params/demo_smoke.yaml")
+    weights = random_encoder_file(tmp_path)
+    params["embed"]["encoder"]["pretrained"] = weights
+    params["train"]["encoder"]["pretrained"] = weights
+    params["evaluate"]["eval_encoder"]["pretrained"] = weights
     params["embed"]["cache_dir"] = str(tmp_path / "cache")
     params["evaluate"]["stats_cache"] = str(tmp_path / "reference")
     params["out_dir"] = str(tmp_path / "demo")
