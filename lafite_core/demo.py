@@ -97,10 +97,11 @@ def write_summary(cfg: DemoConfig, train: RunSpec, ablation: list[RunSpec], seco
         for found in sorted(train_out.glob(name)):
             shutil.copy(found, out / f"train-{found.name}")
     shutil.copy(runner.run_dir(samples_spec(cfg, train), results) / "out" / "grid.png", out / "samples.png")
-    lines = [f"# Embedded-default demo ({seconds / 60:.1f} min)", ""]
-    eval_table = out / f"{cfg.evaluate.table}.md"
+    lines = [f"# Embedded-default demo (this invocation: {seconds / 60:.1f} min; finished steps are skipped)", ""]
+    eval_table = out / f"{cfg.evaluate.table}.csv"
     if eval_table.is_file():
-        lines += ["## Main model against the baselines", "", eval_table.read_text(), ""]
+        lines += ["## Main model against the baselines", "", headline_table(eval_table), "",
+                  f"Every column, the protocol included: {eval_table.name} / {eval_table.with_suffix('.md').name}", ""]
     if ablation:
         runner.collect("demo-ablation", results, out_dir=out, name="ablation")
         lines += ["## Perturbation ablation (shorter runs)", "", (out / "ablation.md").read_text(), "",
@@ -112,6 +113,17 @@ def write_summary(cfg: DemoConfig, train: RunSpec, ablation: list[RunSpec], seco
     (out / "summary.json").write_text(json.dumps({"minutes": round(seconds / 60, 2), "train_run": str(train_out),
                                                   "ablation_runs": [s.run_id for s in ablation]}, indent=2))
     return summary
+
+
+HEADLINE = ["subject", "eval_split", "num_samples", "clip_fid", "clip_score", "r_precision", "caption_accuracy"]
+
+
+def headline_table(csv_path: Path) -> str:
+    """The few columns a reader compares first, as Markdown."""
+    import pandas as pd
+
+    table = pd.read_csv(csv_path)
+    return table[[c for c in HEADLINE if c in table.columns]].to_markdown(index=False, floatfmt=".4g")
 
 
 def main(argv: list[str] | None = None) -> int:
