@@ -204,10 +204,14 @@ class TrainConfig:
 
     encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(
         name="lafite-tiny", pretrained="lafite_core/assets/lafite-tiny-shapes.safetensors"))
+    # condition_lr_mult 1 (official: 0.01): at 0.01 the per-layer condition MLPs barely move in a
+    # run of minutes, and the generator ignores the prompt.
     network: NetworkConfig = field(default_factory=lambda: NetworkConfig(
-        resolution=32, z_dim=64, w_dim=64, mapping_layers=2, channel_base=1024, channel_max=128))
+        resolution=32, z_dim=64, w_dim=64, mapping_layers=2, channel_base=1024, channel_max=64,
+        condition_lr_mult=1.0))
     perturbation: PerturbationConfig = field(default_factory=PerturbationConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
+    # StyleGAN2-ADA's small-image recipe (its "cifar" config): no path length, no style mixing.
+    loss: LossConfig = field(default_factory=lambda: LossConfig(r1_gamma=1.0, pl_weight=0.0, style_mixing_prob=0.0))
     perturbation_training: PerturbationTrainingConfig = field(default_factory=PerturbationTrainingConfig)
     data: DataConfig = field(default_factory=DataConfig)
 
@@ -219,12 +223,12 @@ class TrainConfig:
     mixing_prob: float = 0.5
 
     batch_size: int = 16  # images per step over all processes
-    total_kimg: float = 20.0
+    total_kimg: float = 15.0
     g_lr: float = 0.0025
     d_lr: float = 0.0025
     betas: list[float] = field(default_factory=lambda: [0.0, 0.99])
     ema_kimg: float | None = None  # EMA half-life in kimg; None: batch_size * 10 / 32 (official)
-    ema_rampup: float | None = None  # EMA half-life at most this fraction of the images seen
+    ema_rampup: float | None = 0.05  # EMA half-life at most this fraction of the images seen
     xflip: bool = True
     diffaugment: list[Literal["color", "translation", "cutout"]] = field(default_factory=list)
     gather_negatives: bool = False  # contrastive negatives from every process's batch
