@@ -229,7 +229,9 @@ class TrainConfig:
     betas: list[float] = field(default_factory=lambda: [0.0, 0.99])
     ema_kimg: float | None = None  # EMA half-life in kimg; None: batch_size * 10 / 32 (official)
     ema_rampup: float | None = 0.05  # EMA half-life at most this fraction of the images seen
-    xflip: bool = True
+    # x-flip doubles the data of symmetric datasets (official: on); off for Shapes, whose captions,
+    # and so cached features, name left and right.
+    xflip: bool = False
     diffaugment: list[Literal["color", "translation", "cutout"]] = field(default_factory=list)
     gather_negatives: bool = False  # contrastive negatives from every process's batch
 
