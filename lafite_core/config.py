@@ -249,6 +249,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N (under torchrun: the local rank's GPU)
     mixed_precision: bool = False  # autocast the network.num_fp16_res highest resolutions
     num_workers: int = 0  # data loader worker processes
+    max_minutes: float | None = None  # stop with a checkpoint after this much training (job time limits)
     resume: str | None = "auto"  # auto: newest checkpoint in run_dir if any; a file; None: fresh only
     fine_tune_from: str | None = None  # start G, D and G_ema from this checkpoint's weights
 
@@ -274,6 +275,8 @@ class TrainConfig:
             raise ValueError(f"parameter betas = {self.betas!r} must be two numbers in [0, 1)")
         if self.ema_kimg is not None and self.ema_kimg < 0:
             raise ValueError(f"parameter ema_kimg = {self.ema_kimg!r} must be >= 0 (or null)")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise ValueError(f"parameter max_minutes = {self.max_minutes!r} must be positive (or null)")
         if self.num_workers < 0:
             raise ValueError(f"parameter num_workers = {self.num_workers!r} must be >= 0")
         if self.mixed_precision and self.network.num_fp16_res <= 0:

@@ -774,11 +774,12 @@ class Trainer:
             if self.tick == 0 and self.nimg == 0:
                 self._write_samples()
         tick_start_nimg, stats = self.nimg, TickStats()
-        tick_start_time = time.time()
+        tick_start_time = run_start_time = time.time()
         train_seconds = 0.0
         if dist.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dist.device)
-        while self.nimg < total_nimg:
+        done = self.nimg >= total_nimg
+        while not done:
             batch = next(self.batches)
             started = time.time()
             terms = self.train_step(batch)
@@ -790,7 +791,7 @@ class Trainer:
                 bar.update(cfg.batch_size / 1000)
                 shown = [k for k in ("G_total", "D_total", "G_con_clip") if k in terms]
                 bar.set_postfix_str(" ".join(f"{k}={terms[k]:.3f}" for k in shown))
-            done = self.nimg >= total_nimg
+            done = self.nimg >= total_nimg or self._out_of_time(run_start_time)
             if not done and self.nimg < tick_start_nimg + cfg.tick_kimg * 1000:
                 continue
             self.tick += 1
@@ -817,6 +818,15 @@ class Trainer:
             plot_stats(self.run_dir)
         return TrainResult(self.run_dir, self.step, self.nimg, self.last_checkpoint,
                            read_stats(self.run_dir) if dist.is_main else [])
+
+    def _out_of_time(self, started: float) -> bool:
+        """cfg.max_minutes passed? Rank 0's clock decides for every process."""
+        if self.cfg.max_minutes is None:
+            return False
+        flag = torch.tensor(float(time.time() - started > self.cfg.max_minutes * 60), device=self.dist.device)
+        if self.dist.world_size > 1:
+            torch_dist.broadcast(flag, src=0)
+        return bool(flag.item())
 
     def _write_samples(self) -> None:
         images = progress_grid(self.G_ema, self.prompt_features, self.grid_z)

@@ -136,6 +136,14 @@ def test_killed_while_writing_a_checkpoint_resumes_from_the_last_complete_one(tm
     assert result.nimg == 8 and [s["nimg"] for s in result.stats] == [4, 8]
 
 
+def test_time_limit_stops_with_a_checkpoint_and_a_rerun_continues(tmp_path):
+    first = train(tiny_config(tmp_path, max_minutes=1e-6, total_kimg=0.012), TinyImageTextSet())
+    assert first.step == 1 and first.last_checkpoint.name == checkpoint_name(4)  # out of time after one step
+    assert [s["nimg"] for s in first.stats] == [4]
+    second = train(tiny_config(tmp_path, total_kimg=0.012), TinyImageTextSet())
+    assert second.step == 3 and [s["nimg"] for s in second.stats] == [4, 12]  # ticks count from the restart
+
+
 def test_load_generator_rebuilds_g_ema_from_the_checkpoint(uninterrupted):
     from lafite_core.checkpoint import load_generator
 
@@ -188,6 +196,7 @@ def test_non_finite_loss_names_step_and_term_and_keeps_the_checkpoint(tmp_path, 
         ({"setting": "semi"}, "parameter setting = 'semi'"),
         ({"diffaugment": ["color", "zoom"]}, "parameter diffaugment"),
         ({"betas": [0.0, 1.5]}, "parameter betas"),
+        ({"max_minutes": 0}, "parameter max_minutes = 0"),
         ({"mixed_precision": True}, "network.num_fp16_res"),
         ({"loss": {"r1_interval": 0}}, "loss.r1_interval = 0 must be positive"),
     ],
