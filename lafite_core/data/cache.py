@@ -33,6 +33,7 @@ from typing import Callable
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
 from lafite_core.data.images import ImageReadError
 
@@ -68,6 +69,12 @@ class EmbeddingCache:
     captions: list[str]  # [M]
     report: dict
 
+    def __post_init__(self) -> None:
+        # captions are stored grouped by item, in item order: row r owns a contiguous range
+        self._caption_counts = np.bincount(self.caption_item, minlength=len(self.image_features)) \
+            if len(self.caption_item) else np.zeros(len(self.image_features), dtype=np.int64)
+        self._caption_starts = np.concatenate([[0], np.cumsum(self._caption_counts)[:-1]]).astype(np.int64)
+
     @property
     def feature_dim(self) -> int:
         return int(self.meta["feature_dim"])
@@ -78,12 +85,6 @@ class EmbeddingCache:
     def caption_rows(self, row: int) -> np.ndarray:
         """Caption rows of the item in cache row `row` (empty when it has no captions)."""
         return self._caption_starts[row] + np.arange(self._caption_counts[row])
-
-    def __post_init__(self) -> None:
-        # captions are stored grouped by item, in item order: row r owns a contiguous range
-        self._caption_counts = np.bincount(self.caption_item, minlength=len(self.image_features)) \
-            if len(self.caption_item) else np.zeros(len(self.image_features), dtype=np.int64)
-        self._caption_starts = np.concatenate([[0], np.cumsum(self._caption_counts)[:-1]]).astype(np.int64)
 
 
 # --------------------------------------------------------------------------------------- build
@@ -113,8 +114,6 @@ def build_cache(dataset, encoder, folder: str | Path, batch_size: int = 256, dty
     _write_json(folder / "meta.json", meta)
 
     num_shards = (len(dataset) + shard_size - 1) // shard_size
-    from tqdm.auto import tqdm
-
     bar = tqdm(total=len(dataset), desc="embedding", unit="img", disable=not progress)
     for shard in range(num_shards):
         start, stop = shard * shard_size, min(len(dataset), (shard + 1) * shard_size)
