@@ -150,6 +150,25 @@ def load_yaml(path: str | Path, cls: type[C]) -> C:
         raise type(err)(f"{path}: {err}") from None
 
 
+def load_with_overrides(cls: type[C], params: str | Path | None, overrides: list[str],
+                        replace: dict[str, Any] | None = None) -> C:
+    """A command line's config: a params file (with `extends`), whole sections from `replace`
+    (e.g. a protocol preset), then `key.sub=value` overrides (values parsed as YAML). Errors name
+    the file and the parameter."""
+    from lafite_core.runner import load_params, set_dotted
+
+    data = {**(load_params(params) if params else {}), **(replace or {})}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} must look like key=value (e.g. a.b=10)")
+        data = set_dotted(data, key.strip(), yaml.safe_load(value))
+    try:
+        return from_dict(cls, data)
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"{params}: {err}" if params else str(err)) from None
+
+
 def from_namespace(cls: type[C], namespace: dict[str, Any]) -> C:
     """Build `cls` from a notebook's parameter variables (one variable per top-level field)."""
     names = [f.name for f in dataclasses.fields(cls)]

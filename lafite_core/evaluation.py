@@ -574,25 +574,11 @@ def result_row(ctx: Context, split: str, reference_images: str, subject: str, nu
 def load_eval_config(params: str | Path | None, overrides: list[str], protocol: str | None = None) -> EvalConfig:
     """A params file (with `extends`), then the named protocol preset if given, then `key.sub=value`
     overrides (values parsed as YAML)."""
-    import yaml
-
-    from lafite_core.config import from_dict
+    from lafite_core.config import load_with_overrides
     from lafite_core.metrics import protocol_preset
-    from lafite_core.runner import load_params, set_dotted
 
-    data = load_params(params) if params else {}
-    if protocol is not None:
-        data["protocol"] = dataclasses.asdict(protocol_preset(protocol))
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"override {item!r} must look like key=value (e.g. protocol.num_samples=500)")
-        data = set_dotted(data, key.strip(), yaml.safe_load(value))
-    where = f"{params}: " if params else ""
-    try:
-        return from_dict(EvalConfig, data)
-    except (TypeError, ValueError) as err:
-        raise type(err)(f"{where}{err}") from None
+    preset = {} if protocol is None else {"protocol": dataclasses.asdict(protocol_preset(protocol))}
+    return load_with_overrides(EvalConfig, params, overrides, replace=preset)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,7 +49,7 @@ from PIL import Image
 from lafite_core import checkpoint as ckpt
 from lafite_core.assets import resolve_asset
 from lafite_core.augment import AugmentedDiscriminator
-from lafite_core.config import TrainConfig, from_dict, to_dict
+from lafite_core.config import TrainConfig, from_dict, load_with_overrides, to_dict
 from lafite_core.losses import LafiteLoss
 from lafite_core.registry import Registry
 
@@ -864,19 +864,7 @@ def train(cfg: TrainConfig, dataset: torch.utils.data.Dataset | None = None) -> 
 
 def load_train_config(params: str | Path | None, overrides: list[str]) -> TrainConfig:
     """A params file (with `extends`) plus `key.sub=value` overrides (values parsed as YAML)."""
-    from lafite_core.runner import load_params, set_dotted
-
-    data = load_params(params) if params else {}
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"override {item!r} must look like key=value (e.g. total_kimg=10)")
-        data = set_dotted(data, key.strip(), yaml.safe_load(value))
-    where = f"{params}: " if params else ""
-    try:
-        return from_dict(TrainConfig, data)
-    except (TypeError, ValueError) as err:
-        raise type(err)(f"{where}{err}") from None
+    return load_with_overrides(TrainConfig, params, overrides)
 
 
 def main(argv: list[str] | None = None) -> int:

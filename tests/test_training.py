@@ -405,3 +405,7 @@ def test_command_line_overrides(tmp_path):
     assert (cfg.batch_size, cfg.total_kimg, cfg.network.z_dim, cfg.diffaugment) == (8, 2.5, 64, ["color"])
     with pytest.raises(ValueError, match=r"p\.yaml: unknown parameter 'bogus'"):
         training.load_train_config(params, ["bogus=1"])
+    with pytest.raises(ValueError, match="'total_kimg' must look like key=value"):
+        training.load_train_config(params, ["total_kimg"])
+    with pytest.raises(TypeError, match="parameter batch_size = 'many'"):
+        training.load_train_config(None, ["batch_size=many"])
