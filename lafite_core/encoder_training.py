@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from lafite_core import checkpoint as ckpt
 from lafite_core.config import EncoderConfig, PretrainConfig, to_dict
 from lafite_core.data.shapes import (
     ATTRIBUTE_NAMES,
@@ -200,7 +201,9 @@ def pretrain_encoder(cfg: PretrainConfig, on_log: Callable[[dict], None] | None 
 
     Writes `history.jsonl` (one line per step, as it trains: watch it with `tail -f`),
     `<architecture>-shapes.safetensors`, `metrics.json` (final zero-shot accuracies on the unseen
-    `test` split) and `provenance.json`."""
+    `test` split) and `provenance.json`. At every progress evaluation the full state goes to
+    `checkpoints/` (atomically), so a killed run started again with the same config continues
+    from there and ends with the same weights."""
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -210,21 +213,27 @@ def pretrain_encoder(cfg: PretrainConfig, on_log: Callable[[dict], None] | None 
     optimizer = make_optimizer(encoder.model, cfg)
     pairs = ShapesPairs(cfg.resolution, cfg.dataset_seed)
     generator = torch.Generator().manual_seed(cfg.seed)
-    history: list[dict] = []
-    start = time.time()
+    first_step, history, spent = _resume(out, cfg, encoder, optimizer, generator)
+    start = time.time() - spent
     with open(out / "history.jsonl", "w") as log:
-        for step in tqdm(range(cfg.steps), desc="pre-training", disable=not progress):
+        for record in history:
+            log.write(json.dumps(record) + "\n")
+        for step in tqdm(range(first_step, cfg.steps), desc="pre-training", disable=not progress,
+                         initial=first_step, total=cfg.steps):
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, cfg)
             loss = train_step(encoder, pairs.batch(cfg.batch_size, generator, cfg.captions_per_image), optimizer)
             record = {"step": step + 1, "loss": loss, "lr": optimizer.param_groups[0]["lr"],
                       "logit_scale": float(encoder.model.logit_scale.detach().exp()), "seconds": time.time() - start}
-            if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
+            evaluate_now = cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps
+            if evaluate_now:
                 record.update(_flat(evaluate_encoder(encoder, cfg.resolution, cfg.dataset_seed, cfg.eval_images)))
                 encoder.model.train()
             history.append(record)
             log.write(json.dumps(record) + "\n")
             log.flush()
+            if evaluate_now:
+                _save_state(out, cfg, encoder, optimizer, generator, history)
             if on_log is not None:
                 on_log(record)
     train_seconds = time.time() - start
@@ -238,6 +247,33 @@ def pretrain_encoder(cfg: PretrainConfig, on_log: Callable[[dict], None] | None 
     (out / "provenance.json").write_text(json.dumps(
         {"config": to_dict(cfg), "metrics": metrics, "torch": torch.__version__}, indent=2))
     return PretrainResult(weights=weights, metrics=metrics, history=history)
+
+
+def _save_state(out: Path, cfg: PretrainConfig, encoder: ClipEncoder, optimizer: torch.optim.Optimizer,
+                generator: torch.Generator, history: list[dict]) -> None:
+    state = {"config": ckpt.to_json_string(to_dict(cfg)), "history": ckpt.to_json_string(history),
+             "model": ckpt.module_state(encoder.model), "optimizer": optimizer.state_dict(),
+             "batch_rng": generator.get_state(), "rng": ckpt.capture_rng(cfg.device)}
+    ckpt.save_checkpoint(state, out / "checkpoints", nimg=len(history) * cfg.batch_size, keep_last=1)
+
+
+def _resume(out: Path, cfg: PretrainConfig, encoder: ClipEncoder, optimizer: torch.optim.Optimizer,
+            generator: torch.Generator) -> tuple[int, list[dict], float]:
+    """(first step, history so far, seconds spent) from the newest checkpoint in out, if any."""
+    ckpt.remove_stale_temporaries(out / "checkpoints")
+    path = ckpt.latest_checkpoint(out / "checkpoints")
+    if path is None:
+        return 0, [], 0.0
+    state = ckpt.load_checkpoint(path)
+    if ckpt.from_json_string(state["config"]) != to_dict(cfg):
+        raise ValueError(f"{path} was written by a run with other parameters; "
+                         f"use another output_dir or delete {out / 'checkpoints'}")
+    encoder.model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    generator.set_state(state["batch_rng"])
+    ckpt.restore_rng(state["rng"], cfg.device)
+    history = ckpt.from_json_string(state["history"])
+    return len(history), history, history[-1]["seconds"]
 
 
 def save_weights(model: torch.nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> None:
