@@ -126,6 +126,37 @@ def test_pretrain_encoder_writes_weights_curve_and_metrics(tmp_path):
     assert json.loads((tmp_path / "provenance.json").read_text())["config"]["steps"] == 3
 
 
+def test_a_killed_pretraining_run_continues_from_its_checkpoint_to_the_same_weights(tmp_path):
+    settings = dict(steps=4, batch_size=6, warmup_steps=1, eval_every=2, eval_images=6)
+    whole = pretrain_encoder(PretrainConfig(output_dir=str(tmp_path / "whole"), **settings), progress=False)
+
+    class Killed(Exception):
+        pass
+
+    def die_at_step_3(record):
+        if record["step"] == 3:
+            raise Killed
+
+    cfg = PretrainConfig(output_dir=str(tmp_path / "killed"), **settings)
+    with pytest.raises(Killed):
+        pretrain_encoder(cfg, on_log=die_at_step_3, progress=False)
+    assert [p.name for p in (tmp_path / "killed" / "checkpoints").iterdir()] == ["checkpoint-0000000012.pt"]
+    seen = []
+    resumed = pretrain_encoder(cfg, on_log=seen.append, progress=False)
+    assert [r["step"] for r in seen] == [3, 4]  # steps 1-2 came from the checkpoint
+    assert [r["loss"] for r in resumed.history] == pytest.approx([r["loss"] for r in whole.history], rel=1e-5)
+    history = [json.loads(line) for line in (tmp_path / "killed" / "history.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in history] == [1, 2, 3, 4]
+    from safetensors.torch import load_file
+
+    expected, got = load_file(whole.weights), load_file(resumed.weights)
+    assert expected.keys() == got.keys()
+    for name in expected:  # the files differ only in their metadata (output_dir)
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="other parameters"):
+        pretrain_encoder(PretrainConfig(output_dir=str(tmp_path / "killed"), **{**settings, "lr": 0.5}), progress=False)
+
+
 # ------------------------------------------------------------------------------ zero-shot scoring
 VOCAB = {"shape": ("circle", "square"), "colour": ("red", "green", "blue")}
 
@@ -188,4 +219,3 @@ def test_prompt_accuracy_uses_one_prompt_per_class():
     assert prompt_accuracy(Fixed(), images, ["red", "green", "blue", "blue"], prompts) == 0.75
     with pytest.raises(ValueError, match="no prompt"):
         prompt_accuracy(Fixed(), images, ["red", "pink", "blue", "blue"], prompts)
-
