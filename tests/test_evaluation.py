@@ -19,8 +19,6 @@ from lafite_core.config import (
     NetworkConfig,
     ProtocolConfig,
     from_dict,
-    from_namespace,
-    load_yaml,
     to_dict,
 )
 from lafite_core.data.shapes import ShapesDataset
@@ -270,19 +268,7 @@ def test_bad_choices_fail_before_any_image_is_made(tmp_path, encoder):
 
 
 # --------------------------------------------------------------------------- notebook and params
-def test_notebook_parameters_and_params_files_mirror_the_config():
-    nb = json.loads((REPO / "notebooks" / "04_evaluate.ipynb").read_text())
-    assert nb["metadata"]["kernelspec"] == {"name": "python3", "language": "python", "display_name": "Python 3"}
-    assert nb["metadata"]["lafite"] == {"config": "EvalConfig", "output": "output_dir"}
-    tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
-    assert len(tagged) == 1
-    for cell in nb["cells"]:
-        if cell["cell_type"] == "code":
-            assert cell["outputs"] == [] and cell["execution_count"] is None
-    namespace: dict = {}
-    exec("".join(tagged[0]["source"]), namespace)
-    assert from_namespace(EvalConfig, namespace) == EvalConfig()
-    assert load_yaml(REPO / "params" / "evaluate.yaml", EvalConfig) == EvalConfig()
+def test_paper_params_and_protocol_preset_by_name():
     from lafite_core.runner import load_params
 
     paper = from_dict(EvalConfig, load_params(REPO / "params" / "evaluate_paper.yaml"))

@@ -1,5 +1,5 @@
-"""Notebooks 00 (pre-train the encoder) and 01 (embed a dataset): committed form, parameters that
-mirror their configs, and a papermill run of both at a tiny preset."""
+"""Notebooks 00 (pre-train the encoder) and 01 (embed a dataset): a papermill run of both at a
+tiny preset (their committed form: test_notebooks.py)."""
 from __future__ import annotations
 
 import json
@@ -7,37 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from lafite_core.config import EmbedConfig, PretrainConfig, from_namespace, load_yaml
 from lafite_core.data import ShapesDataset
 from lafite_core.data.cache import load_cache
 from lafite_core.encoders import file_sha256
 
 REPO = Path(__file__).resolve().parents[1]
-NOTEBOOKS = {
-    "00_pretrain_encoder": (PretrainConfig, "params/pretrain_encoder.yaml"),
-    "01_embed": (EmbedConfig, "params/embed.yaml"),
-}
-
-
-def _notebook(name: str) -> dict:
-    return json.loads((REPO / "notebooks" / f"{name}.ipynb").read_text())
-
-
-@pytest.mark.parametrize("name", sorted(NOTEBOOKS))
-def test_committed_notebook_is_clean_and_its_parameters_mirror_the_config(name):
-    cls, params_file = NOTEBOOKS[name]
-    nb = _notebook(name)
-    assert nb["metadata"]["kernelspec"] == {"name": "python3", "language": "python", "display_name": "Python 3"}
-    assert nb["metadata"]["lafite"] == {"config": cls.__name__, "output": "output_dir"}
-    tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
-    assert len(tagged) == 1
-    for cell in nb["cells"]:
-        if cell["cell_type"] == "code":
-            assert cell["outputs"] == [] and cell["execution_count"] is None
-    namespace: dict = {}
-    exec("".join(tagged[0]["source"]), namespace)
-    assert from_namespace(cls, namespace) == cls()  # the notebook's defaults are the config's
-    assert load_yaml(REPO / params_file, cls) == cls()  # and the committed params are those too
 
 
 def test_notebooks_pretrain_then_embed_at_a_tiny_preset(tmp_path):

@@ -300,20 +300,6 @@ def test_trains_from_a_feature_cache_and_refuses_one_of_another_dataset(tmp_path
     assert not (tmp_path / "run2").exists()
 
 
-def test_notebook_parameters_and_params_file_are_the_config_defaults():
-    from lafite_core.config import from_namespace
-
-    nb = json.loads((REPO / "notebooks" / "02_train.ipynb").read_text())
-    assert nb["metadata"]["lafite"] == {"config": "TrainConfig", "output": "run_dir"}
-    assert nb["metadata"]["kernelspec"]["name"] == "python3"
-    (cell,) = [c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", [])]
-    assert all(c["outputs"] == [] for c in nb["cells"] if c["cell_type"] == "code")
-    namespace = {}
-    exec("".join(cell["source"]), namespace)
-    assert from_namespace(TrainConfig, namespace) == TrainConfig()
-    assert load_yaml(REPO / "params" / "train.yaml", TrainConfig) == TrainConfig()
-
-
 def test_notebook_runs_the_tiny_preset(tmp_path):
     papermill = pytest.importorskip("papermill")
     from lafite_core.data import dataset_from_config
