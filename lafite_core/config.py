@@ -322,6 +322,7 @@ class PretrainConfig:
     steps: int = 2000
     batch_size: int = 128  # images per step
     captions_per_image: int = 1  # captions per image per step (CLIP: 1)
+    group_size: int = 4  # images per group that differ in one attribute each (1: random batches)
     lr: float = 1e-3
     warmup_steps: int = 100
     weight_decay: float = 0.1

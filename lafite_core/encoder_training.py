@@ -42,11 +42,15 @@ from lafite_core.data.shapes import (
     ATTRIBUTE_NAMES,
     CAPTION_TEMPLATES,
     POSITION_PHRASES,
+    SPACE_DIMS,
+    SPACE_SIZE,
     VOCABULARIES,
     ShapesDataset,
     caption_for,
     class_prompts,
+    render,
     split_tuples,
+    tuple_attributes,
 )
 from lafite_core.encoders import ClipEncoder, file_sha256, load_encoder
 from lafite_core.zero_shot import attribute_accuracy, combination_text_features, matching_cosine, prompt_accuracy
@@ -114,31 +118,62 @@ class ShapesPairs:
     The pool is the `train` and `heldout` splits together (all attribute combinations with all
     their jitters); each draw renders fresh images and writes `captions_per_image` captions of
     each from random templates. More than one caption per image gives the image tower more
-    signal per (costly) image forward pass; the text tower is the cheap one."""
+    signal per (costly) image forward pass; the text tower is the cheap one.
+
+    With `group_size` g > 1 a batch is B/g groups: a random image followed by g - 1 images that
+    differ from it in one attribute each (and in jitter). In a random batch of 128 the easy
+    attributes (colour, background, size) already tell almost every image apart, so the loss
+    barely asks for shape and position; inside a group only the changed attribute does."""
 
     def __init__(self, resolution: int, seed: int, templates: tuple[str, ...] = TRAINING_TEMPLATES):
-        self.parts = [ShapesDataset(resolution, size=len(split_tuples(seed)[s]), seed=seed, split=s)
-                      for s in ("train", "heldout")]
-        self.sizes = [len(p) for p in self.parts]
+        splits = split_tuples(seed)
+        self.pool = np.concatenate([splits["train"], splits["heldout"]]).astype(np.int64)
+        self.is_test = np.zeros(SPACE_SIZE, dtype=bool)
+        self.is_test[splits["test"].astype(np.int64)] = True
+        self.resolution = resolution
         self.templates = templates
         self.mentions = torch.tensor([[name in template_attributes(t) for name in ATTRIBUTE_NAMES]
                                       for t in templates])
 
     def __len__(self) -> int:
-        return sum(self.sizes)
+        return len(self.pool)
 
-    def batch(self, batch_size: int, generator: torch.Generator, captions_per_image: int = 1) -> dict:
+    def numbers(self, batch_size: int, generator: torch.Generator, group_size: int = 1) -> list[int]:
+        """Tuple numbers of one batch (see the class docstring for groups)."""
+        if group_size < 1 or batch_size % group_size:
+            raise ValueError(f"group_size must divide batch_size; got {group_size} and {batch_size}")
+        anchors = self.pool[torch.randint(len(self), (batch_size // group_size,), generator=generator).numpy()]
+        out = []
+        for anchor in anchors.tolist():
+            out.append(anchor)
+            out.extend(self._sibling(anchor, generator) for _ in range(group_size - 1))
+        return out
+
+    def _sibling(self, number: int, generator: torch.Generator) -> int:
+        """A non-test tuple with one attribute of `number` changed and a fresh jitter."""
+        digits = list(np.unravel_index(number, SPACE_DIMS))
+        k = int(torch.randint(len(ATTRIBUTE_NAMES), (1,), generator=generator))
+        shift = 1 + int(torch.randint(SPACE_DIMS[k] - 1, (1,), generator=generator))
+        digits[k] = (digits[k] + shift) % SPACE_DIMS[k]
+        while True:  # about 1 in 10 jitters of a seen combination is a test image
+            for d in range(len(ATTRIBUTE_NAMES), len(SPACE_DIMS)):
+                digits[d] = int(torch.randint(SPACE_DIMS[d], (1,), generator=generator))
+            candidate = int(np.ravel_multi_index(digits, SPACE_DIMS))
+            if not self.is_test[candidate]:
+                return candidate
+
+    def batch(self, batch_size: int, generator: torch.Generator, captions_per_image: int = 1,
+              group_size: int = 1) -> dict:
         """images [B, 3, R, R] in [-1, 1], labels [B, k]; captions (B * c strings, those of image
         0 first), caption_labels and mentions [B * c, k]."""
-        indices = torch.randint(len(self), (batch_size,), generator=generator).tolist()
+        numbers = self.numbers(batch_size, generator, group_size)
         chosen = torch.randint(len(self.templates), (batch_size, captions_per_image), generator=generator)
         images, captions, labels = [], [], []
-        for index, templates in zip(indices, chosen.tolist()):
-            part = 0 if index < self.sizes[0] else 1
-            item = self.parts[part][index - part * self.sizes[0]]
-            images.append(item.image)
-            captions.extend(fill_template(self.templates[t], item.attributes) for t in templates)
-            labels.append([VOCABULARIES[name].index(item.attributes[name]) for name in ATTRIBUTE_NAMES])
+        for number, templates in zip(numbers, chosen.tolist()):
+            attributes = tuple_attributes(number)
+            images.append(render(attributes, self.resolution))
+            captions.extend(fill_template(self.templates[t], attributes) for t in templates)
+            labels.append([VOCABULARIES[name].index(attributes[name]) for name in ATTRIBUTE_NAMES])
         labels = torch.tensor(labels)
         return {
             "images": images_to_tensor(np.stack(images)),
@@ -222,7 +257,7 @@ def pretrain_encoder(cfg: PretrainConfig, on_log: Callable[[dict], None] | None 
                          initial=first_step, total=cfg.steps):
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, cfg)
-            loss = train_step(encoder, pairs.batch(cfg.batch_size, generator, cfg.captions_per_image), optimizer)
+            loss = train_step(encoder, pairs.batch(cfg.batch_size, generator, cfg.captions_per_image, cfg.group_size), optimizer)
             record = {"step": step + 1, "loss": loss, "lr": optimizer.param_groups[0]["lr"],
                       "logit_scale": float(encoder.model.logit_scale.detach().exp()), "seconds": time.time() - start}
             evaluate_now = cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps

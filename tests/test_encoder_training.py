@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -92,6 +93,22 @@ def test_pairs_exclude_the_test_split_and_come_in_range():
     assert len(one["captions"]) == 6 and torch.equal(one["caption_labels"], one["labels"])
 
 
+def test_groups_are_an_image_and_siblings_that_differ_in_one_attribute_and_never_test_images():
+    from lafite_core.data.shapes import SPACE_DIMS, split_tuples
+
+    pairs = ShapesPairs(resolution=32, seed=0)
+    numbers = pairs.numbers(400, torch.Generator().manual_seed(3), group_size=4)
+    assert len(numbers) == 400 and not set(numbers) & set(split_tuples(0)["test"].tolist())
+    digits = torch.tensor([list(np.unravel_index(n, SPACE_DIMS)) for n in numbers]).reshape(100, 4, -1)[..., :5]
+    changed = (digits[:, 1:] != digits[:, :1]).sum(-1)  # attributes that differ from the group's first
+    assert (changed == 1).all()
+    assert set((digits[:, 1:] != digits[:, :1]).float().argmax(-1).flatten().tolist()) == set(range(5))
+    batch = pairs.batch(8, torch.Generator().manual_seed(0), group_size=4)
+    assert batch["labels"].shape == (8, 5) and ((batch["labels"][1:4] != batch["labels"][0]).sum(1) == 1).all()
+    with pytest.raises(ValueError, match="group_size must divide batch_size"):
+        pairs.numbers(6, torch.Generator(), group_size=4)
+
+
 def test_loss_goes_down_and_weights_round_trip_through_open_clip(tmp_path):
     torch.manual_seed(0)
     encoder = load_encoder(EncoderConfig(name="lafite-tiny", pretrained=None))
@@ -127,7 +144,7 @@ def test_pretrain_encoder_writes_weights_curve_and_metrics(tmp_path):
 
 
 def test_a_killed_pretraining_run_continues_from_its_checkpoint_to_the_same_weights(tmp_path):
-    settings = dict(steps=4, batch_size=6, warmup_steps=1, eval_every=2, eval_images=6)
+    settings = dict(steps=4, batch_size=8, warmup_steps=1, eval_every=2, eval_images=6)
     whole = pretrain_encoder(PretrainConfig(output_dir=str(tmp_path / "whole"), **settings), progress=False)
 
     class Killed(Exception):
@@ -140,7 +157,7 @@ def test_a_killed_pretraining_run_continues_from_its_checkpoint_to_the_same_weig
     cfg = PretrainConfig(output_dir=str(tmp_path / "killed"), **settings)
     with pytest.raises(Killed):
         pretrain_encoder(cfg, on_log=die_at_step_3, progress=False)
-    assert [p.name for p in (tmp_path / "killed" / "checkpoints").iterdir()] == ["checkpoint-0000000012.pt"]
+    assert [p.name for p in (tmp_path / "killed" / "checkpoints").iterdir()] == ["checkpoint-0000000016.pt"]
     seen = []
     resumed = pretrain_encoder(cfg, on_log=seen.append, progress=False)
     assert [r["step"] for r in seen] == [3, 4]  # steps 1-2 came from the checkpoint

@@ -76,8 +76,8 @@ SCALES = (0.85, 0.925, 1.0, 1.075, 1.15)
 TEST_FRACTION_DENOMINATOR = 10  # about 1 in 10 seen tuples goes to `test`
 SPLITS = ("train", "test", "heldout", "all")
 
-_DIMS = tuple(len(v) for v in VOCABULARIES.values()) + (len(OFFSET_STEPS), len(OFFSET_STEPS), len(SCALES))
-SPACE_SIZE = int(np.prod(_DIMS))
+SPACE_DIMS = tuple(len(v) for v in VOCABULARIES.values()) + (len(OFFSET_STEPS), len(OFFSET_STEPS), len(SCALES))
+SPACE_SIZE = int(np.prod(SPACE_DIMS))
 
 
 def _star(points: int = 5, inner: float = 0.45) -> list[tuple[float, float]]:
@@ -162,7 +162,7 @@ def attribute_combinations(which: str = "all") -> list[dict]:
     if which not in ("all", "seen", "heldout"):
         raise ValueError(f"which must be all, seen or heldout, got {which!r}")
     combos = []
-    for values in np.ndindex(*_DIMS[: len(ATTRIBUTE_NAMES)]):
+    for values in np.ndindex(*SPACE_DIMS[: len(ATTRIBUTE_NAMES)]):
         attributes = {name: VOCABULARIES[name][i] for name, i in zip(ATTRIBUTE_NAMES, values)}
         held = (attributes["shape"], attributes["colour"]) in HELDOUT_COMBINATIONS
         if which == "all" or held == (which == "heldout"):
@@ -193,7 +193,7 @@ def split_tuples(seed: int) -> dict[str, np.ndarray]:
     """Tuple numbers of each split, in the seed's hash order (about 20 ms, cached)."""
     numbers = np.arange(SPACE_SIZE, dtype=np.uint64)
     key = _mix64(numbers ^ _mix64(np.array([seed], dtype=np.uint64))[0])
-    shape_i, colour_i = np.unravel_index(numbers.astype(np.int64), _DIMS)[:2]
+    shape_i, colour_i = np.unravel_index(numbers.astype(np.int64), SPACE_DIMS)[:2]
     held = np.zeros((len(SHAPES), len(COLOURS)), dtype=bool)
     for shape, colour in HELDOUT_COMBINATIONS:
         held[SHAPES.index(shape), VOCABULARIES["colour"].index(colour)] = True
@@ -210,7 +210,7 @@ def split_tuples(seed: int) -> dict[str, np.ndarray]:
 
 def tuple_attributes(number: int) -> dict:
     """Attributes and jitter of tuple `number` of the full space."""
-    idx = np.unravel_index(int(number), _DIMS)
+    idx = np.unravel_index(int(number), SPACE_DIMS)
     attributes = {name: VOCABULARIES[name][i] for name, i in zip(ATTRIBUTE_NAMES, idx)}
     dx, dy, scale = idx[len(ATTRIBUTE_NAMES):]
     attributes["offset"] = (OFFSET_STEPS[dx] * OFFSET_STEP, OFFSET_STEPS[dy] * OFFSET_STEP)
@@ -337,8 +337,8 @@ class ShapesDataset:
             "heldout_combinations": [list(pair) for pair in HELDOUT_COMBINATIONS],
             "caption_templates": list(CAPTION_TEMPLATES),
             "counts": {
-                "attribute_combinations": int(np.prod(_DIMS[: len(ATTRIBUTE_NAMES)])),
-                "jitter_variants": int(np.prod(_DIMS[len(ATTRIBUTE_NAMES):])),
+                "attribute_combinations": int(np.prod(SPACE_DIMS[: len(ATTRIBUTE_NAMES)])),
+                "jitter_variants": int(np.prod(SPACE_DIMS[len(ATTRIBUTE_NAMES):])),
                 **{name: int(len(pool)) for name, pool in pools.items()},
             },
         }
