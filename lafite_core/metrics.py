@@ -186,16 +186,20 @@ def caption_accuracy(predicted: Tensor, targets: Tensor, attribute_names: tuple[
 
 
 # ---------------------------------------------------------------------------- registry entries
-@_register("fid", ("inception_pool",), uses_reference=True)
-def _fid(images: ScoredImages, reference, protocol: ProtocolConfig):
-    return {"fid": frechet_distance(images.features["inception_pool"], reference["inception_pool"])}
+def _register_distances(prefix: str, feature: str) -> None:
+    """FID and KID between generated and reference images in one feature space (Inception or CLIP)."""
+    @_register(f"{prefix}fid", (feature,), uses_reference=True)
+    def _fid(images: ScoredImages, reference, protocol: ProtocolConfig):
+        return {f"{prefix}fid": frechet_distance(images.features[feature], reference[feature])}
+
+    @_register(f"{prefix}kid", (feature,), uses_reference=True)
+    def _kid(images: ScoredImages, reference, protocol: ProtocolConfig):
+        mean, std = kernel_distance(images.features[feature], reference[feature],
+                                    protocol.kid_subsets, protocol.kid_subset_size, protocol.seed)
+        return {f"{prefix}kid": mean, f"{prefix}kid_std": std}
 
 
-@_register("kid", ("inception_pool",), uses_reference=True)
-def _kid(images: ScoredImages, reference, protocol: ProtocolConfig):
-    mean, std = kernel_distance(images.features["inception_pool"], reference["inception_pool"],
-                                protocol.kid_subsets, protocol.kid_subset_size, protocol.seed)
-    return {"kid": mean, "kid_std": std}
+_register_distances("", "inception_pool")
 
 
 @_register("is", ("inception_logits",))
@@ -204,16 +208,7 @@ def _is(images: ScoredImages, reference, protocol: ProtocolConfig):
     return {"is": mean, "is_std": std}
 
 
-@_register("clip_fid", ("clip_image",), uses_reference=True)
-def _clip_fid(images: ScoredImages, reference, protocol: ProtocolConfig):
-    return {"clip_fid": frechet_distance(images.features["clip_image"], reference["clip_image"])}
-
-
-@_register("clip_kid", ("clip_image",), uses_reference=True)
-def _clip_kid(images: ScoredImages, reference, protocol: ProtocolConfig):
-    mean, std = kernel_distance(images.features["clip_image"], reference["clip_image"],
-                                protocol.kid_subsets, protocol.kid_subset_size, protocol.seed)
-    return {"clip_kid": mean, "clip_kid_std": std}
+_register_distances("clip_", "clip_image")
 
 
 @_register("clip_score", ("clip_image",), needs=("prompts",))
