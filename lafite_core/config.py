@@ -319,7 +319,7 @@ class PretrainConfig:
     resolution: int = 32  # Shapes render size (the encoder resizes to its own input size)
     dataset_seed: int = 0  # Shapes seed: which images are `test` (never trained on)
     seed: int = 0  # initialisation and batch sampling
-    steps: int = 2000
+    steps: int = 4000
     batch_size: int = 128  # images per step
     captions_per_image: int = 1  # captions per image per step (CLIP: 1)
     group_size: int = 4  # images per group that differ in one attribute each (1: random batches)

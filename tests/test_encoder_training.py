@@ -236,3 +236,21 @@ def test_prompt_accuracy_uses_one_prompt_per_class():
     assert prompt_accuracy(Fixed(), images, ["red", "green", "blue", "blue"], prompts) == 0.75
     with pytest.raises(ValueError, match="no prompt"):
         prompt_accuracy(Fixed(), images, ["red", "pink", "blue", "blue"], prompts)
+
+
+# ------------------------------------------------------------------------------ the shipped weights
+def test_shipped_weights_load_like_a_clip_file_and_classify_unseen_shapes():
+    from lafite_core.assets import TINY_ENCODER_PROVENANCE, TINY_ENCODER_WEIGHTS, resolve_asset
+    from lafite_core.encoder_training import evaluate_encoder
+
+    assert TINY_ENCODER_WEIGHTS.stat().st_size <= 20 * 2**20
+    assert resolve_asset("lafite_core/assets/lafite-tiny-shapes.safetensors") in (
+        "lafite_core/assets/lafite-tiny-shapes.safetensors", str(TINY_ENCODER_WEIGHTS))
+    assert resolve_asset("/no/such/weights.safetensors") == "/no/such/weights.safetensors"
+    encoder = load_encoder(EncoderConfig(name="lafite-tiny", pretrained=str(TINY_ENCODER_WEIGHTS)))
+    provenance = json.loads(TINY_ENCODER_PROVENANCE.read_text())
+    assert provenance["weights_sha256"] == encoder.identity()["weights_sha256"]
+    metrics = evaluate_encoder(encoder, resolution=32, dataset_seed=0, images=200)
+    for attribute in VOCABULARIES:  # the full 2000-image figures are in the provenance file
+        assert metrics["given_others"][attribute] >= 0.9, (attribute, metrics["given_others"])
+    assert 0.0 < metrics["matching_cosine"] < 1.0
