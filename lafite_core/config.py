@@ -242,7 +242,7 @@ class TrainConfig:
     mixing_prob: float = 0.5
 
     batch_size: int = 16  # images per step over all processes
-    total_kimg: float = 15.0
+    total_kimg: float = 30.0
     g_lr: float = 0.0025
     d_lr: float = 0.0025
     betas: list[float] = field(default_factory=lambda: [0.0, 0.99])

@@ -247,12 +247,15 @@ def visible_gpus() -> list[str]:
     return [str(i) for i, line in enumerate(listing.splitlines()) if line.startswith("GPU ")]
 
 
-def worker_envs(workers: int | None, gpus: list[str] | None = None) -> list[dict[str, str]]:
-    """One worker per GPU, each seeing only its own; without GPUs, `workers` CPU workers."""
+def worker_envs(workers: int | None, gpus: list[str] | None = None, cores: int | None = None) -> list[dict[str, str]]:
+    """One worker per GPU, each seeing only its own; without GPUs, `workers` CPU workers that share
+    the cores (each torch would otherwise start a thread per core, and N workers oversubscribe them)."""
     gpus = visible_gpus() if gpus is None else gpus
     if gpus:
         return [{"CUDA_VISIBLE_DEVICES": g} for g in gpus[: workers or len(gpus)]]
-    return [{"CUDA_VISIBLE_DEVICES": ""} for _ in range(workers or 1)]
+    count = workers or 1
+    threads = str(max(1, (cores or os.cpu_count() or 1) // count))
+    return [{"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": threads} for _ in range(count)]
 
 
 def pending(specs: list[RunSpec], results: Path, force: bool = False) -> list[RunSpec]:

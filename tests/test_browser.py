@@ -101,9 +101,6 @@ def lab(tmp_path):
         log.close()
 
 
-@pytest.mark.skipif(not (Path(__file__).resolve().parents[1] / "lafite_core/assets/demo-generator.safetensors").is_file(),
-                    reason="the notebook's default checkpoint, the shipped demo generator, is not shipped yet "
-                           "(it needs the tiny encoder's weights first; issue 7 stays open)")
 def test_prompt_and_generate_in_jupyterlab_shows_an_image(lab, tmp_path):
     from playwright.sync_api import sync_playwright
 

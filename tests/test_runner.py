@@ -103,7 +103,8 @@ def test_one_worker_per_gpu_each_seeing_only_its_own():
     assert runner.worker_envs(None, gpus=["0", "1", "3"]) == [
         {"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}, {"CUDA_VISIBLE_DEVICES": "3"}]
     assert runner.worker_envs(2, gpus=["0", "1", "3"]) == [{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}]
-    assert runner.worker_envs(3, gpus=[]) == [{"CUDA_VISIBLE_DEVICES": ""}] * 3
+    assert runner.worker_envs(2, gpus=[], cores=8) == [{"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "4"}] * 2
+    assert runner.worker_envs(3, gpus=[], cores=2) == [{"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}] * 3
 
 
 def test_visible_gpus_reads_cuda_visible_devices(monkeypatch):
