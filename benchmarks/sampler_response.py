@@ -39,9 +39,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    ui = SamplerUI(checkpoint=args.checkpoint, n=args.n)
-    ui._preload()
-    print(f"load + first call: {time.perf_counter() - started:.2f} s ({ui.status.value})")
+    ui = SamplerUI(checkpoint=args.checkpoint, n=args.n)  # loads the generator and makes the first call
+    print(f"load + first call: {time.perf_counter() - started:.2f} s")
     times = []
     for i in range(args.repeats):
         ui.prompt.value, ui.seed.value = PROMPTS[i % len(PROMPTS)], i

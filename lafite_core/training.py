@@ -49,7 +49,7 @@ from PIL import Image
 from lafite_core import checkpoint as ckpt
 from lafite_core.assets import resolve_asset
 from lafite_core.augment import AugmentedDiscriminator
-from lafite_core.config import TrainConfig, from_dict, load_with_overrides, to_dict
+from lafite_core.config import TrainConfig, load_with_overrides, to_dict
 from lafite_core.losses import LafiteLoss
 from lafite_core.registry import Registry
 
@@ -823,9 +823,11 @@ class Trainer:
         """cfg.max_minutes passed? Rank 0's clock decides for every process."""
         if self.cfg.max_minutes is None:
             return False
-        flag = torch.tensor(float(time.time() - started > self.cfg.max_minutes * 60), device=self.dist.device)
-        if self.dist.world_size > 1:
-            torch_dist.broadcast(flag, src=0)
+        over = time.time() - started > self.cfg.max_minutes * 60
+        if self.dist.world_size == 1:  # no device tensor, so no host-device sync on every step
+            return over
+        flag = torch.tensor(float(over), device=self.dist.device)
+        torch_dist.broadcast(flag, src=0)
         return bool(flag.item())
 
     def _write_samples(self) -> None:
