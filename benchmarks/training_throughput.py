@@ -30,7 +30,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lafite_core.config import NetworkConfig, TrainConfig, from_dict  # noqa: E402
+from lafite_core.config import TrainConfig, from_dict  # noqa: E402
 from lafite_core.runner import load_params  # noqa: E402
 from lafite_core.training import Trainer  # noqa: E402
 

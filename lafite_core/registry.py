@@ -2,7 +2,7 @@
 datasets, metrics) by a string in their YAML params instead of by editing code."""
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Generic, Iterator, TypeVar
 
 T = TypeVar("T")
 

@@ -112,8 +112,8 @@ class SamplerUI:
     def sampler(self) -> Sampler:
         source = self.checkpoint.value
         if not source:
-            raise FileNotFoundError(f"no generator found: train one (notebooks/02_train) or restore the shipped "
-                                    f"lafite_core/assets/demo-generator.safetensors")
+            raise FileNotFoundError("no generator found: train one (notebooks/02_train) or restore the shipped "
+                                    "lafite_core/assets/demo-generator.safetensors")
         if source not in self._samplers:
             self._samplers[source] = Sampler.load(source, self.device)
         return self._samplers[source]
