@@ -222,25 +222,65 @@ def tuple_attributes(number: int) -> dict:
 # Rendering
 
 
-def _inside_polygon(u: np.ndarray, v: np.ndarray, vertices) -> np.ndarray:
-    """Even-odd rule over a grid: u is (1, W), v is (H, 1); works for non-convex outlines."""
-    inside = np.zeros(np.broadcast_shapes(u.shape, v.shape), dtype=bool)
-    for (x1, y1), (x2, y2) in zip(vertices, vertices[1:] + vertices[:1]):
-        if y1 == y2:
-            continue
-        crosses = (y1 > v) != (y2 > v)
-        x_at_v = x1 + (v - y1) * (x2 - x1) / (y2 - y1)
-        inside ^= crosses & (u < x_at_v)
-    return inside
+def _edges(vertices) -> np.ndarray:
+    """[E, 4] non-horizontal edges (x1, y1, x2, y2) of a closed outline."""
+    pairs = zip(vertices, vertices[1:] + vertices[:1])
+    return np.array([(x1, y1, x2, y2) for (x1, y1), (x2, y2) in pairs if y1 != y2], dtype=np.float64)
+
+
+EDGES = {shape: _edges(outline) for shape, outline in POLYGONS.items()}
+
+
+def _polygon_row_spans(columns: np.ndarray, rows: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Even-odd rule, one scanline per sample row: [H, K] sample ranges [start, stop) inside.
+
+    A sample at x is inside when an odd number of its row's edge crossings lie right of it, so
+    the row's sorted crossings pair up into inside ranges. Working per row instead of per
+    sample keeps a star at 64 px nearly as cheap as a square at 32."""
+    x1, y1, x2, y2 = (edges[:, k, None] for k in range(4))  # [E, 1]
+    crosses = (y1 > rows) != (y2 > rows)  # [E, H]; half-open, so a vertex counts once
+    x_at_row = x1 + (rows - y1) * (x2 - x1) / (y2 - y1)
+    most = int(crosses.sum(axis=0).max())  # even: a closed outline crosses a row an even number of times
+    crossings = np.sort(np.where(crosses, x_at_row, np.inf), axis=0)[:most]  # a row's crossings first
+    first_right = np.searchsorted(columns, crossings.T)  # [H, most] samples left of each crossing
+    return first_right[:, 0::2], first_right[:, 1::2]
+
+
+def _circle_row_spans(columns: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[H, 1] sample ranges inside the unit circle: x^2 + y^2 <= 1 grows with |x|, so a row's
+    inside samples are one run."""
+    inside = columns[None, :] ** 2 + rows[:, None] ** 2 <= 1.0
+    start = inside.argmax(axis=1)
+    return start[:, None], (start + inside.sum(axis=1))[:, None]
+
+
+def _coverage_counts(shape: str, columns: np.ndarray, rows: np.ndarray, supersample: int) -> np.ndarray:
+    """[h, w] how many of each pixel's supersample^2 samples the shape covers (in shape units)."""
+    if shape == "circle":
+        start, stop = _circle_row_spans(columns, rows)
+    else:
+        start, stop = _polygon_row_spans(columns, rows, EDGES[shape])
+    pixel_edges = np.arange(0, len(columns) + 1, supersample)  # first sample of each pixel, and the end
+    # inside samples left of each pixel edge, per row: over the row's ranges, clip(edge, start, stop) - start
+    left_of = (np.minimum(np.maximum(pixel_edges, start[..., None]), stop[..., None]) - start[..., None]).sum(axis=1)
+    per_row = np.diff(left_of, axis=1)  # [H, w]
+    return per_row.reshape(len(rows) // supersample, supersample, -1).sum(axis=1)
+
+
+@functools.lru_cache(maxsize=256)
+def _blend_table(colour: str, background: str, supersample: int) -> np.ndarray:
+    """[supersample^2 + 1, 3] uint8 pixel for each covered-sample count: the blend in float32, rounded."""
+    coverage = np.arange(supersample * supersample + 1, dtype=np.float32)[:, None] / np.float32(supersample ** 2)
+    back = np.array(BACKGROUNDS[background], dtype=np.float32)
+    front = np.array(COLOURS[colour], dtype=np.float32)
+    return np.rint(back * (1.0 - coverage) + front * coverage).astype(np.uint8)
 
 
 def render(attributes: dict, resolution: int, supersample: int = 4) -> np.ndarray:
     """Draw one item as uint8 (resolution, resolution, 3), anti-aliased by supersampling.
 
-    Only the shape's bounding box is supersampled, which keeps 64 px renders cheap."""
-    background = np.array(BACKGROUNDS[attributes["background"]], dtype=np.float32)
-    image = np.empty((resolution, resolution, 3), dtype=np.float32)
-    image[:] = background
+    Only the shape's bounding box is sampled, and the box's pixels come from a lookup table
+    of the few possible blends: rendering stays far cheaper than encoding the image."""
     cx, cy = POSITIONS[attributes["position"]]
     dx, dy = attributes.get("offset", (0.0, 0.0))
     cx, cy = cx + dx, cy + dy
@@ -252,19 +292,13 @@ def render(attributes: dict, resolution: int, supersample: int = 4) -> np.ndarra
 
     (x0, x1), (y0, y1) = pixel_span(cx), pixel_span(cy)
     n = resolution * supersample
-    xs = (np.arange(x0 * supersample, x1 * supersample) + 0.5) / n
-    ys = (np.arange(y0 * supersample, y1 * supersample) + 0.5) / n
-    u = ((xs - cx) / radius)[None, :]
-    v = ((ys - cy) / radius)[:, None]
-    if attributes["shape"] == "circle":
-        mask = u * u + v * v <= 1.0
-    else:
-        mask = _inside_polygon(u, v, POLYGONS[attributes["shape"]])
-    h, w = y1 - y0, x1 - x0
-    coverage = mask.reshape(h, supersample, w, supersample).mean(axis=(1, 3), dtype=np.float32)[..., None]
-    colour = np.array(COLOURS[attributes["colour"]], dtype=np.float32)
-    image[y0:y1, x0:x1] = background * (1.0 - coverage) + colour * coverage
-    return np.rint(image).astype(np.uint8)
+    columns = ((np.arange(x0 * supersample, x1 * supersample) + 0.5) / n - cx) / radius
+    rows = ((np.arange(y0 * supersample, y1 * supersample) + 0.5) / n - cy) / radius
+    counts = _coverage_counts(attributes["shape"], columns, rows, supersample)
+    image = np.empty((resolution, resolution, 3), dtype=np.uint8)
+    image[:] = BACKGROUNDS[attributes["background"]]
+    image[y0:y1, x0:x1] = _blend_table(attributes["colour"], attributes["background"], supersample)[counts]
+    return image
 
 
 # ---------------------------------------------------------------------------------------
