@@ -10,6 +10,7 @@ each repetition reports its own ratio; the median ratio is the figure to quote.
 
     python benchmarks/embedding_throughput.py                  # lafite-tiny and ViT-B-32, random weights
     python benchmarks/embedding_throughput.py --encoders lafite-tiny --items 4096 --repeats 5
+    python benchmarks/embedding_throughput.py --num-workers 0   # read in the encoding process
 """
 from __future__ import annotations
 
@@ -63,15 +64,16 @@ def bare_seconds(encoder, images: torch.Tensor, captions: list[list[str]], batch
     return time.perf_counter() - start
 
 
-def cache_seconds(dataset, encoder, batch_size: int, shard_size: int) -> float:
+def cache_seconds(dataset, encoder, batch_size: int, shard_size: int, num_workers: int) -> float:
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
         build_cache(dataset, encoder, Path(folder) / "cache", batch_size=batch_size, shard_size=shard_size,
-                    progress=False)
+                    progress=False, num_workers=num_workers)
         return time.perf_counter() - start
 
 
-def benchmark(name: str, resolution: int, items: int, batch_size: int, repeats: int, captions: bool) -> dict:
+def benchmark(name: str, resolution: int, items: int, batch_size: int, repeats: int, captions: bool,
+              num_workers: int) -> dict:
     torch.manual_seed(0)
     encoder = load_encoder(EncoderConfig(name=name, pretrained=None))
     shapes = ShapesDataset(resolution=resolution, size=items, seed=0, split="train")
@@ -88,7 +90,7 @@ def benchmark(name: str, resolution: int, items: int, batch_size: int, repeats: 
         t = {}
         for side in order:
             t[side] = (bare_seconds(encoder, images, texts, batch_size) if side == "bare"
-                       else cache_seconds(dataset, encoder, batch_size, shard_size))
+                       else cache_seconds(dataset, encoder, batch_size, shard_size, num_workers))
         rows.append({"bare_img_s": items / t["bare"], "cache_img_s": items / t["cache"], "ratio": t["cache"] / t["bare"]})
     ratio = statistics.median(r["ratio"] for r in rows)
     return {"encoder": name, "captions": captions, "resolution": resolution, "items": items,
@@ -103,15 +105,17 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, help="default: per encoder")
     parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--num-workers", type=int, default=1, help="build_cache's reader processes (0: none)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, build_cache num_workers={args.num_workers}")
     for name in args.encoders:
         resolution, image_items, caption_items, batch = DEFAULTS.get(name, (64, 256, 32, 64))
         for captions in (False, True):
             items = args.items or (caption_items if captions else image_items)
-            result = benchmark(name, resolution, items, args.batch_size or batch, args.repeats, captions)
+            result = benchmark(name, resolution, items, args.batch_size or batch, args.repeats, captions,
+                               args.num_workers)
             what = "images + 6 captions each" if captions else "images only"
             print(f"\n{name} ({what}), {result['items']} items at {resolution} px, batch {result['batch_size']}, "
                   f"f = {result['feature_dim']}")

@@ -138,13 +138,14 @@ def _image_folder(root, corrupt: str | None = None):
         (root / corrupt).write_bytes(b"\x89PNG\r\n\x1a\n truncated")
 
 
-def test_corrupt_image_is_a_clear_error_or_a_listed_skip(tmp_path, encoder):
+@pytest.mark.parametrize("num_workers", [0, 2])  # read here, or in worker processes
+def test_corrupt_image_is_a_clear_error_or_a_listed_skip(tmp_path, encoder, num_workers):
     _image_folder(tmp_path, corrupt="bad.png")
     data = build_dataset("image_folder", tmp_path, 32)
     with pytest.raises(ImageReadError, match="bad.png"):
-        build_cache(data, encoder, tmp_path / "c1", progress=False)
+        build_cache(data, encoder, tmp_path / "c1", progress=False, num_workers=num_workers)
 
-    cache = build_cache(data, encoder, tmp_path / "c2", skip_bad=True, progress=False)
+    cache = build_cache(data, encoder, tmp_path / "c2", skip_bad=True, progress=False, num_workers=num_workers)
     assert len(cache) == 3 and len(cache.captions) == 6
     assert all(np.isfinite(cache.image_features).all(axis=1))
     skipped = cache.report["skipped_while_embedding"]
@@ -208,6 +209,19 @@ def test_items_without_captions_get_zero_caption_features(tmp_path, encoder):
     assert cache.paths[1].endswith("y.png")
 
 
-def test_invalid_dtype_is_rejected(tmp_path, encoder, shapes):
+def test_invalid_dtype_or_worker_count_is_rejected(tmp_path, encoder, shapes):
     with pytest.raises(ValueError, match="float16, float32"):
         build_cache(shapes, encoder, tmp_path / "c", dtype="int8", progress=False)
+    with pytest.raises(ValueError, match="num_workers must be >= 0; got -1"):
+        build_cache(shapes, encoder, tmp_path / "c", num_workers=-1, progress=False)
+
+
+def test_worker_processes_give_the_same_cache_as_reading_in_process(tmp_path, encoder, shapes):
+    kwargs = dict(batch_size=3, shard_size=8, dtype="float32", progress=False)  # batches straddle shards
+    here = build_cache(shapes, encoder, tmp_path / "here", num_workers=0, **kwargs)
+    workers = build_cache(shapes, encoder, tmp_path / "workers", num_workers=2, **kwargs)
+    np.testing.assert_array_equal(here.image_features, workers.image_features)
+    np.testing.assert_array_equal(here.caption_features, workers.caption_features)
+    np.testing.assert_array_equal(workers.dataset_index, np.arange(len(shapes)))
+    assert here.item_ids == workers.item_ids and here.captions == workers.captions
+    assert (tmp_path / "here" / "index.csv").read_text() == (tmp_path / "workers" / "index.csv").read_text()

@@ -24,15 +24,14 @@ import json
 import os
 import shutil
 import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from lafite_core.data.images import ImageReadError
@@ -90,18 +89,22 @@ class EmbeddingCache:
 # --------------------------------------------------------------------------------------- build
 def build_cache(dataset, encoder, folder: str | Path, batch_size: int = 256, dtype: str = "float16",
                 shard_size: int = 4096, skip_bad: bool = False, progress: bool = True,
-                on_shard: Callable[[int], None] | None = None) -> EmbeddingCache:
+                on_shard: Callable[[int], None] | None = None, num_workers: int = 1) -> EmbeddingCache:
     """Embed every item of `dataset` with `encoder` into `folder` and return the loaded cache.
 
     A complete cache of the same dataset and encoder is returned as is; an unfinished one is
     continued from its first unfinished shard. A corrupt image raises an error naming the file,
     or with skip_bad=True leaves the item out and lists it in report.json. An empty caption is
     always an error naming the item and caption. `on_shard(k)` is called after shard k is saved.
+    `num_workers` processes read (decode, render) the next batches while this one is encoded;
+    0 reads in this process, between batches.
     """
     if dtype not in DTYPES:
         raise ValueError(f"cache dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
     if batch_size < 1 or shard_size < 1:
         raise ValueError(f"batch_size and shard_size must be positive; got {batch_size}, {shard_size}")
+    if num_workers < 0:
+        raise ValueError(f"num_workers must be >= 0; got {num_workers}")
     folder = Path(folder)
     meta = _new_meta(dataset, encoder, dtype, shard_size)
     existing = _read_meta(folder)
@@ -120,7 +123,8 @@ def build_cache(dataset, encoder, folder: str | Path, batch_size: int = 256, dty
         if (shard_dir / f"{shard:05d}.json").is_file():
             bar.update(stop - start)
             continue
-        _embed_shard(dataset, encoder, range(start, stop), batch_size, dtype, skip_bad, shard_dir, shard, bar)
+        with closing(_read_items(dataset, range(start, stop), batch_size, num_workers)) as items:
+            _embed_shard(items, encoder, batch_size, dtype, skip_bad, shard_dir, shard, bar)
         if on_shard is not None:
             on_shard(shard)
     bar.close()
@@ -155,9 +159,10 @@ def preprocessing_of(encoder, dataset) -> dict:
     }
 
 
-def _embed_shard(dataset, encoder, indices: range, batch_size: int, dtype: str, skip_bad: bool,
+def _embed_shard(items_read, encoder, batch_size: int, dtype: str, skip_bad: bool,
                  shard_dir: Path, shard: int, bar) -> None:
-    """Embed one shard and save it; its manifest (written last) marks it finished."""
+    """Embed one shard's (index, item or read error) pairs and save them; the shard's manifest
+    (written last) marks it finished."""
     image_chunks, caption_chunks = [], []
     kept, skipped, caption_owner, items = [], [], [], []
     pending_images, pending_captions = [], []
@@ -172,7 +177,7 @@ def _embed_shard(dataset, encoder, indices: range, batch_size: int, dtype: str, 
             caption_chunks.append(encoder.encode_text(list(pending_captions)).cpu().numpy().astype(dtype))
             pending_captions.clear()
 
-    for index, item in _load_ahead(dataset, indices, ahead=batch_size):
+    for index, item in items_read:
         if isinstance(item, ImageReadError):
             err = item
             if not skip_bad:
@@ -206,28 +211,36 @@ def _embed_shard(dataset, encoder, indices: range, batch_size: int, dtype: str, 
     _write_json(shard_dir / f"{shard:05d}.json", {"items": items, "skipped": skipped})
 
 
-def _load_ahead(dataset, indices: range, ahead: int):
-    """Yield (index, item or its ImageReadError) in order, while one background thread reads
-    up to `ahead` items further: decoding / rendering overlaps with the encoder's work."""
+class _ItemsOrErrors(Dataset):
+    """dataset[i] for some indices, as (i, item); an image that fails to decode comes back as
+    (i, its ImageReadError), so the caller decides between raising and skipping."""
 
-    def load(index: int):
+    def __init__(self, dataset, indices: range):
+        self.dataset, self.indices = dataset, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int):
+        index = self.indices[k]
         try:
-            return dataset[index]
+            return index, self.dataset[index]
         except ImageReadError as err:
-            return err
+            return index, err
 
-    pool = ThreadPoolExecutor(max_workers=1)
+
+def _read_items(dataset, indices: range, batch_size: int, num_workers: int):
+    """Yield (index, item or its ImageReadError) in order. Worker processes (not threads) read
+    ahead: decoding or rendering then neither waits for the encoder nor holds this process's
+    interpreter lock, which a small encoder's many short ops need."""
+    loader = DataLoader(_ItemsOrErrors(dataset, indices), batch_size=batch_size, num_workers=num_workers,
+                        collate_fn=list)
+    batches = iter(loader)
     try:
-        queue = deque((i, pool.submit(load, i)) for i in indices[:ahead])
-        upcoming = iter(indices[ahead:])
-        while queue:
-            index, future = queue.popleft()
-            following = next(upcoming, None)
-            if following is not None:
-                queue.append((following, pool.submit(load, following)))
-            yield index, future.result()
-    finally:  # also when the caller stops early (an error, an interrupt)
-        pool.shutdown(wait=True, cancel_futures=True)
+        for batch in batches:
+            yield from batch
+    finally:  # closed early (an error, an interrupt): stop the workers now, not when collected
+        del batches
 
 
 def _check_captions(item, index: int) -> None:
@@ -411,7 +424,8 @@ def embed_from_config(cfg, progress: bool = True) -> tuple[EmbeddingCache, dict]
     encoder = load_encoder(replace(cfg.encoder, pretrained=resolve_asset(cfg.encoder.pretrained)))
     start = time.time()
     cache = build_cache(dataset, encoder, cfg.cache_dir, batch_size=cfg.batch_size, dtype=cfg.dtype,
-                        shard_size=cfg.shard_size, skip_bad=cfg.data.skip_bad, progress=progress)
+                        shard_size=cfg.shard_size, skip_bad=cfg.data.skip_bad, progress=progress,
+                        num_workers=cfg.num_workers)
     seconds = time.time() - start
     cosines = matching_cosines(cache)
     summary = {
