@@ -57,7 +57,8 @@ def ablation_specs(cfg: DemoConfig) -> list[RunSpec]:
             if key != "name":
                 params = runner.set_dotted(params, f"train.{key}", value)
                 label[key] = value
-        specs.append(RunSpec(str(NOTEBOOKS / "03_ablation.ipynb"), params, sweep="demo-ablation", label=label))
+        specs.append(RunSpec(str(NOTEBOOKS / "03_ablation.ipynb"), params, sweep="demo-ablation", label=label,
+                             order=len(specs)))
     return specs
 
 
@@ -105,7 +106,9 @@ def write_summary(cfg: DemoConfig, train: RunSpec, ablation: list[RunSpec], seco
     if ablation:
         runner.collect("demo-ablation", results, out_dir=out, name="ablation")
         lines += ["## Perturbation ablation (shorter runs)", "", (out / "ablation.md").read_text(), "",
-                  "![ablation](ablation.png)", ""]
+                  "![ablation](ablation.png)", "",
+                  "Every perturbation, longer runs: `python -m lafite_core.runner run params/ablation.yaml` "
+                  "then `python -m lafite_core.runner collect ablation` (the kit's own: results/ablation.md).", ""]
     lines += ["## Prompts (the last rows are held-out shape/colour pairs)", "", "![samples](samples.png)", "",
               f"Run folders (executed notebooks, logs, checkpoints): {results / 'runs'}"]
     summary = out / "summary.md"

@@ -88,6 +88,7 @@ class RunSpec:
     params: dict[str, Any]
     sweep: str = "adhoc"
     label: dict[str, Any] = field(default_factory=dict)  # the swept values, for tables
+    order: int = 0  # place in its sweep, so tables list runs as the sweep file does (not in run_id)
 
     @property
     def run_id(self) -> str:
@@ -126,7 +127,7 @@ def expand_sweep(path: str | Path) -> list[RunSpec]:
             for key, value in [*((k, v) for k, v in case.items() if k != "name"), *zip(grid, combo)]:
                 params = set_dotted(params, key, value)
                 label[key] = value
-            runs.append(RunSpec(notebook=spec["notebook"], params=params, sweep=name, label=label))
+            runs.append(RunSpec(notebook=spec["notebook"], params=params, sweep=name, label=label, order=len(runs)))
     return runs
 
 
@@ -184,7 +185,8 @@ def prepare(spec: RunSpec, results: Path = RESULTS) -> tuple[Path, dict[str, Any
         params[output_field] = str((folder / "out").resolve())
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (folder / "spec.json").write_text(
-        json.dumps({"notebook": spec.notebook, "sweep": spec.sweep, "label": spec.label, "params": spec.params}, indent=2)
+        json.dumps({"notebook": spec.notebook, "sweep": spec.sweep, "label": spec.label, "order": spec.order,
+                    "params": spec.params}, indent=2)
     )
     return folder, params
 
@@ -341,20 +343,22 @@ def collect(sweep: str, results: Path = RESULTS, out_dir: Path | None = None, na
     (default: results/<sweep>.*)."""
     import pandas as pd
 
-    rows = []
+    rows, places = [], []
     for spec_path in sorted((results / "runs").glob("*/spec.json")):
         spec = json.loads(spec_path.read_text())
         if spec.get("sweep") != sweep:
             continue
         folder = spec_path.parent
-        row = {"run_id": folder.name, **spec.get("label", {}), "status": read_status(folder).get("status")}
+        status = read_status(folder)
+        row = {"run_id": folder.name, **spec.get("label", {}), "status": status.get("status")}
         metrics_path = folder / "out" / "metrics.json"
         if metrics_path.is_file():
             row.update(json.loads(metrics_path.read_text()))
         rows.append(row)
+        places.append((spec.get("order", 0), status.get("started") or 0.0))  # older runs: by start time
     if not rows:
         raise ValueError(f"no runs of sweep {sweep!r} under {results / 'runs'}")
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame([row for _, row in sorted(zip(places, rows), key=lambda pair: pair[0])])
     folder, stem = Path(out_dir or results), name or sweep
     folder.mkdir(parents=True, exist_ok=True)
     table.to_csv(folder / f"{stem}.csv", index=False)
@@ -364,25 +368,44 @@ def collect(sweep: str, results: Path = RESULTS, out_dir: Path | None = None, na
 
 
 def plot_sweep(table, path: Path, label_columns: list[str] | None = None) -> Path | None:
-    """One bar panel per numeric metric, one bar per run (labelled by its swept values)."""
+    """One panel per metric, one bar per run (labelled by its case or swept values); the splits of
+    a metric ("test/r_precision", "heldout/r_precision") share its panel. Where metrics carry a split,
+    other numbers only describe the run and are left out, as are spreads (*_std)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import pandas as pd
 
     labels = label_columns or [c for c in table.columns if c == "case" or "." in c or c == "seed"]
     reserved = {"run_id", "status", *labels}
-    metrics = [c for c in table.columns if c not in reserved and table[c].dtype.kind in "if" and table[c].notna().any()]
-    if not metrics:
+    split_metrics = any("/" in c for c in table.columns if c not in reserved)
+    panels: dict[str, list[str]] = {}
+    for column in table.columns:
+        if (column not in reserved and not column.endswith("_std") and ("/" in column or not split_metrics)
+                and table[column].dtype.kind in "if" and table[column].notna().any()):
+            panels.setdefault(column.split("/", 1)[-1], []).append(column)
+    if not panels:
         return None
-    names = table[labels].astype(str).agg(" ".join, axis=1) if labels else table["run_id"]
+    names = [" ".join(str(v) for v in row if not pd.isna(v)) for row in table[labels].itertuples(index=False)] \
+        if labels else list(table["run_id"])
     if "case" in table.columns:
-        names = table["case"].astype(str).where(table["case"].notna(), names)
-    fig, axes = plt.subplots(len(metrics), 1, figsize=(max(4, 0.9 * len(table) + 2), 2.2 * len(metrics)), squeeze=False)
-    for ax, metric in zip(axes[:, 0], metrics):
-        ax.bar(range(len(table)), table[metric].astype(float))
-        ax.set_ylabel(metric, fontsize=8)
+        names = [case if isinstance(case, str) else name for case, name in zip(table["case"], names)]
+    columns = min(3, len(panels))
+    grid_rows = -(-len(panels) // columns)
+    width = max(4.0, 0.55 * len(table) + 1.5)
+    fig, axes = plt.subplots(grid_rows, columns, figsize=(width * columns, 2.6 * grid_rows), squeeze=False)
+    for ax, (metric, splits) in zip(axes.flat, panels.items()):
+        bar = 0.8 / len(splits)
+        for k, column in enumerate(splits):
+            offsets = [i + (k - (len(splits) - 1) / 2) * bar for i in range(len(table))]
+            ax.bar(offsets, table[column].astype(float), bar, label=column.split("/")[0] if "/" in column else None)
+        ax.set_title(metric, fontsize=9)
         ax.set_xticks(range(len(table)), names, rotation=30, ha="right", fontsize=8)
+        if len(splits) > 1:
+            ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -99,6 +99,27 @@ def test_parallel_runs_one_failing_then_rerun_skips_finished(tmp_path, monkeypat
     assert (results / "t.png").stat().st_size > 1000  # a plot of the metric per run
 
 
+def test_collect_lists_runs_in_sweep_order_and_plots_cases_with_different_keys(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    nb = write_echo_notebook(tmp_path / "echo.ipynb")
+    (tmp_path / "s.yaml").write_text(
+        f"notebook: {nb}\nname: abl\nparams: {{}}\ncases:\n"
+        "  - {name: zeta, kind: none}\n  - {name: alpha, kind: gaussian, xi: 0.5}\n  - {name: mid, kind: official}\n")
+    specs = runner.expand_sweep(tmp_path / "s.yaml")
+    assert [s.order for s in specs] == [0, 1, 2]
+    results = tmp_path / "results"
+    for spec, score in zip(reversed(specs), (3.0, 2.0, 1.0)):  # written last-first: folders sort by hash anyway
+        folder, _ = runner.prepare(spec, results)
+        (folder / "out").mkdir()
+        metrics = {"test/r_precision": score, "heldout/r_precision": score / 2, "test/kid_std": 0.1, "seconds": 9.0}
+        (folder / "out" / "metrics.json").write_text(json.dumps(metrics))
+    table = runner.collect("abl", results)
+    assert list(table["case"]) == ["zeta", "alpha", "mid"]
+    assert list(table["test/r_precision"]) == [1.0, 2.0, 3.0]
+    assert table["xi"].isna().tolist() == [True, False, True]  # only one case sets xi: the plot copes
+    assert (results / "abl.png").stat().st_size > 1000
+
+
 def test_one_worker_per_gpu_each_seeing_only_its_own():
     assert runner.worker_envs(None, gpus=["0", "1", "3"]) == [
         {"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}, {"CUDA_VISIBLE_DEVICES": "3"}]
