@@ -207,7 +207,7 @@ def test_coverage_counts_agree_with_a_point_by_point_count(shape):
     supersample, pixels = 3, 9
     samples = (np.arange(pixels * supersample) + 0.5) / (pixels * supersample) * 2.4 - 1.2  # past the outline
     rows = samples + 0.013  # off-centre, so rows and columns differ
-    counts = shapes._coverage_counts(shape, samples, rows, supersample)
+    counts = shapes._coverage_counts(shape, samples[None], rows[None], supersample)[0]  # a batch of one
     expected = np.zeros((pixels, pixels), dtype=int)
     for i, y in enumerate(rows):
         for j, x in enumerate(samples):
@@ -216,3 +216,15 @@ def test_coverage_counts_agree_with_a_point_by_point_count(shape):
     assert counts.shape == (pixels, pixels)
     np.testing.assert_array_equal(counts, expected)
     assert 0 < counts.sum() < (pixels * supersample) ** 2 and counts.max() == supersample ** 2
+
+
+def test_a_batch_renders_and_reads_as_its_items_one_by_one():
+    data = ShapesDataset(resolution=32, size=300, seed=2, split="train")
+    batch = data.items(range(40, 140))  # every shape kind, both backgrounds, boxes of several sizes
+    assert {item.attributes["shape"] for item in batch} == set(shapes.SHAPES)
+    for index, item in zip(range(40, 140), batch):
+        alone = data[index]
+        np.testing.assert_array_equal(item.image, alone.image)
+        np.testing.assert_array_equal(item.image, render(item.attributes, 32))
+        assert (item.item_id, item.captions, item.attributes) == (alone.item_id, alone.captions, alone.attributes)
+    assert data.items([]) == []
