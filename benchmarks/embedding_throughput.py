@@ -10,7 +10,7 @@ each repetition reports its own ratio; the median ratio is the figure to quote.
 
     python benchmarks/embedding_throughput.py                  # lafite-tiny and ViT-B-32, random weights
     python benchmarks/embedding_throughput.py --encoders lafite-tiny --items 4096 --repeats 5
-    python benchmarks/embedding_throughput.py --num-workers 0   # read in the encoding process
+    python benchmarks/embedding_throughput.py --num-workers 1   # read ahead in a worker process
 """
 from __future__ import annotations
 
@@ -45,7 +45,13 @@ class WithoutCaptions:
         return len(self.dataset)
 
     def __getitem__(self, i):
-        item = self.dataset[i]
+        return self._drop_captions(self.dataset[i])
+
+    def items(self, indices):  # Shapes' batch reader, as build_cache uses it
+        return [self._drop_captions(item) for item in self.dataset.items(indices)]
+
+    @staticmethod
+    def _drop_captions(item):
         return Item(item.item_id, item.image, [], item.path, item.attributes)
 
     def fingerprint(self):
@@ -105,7 +111,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, help="default: per encoder")
     parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--num-workers", type=int, default=1, help="build_cache's reader processes (0: none)")
+    parser.add_argument("--num-workers", type=int, default=0, help="build_cache reader processes (default 0: in process)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

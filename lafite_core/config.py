@@ -345,7 +345,7 @@ class EmbedConfig:
     batch_size: int = 256
     dtype: Literal["float16", "float32"] = "float16"
     shard_size: int = 4096  # items per resumable unit of work
-    num_workers: int = 1  # processes that read (decode, render) ahead of the encoder; 0: none
+    num_workers: int = 0  # processes reading (decoding) ahead of the encoder: worth it for real images on a GPU
     output_dir: str = "results/runs/embed"  # metrics.json (a summary of the cache)
 
 

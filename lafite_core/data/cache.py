@@ -26,6 +26,7 @@ import shutil
 import time
 from contextlib import closing
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Callable
 
@@ -89,7 +90,7 @@ class EmbeddingCache:
 # --------------------------------------------------------------------------------------- build
 def build_cache(dataset, encoder, folder: str | Path, batch_size: int = 256, dtype: str = "float16",
                 shard_size: int = 4096, skip_bad: bool = False, progress: bool = True,
-                on_shard: Callable[[int], None] | None = None, num_workers: int = 1) -> EmbeddingCache:
+                on_shard: Callable[[int], None] | None = None, num_workers: int = 0) -> EmbeddingCache:
     """Embed every item of `dataset` with `encoder` into `folder` and return the loaded cache.
 
     A complete cache of the same dataset and encoder is returned as is; an unfinished one is
@@ -117,16 +118,16 @@ def build_cache(dataset, encoder, folder: str | Path, batch_size: int = 256, dty
     _write_json(folder / "meta.json", meta)
 
     num_shards = (len(dataset) + shard_size - 1) // shard_size
+    shards = [range(k * shard_size, min(len(dataset), (k + 1) * shard_size)) for k in range(num_shards)]
+    todo = [k for k in range(num_shards) if not (shard_dir / f"{k:05d}.json").is_file()]
     bar = tqdm(total=len(dataset), desc="embedding", unit="img", disable=not progress)
-    for shard in range(num_shards):
-        start, stop = shard * shard_size, min(len(dataset), (shard + 1) * shard_size)
-        if (shard_dir / f"{shard:05d}.json").is_file():
-            bar.update(stop - start)
-            continue
-        with closing(_read_items(dataset, range(start, stop), batch_size, num_workers)) as items:
-            _embed_shard(items, encoder, batch_size, dtype, skip_bad, shard_dir, shard, bar)
-        if on_shard is not None:
-            on_shard(shard)
+    bar.update(len(dataset) - sum(len(shards[k]) for k in todo))
+    batches = [shards[k][i:i + batch_size] for k in todo for i in range(0, len(shards[k]), batch_size)]
+    with closing(_read_items(dataset, batches, num_workers)) as items:  # one reader for every shard left
+        for shard in todo:
+            _embed_shard(islice(items, len(shards[shard])), encoder, batch_size, dtype, skip_bad, shard_dir, shard, bar)
+            if on_shard is not None:
+                on_shard(shard)
     bar.close()
     _merge_shards(folder, num_shards, meta, dataset)
     return load_cache(folder)
@@ -208,39 +209,49 @@ def _embed_shard(items_read, encoder, batch_size: int, dtype: str, skip_bad: boo
     }
     for name, array in arrays.items():
         _save_npy(shard_dir / f"{shard:05d}.{name}.npy", array)
-    _write_json(shard_dir / f"{shard:05d}.json", {"items": items, "skipped": skipped})
+    # not indented: json's fast C encoder only writes compact text, and nobody reads shard manifests
+    _write_json(shard_dir / f"{shard:05d}.json", {"items": items, "skipped": skipped}, indent=None)
 
 
-class _ItemsOrErrors(Dataset):
-    """dataset[i] for some indices, as (i, item); an image that fails to decode comes back as
-    (i, its ImageReadError), so the caller decides between raising and skipping."""
+class _Batches(Dataset):
+    """Batch k of the given index batches as [(index, item)], read with the dataset's own batch
+    reader where it has one (`items`); an image that fails to decode comes back as (index, its
+    ImageReadError), so the caller decides between raising and skipping."""
 
-    def __init__(self, dataset, indices: range):
-        self.dataset, self.indices = dataset, indices
+    def __init__(self, dataset, batches: list[range]):
+        self.dataset, self.batches = dataset, batches
 
     def __len__(self) -> int:
-        return len(self.indices)
+        return len(self.batches)
 
-    def __getitem__(self, k: int):
-        index = self.indices[k]
+    def __getitem__(self, k: int) -> list:
+        batch = self.batches[k]
+        if hasattr(self.dataset, "items"):
+            return list(zip(batch, self.dataset.items(batch)))
+        return [(index, self._read(index)) for index in batch]
+
+    def _read(self, index: int):
         try:
-            return index, self.dataset[index]
+            return self.dataset[index]
         except ImageReadError as err:
-            return index, err
+            return err
 
 
-def _read_items(dataset, indices: range, batch_size: int, num_workers: int):
-    """Yield (index, item or its ImageReadError) in order. Worker processes (not threads) read
-    ahead: decoding or rendering then neither waits for the encoder nor holds this process's
-    interpreter lock, which a small encoder's many short ops need."""
-    loader = DataLoader(_ItemsOrErrors(dataset, indices), batch_size=batch_size, num_workers=num_workers,
-                        collate_fn=list)
-    batches = iter(loader)
+def _as_is(batch):
+    return batch
+
+
+def _read_items(dataset, batches: list[range], num_workers: int):
+    """Yield (index, item or its ImageReadError) in order. With workers, processes (not threads)
+    read ahead, so decoding neither waits for the encoder nor holds this process's interpreter
+    lock; on a CPU they also take cores from the encoder, hence 0 for the small default."""
+    loader = DataLoader(_Batches(dataset, batches), batch_size=None, num_workers=num_workers, collate_fn=_as_is)
+    iterator = iter(loader)
     try:
-        for batch in batches:
+        for batch in iterator:
             yield from batch
     finally:  # closed early (an error, an interrupt): stop the workers now, not when collected
-        del batches
+        del iterator
 
 
 def _check_captions(item, index: int) -> None:
@@ -296,9 +307,9 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def _write_json(path: Path, data: dict) -> None:
+def _write_json(path: Path, data: dict, indent: int | None = 2) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
+    tmp.write_text(json.dumps(data, indent=indent, default=str))
     os.replace(tmp, path)
 
 
