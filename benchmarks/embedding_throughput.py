@@ -47,8 +47,8 @@ class WithoutCaptions:
     def __getitem__(self, i):
         return self._drop_captions(self.dataset[i])
 
-    def items(self, indices):  # Shapes' batch reader, as build_cache uses it
-        return [self._drop_captions(item) for item in self.dataset.items(indices)]
+    def read_batch(self, indices):  # Shapes' batch reader, as build_cache uses it
+        return [self._drop_captions(item) for item in self.dataset.read_batch(indices)]
 
     @staticmethod
     def _drop_captions(item):

@@ -220,11 +220,11 @@ def test_coverage_counts_agree_with_a_point_by_point_count(shape):
 
 def test_a_batch_renders_and_reads_as_its_items_one_by_one():
     data = ShapesDataset(resolution=32, size=300, seed=2, split="train")
-    batch = data.items(range(40, 140))  # every shape kind, both backgrounds, boxes of several sizes
+    batch = data.read_batch(range(40, 140))  # every shape kind, both backgrounds, boxes of several sizes
     assert {item.attributes["shape"] for item in batch} == set(shapes.SHAPES)
     for index, item in zip(range(40, 140), batch):
         alone = data[index]
         np.testing.assert_array_equal(item.image, alone.image)
         np.testing.assert_array_equal(item.image, render(item.attributes, 32))
         assert (item.item_id, item.captions, item.attributes) == (alone.item_id, alone.captions, alone.attributes)
-    assert data.items([]) == []
+    assert data.read_batch([]) == []

@@ -215,7 +215,7 @@ def _embed_shard(items_read, encoder, batch_size: int, dtype: str, skip_bad: boo
 
 class _Batches(Dataset):
     """Batch k of the given index batches as [(index, item)], read with the dataset's own batch
-    reader where it has one (`items`); an image that fails to decode comes back as (index, its
+    reader where it has one (`read_batch(indices)`); an image that fails to decode comes back as (index, its
     ImageReadError), so the caller decides between raising and skipping."""
 
     def __init__(self, dataset, batches: list[range]):
@@ -226,8 +226,8 @@ class _Batches(Dataset):
 
     def __getitem__(self, k: int) -> list:
         batch = self.batches[k]
-        if hasattr(self.dataset, "items"):
-            return list(zip(batch, self.dataset.items(batch)))
+        if callable(getattr(self.dataset, "read_batch", None)):
+            return list(zip(batch, self.dataset.read_batch(batch)))
         return [(index, self._read(index)) for index in batch]
 
     def _read(self, index: int):

@@ -397,9 +397,9 @@ class ShapesDataset:
         return _item_id(self._number(index))
 
     def __getitem__(self, index: int) -> Item:
-        return self.items([index])[0]
+        return self.read_batch([index])[0]
 
-    def items(self, indices) -> list[Item]:
+    def read_batch(self, indices) -> list[Item]:
         """dataset[i] for each index, rendered as one batch (several times faster per item)."""
         numbers = [self._number(i) for i in indices]
         attributes = tuples_attributes(numbers)
