@@ -278,12 +278,13 @@ def _coverage_counts(shape: str, columns: np.ndarray, rows: np.ndarray, supersam
         start, stop = _circle_row_spans(columns, rows)
     else:
         start, stop = _polygon_row_spans(columns, rows, EDGES[shape])
-    pixel_edges = np.arange(0, columns.shape[1] + 1, supersample)  # first sample of each pixel, and the end
-    start, stop = start[..., None], stop[..., None]  # [B, K, H, 1]
+    index = np.int16 if columns.shape[1] < 2 ** 15 else np.int64  # narrow: numpy does 4x more per instruction
+    pixel_edges = np.arange(0, columns.shape[1] + 1, supersample, dtype=index)  # each pixel's first sample, the end
+    start, stop = start.astype(index)[..., None], stop.astype(index)[..., None]  # [B, K, H, 1]
     # inside samples left of each pixel edge, per row: over the row's ranges, clip(edge, start, stop) - start
-    left_of = (np.minimum(np.maximum(pixel_edges, start), stop) - start).sum(axis=1)  # [B, H, w + 1]
+    left_of = (np.minimum(np.maximum(pixel_edges, start), stop) - start).sum(axis=1, dtype=index)  # [B, H, w + 1]
     per_row = np.diff(left_of, axis=2)
-    return per_row.reshape(len(rows), rows.shape[1] // supersample, supersample, -1).sum(axis=2)
+    return per_row.reshape(len(rows), rows.shape[1] // supersample, supersample, -1).sum(axis=2, dtype=index)
 
 
 @functools.lru_cache(maxsize=8)
