@@ -217,7 +217,7 @@ def test_invalid_dtype_or_worker_count_is_rejected(tmp_path, encoder, shapes):
 
 
 def test_worker_processes_give_the_same_cache_as_reading_in_process(tmp_path, encoder, shapes):
-    kwargs = dict(batch_size=3, shard_size=8, dtype="float32", progress=False)  # batches straddle shards
+    kwargs = dict(batch_size=3, shard_size=8, dtype="float32", progress=False)  # batches of 3, 3, 2 per shard
     here = build_cache(shapes, encoder, tmp_path / "here", num_workers=0, **kwargs)
     workers = build_cache(shapes, encoder, tmp_path / "workers", num_workers=2, **kwargs)
     np.testing.assert_array_equal(here.image_features, workers.image_features)
@@ -225,3 +225,32 @@ def test_worker_processes_give_the_same_cache_as_reading_in_process(tmp_path, en
     np.testing.assert_array_equal(workers.dataset_index, np.arange(len(shapes)))
     assert here.item_ids == workers.item_ids and here.captions == workers.captions
     assert (tmp_path / "here" / "index.csv").read_text() == (tmp_path / "workers" / "index.csv").read_text()
+
+
+class BatchReadingSet:
+    """A dataset with a batch reader, whose item 2 is a corrupt file: reading any batch holding it fails."""
+
+    kind, resolution, skipped = "fake-batches", 32, []
+
+    def __len__(self):
+        return 5
+
+    def __getitem__(self, i):
+        if i == 2:
+            raise ImageReadError("cannot read image /data/broken-2.png: truncated")
+        return Item(item_id=f"ok-{i}", image=np.full((32, 32, 3), 40 * i, np.uint8), captions=[f"item {i}"])
+
+    def read_batch(self, indices):
+        return [self[i] for i in indices]
+
+    def fingerprint(self):
+        return "fake-batches"
+
+
+def test_a_bad_image_in_a_batch_reader_is_found_item_by_item(tmp_path, encoder):
+    with pytest.raises(ImageReadError, match="item 2 of the dataset.*broken-2.png"):
+        build_cache(BatchReadingSet(), encoder, tmp_path / "c1", batch_size=4, progress=False)
+    cache = build_cache(BatchReadingSet(), encoder, tmp_path / "c2", batch_size=4, skip_bad=True, progress=False)
+    assert cache.item_ids == ["ok-0", "ok-1", "ok-3", "ok-4"]  # the rest of the bad batch is kept
+    assert cache.dataset_index.tolist() == [0, 1, 3, 4]
+    assert [s["index"] for s in cache.report["skipped_while_embedding"]] == [2]

@@ -227,7 +227,10 @@ class _Batches(Dataset):
     def __getitem__(self, k: int) -> list:
         batch = self.batches[k]
         if callable(getattr(self.dataset, "read_batch", None)):
-            return list(zip(batch, self.dataset.read_batch(batch)))
+            try:
+                return list(zip(batch, self.dataset.read_batch(batch)))
+            except ImageReadError:
+                pass  # one bad image fails the whole batch: read it item by item to find which
         return [(index, self._read(index)) for index in batch]
 
     def _read(self, index: int):
