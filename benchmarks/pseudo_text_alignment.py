@@ -33,9 +33,9 @@ CASES = {  # the cases of params/ablation.yaml
 }
 
 
-def features(cache, items: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Image features [n, f], all their caption features [m, f] with owners [m], and each item's
-    first caption's index among the sample's distinct first captions [n]."""
+def features(cache, items: int, seed: int) -> tuple[torch.Tensor, ...]:
+    """Image features [n, f], all their caption features [m, f] with owners [m], the features of the
+    sample's distinct first captions [d, f], and which of those is each item's own [n]."""
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(len(cache), size=min(items, len(cache)), replace=False))
     rows = np.array([r for r in rows if len(cache.caption_rows(r))])
@@ -44,10 +44,11 @@ def features(cache, items: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, 
     caption_rows = [cache.caption_rows(r) for r in rows]
     owners = np.concatenate([np.full(len(c), k) for k, c in enumerate(caption_rows)])
     firsts = [cache.captions[c[0]] for c in caption_rows]
-    distinct = sorted(set(firsts))
-    which = np.array([distinct.index(text) for text in firsts])
-    first_rows = [caption_rows[k][0] for k in range(len(rows))]
-    first_of_distinct = np.array([first_rows[firsts.index(text)] for text in distinct])
+    row_of_text = {text: c[0] for text, c in zip(firsts, caption_rows)}  # one cache row per distinct text
+    distinct = sorted(row_of_text)
+    position = {text: k for k, text in enumerate(distinct)}
+    which = np.array([position[text] for text in firsts])
+    first_of_distinct = np.array([row_of_text[text] for text in distinct])
 
     def load(array, index):
         return F.normalize(torch.tensor(np.asarray(array[index], dtype=np.float32)), dim=-1)

@@ -343,7 +343,7 @@ def collect(sweep: str, results: Path = RESULTS, out_dir: Path | None = None, na
     (default: results/<sweep>.*)."""
     import pandas as pd
 
-    rows, places = [], []
+    rows = []  # (place in the sweep, row)
     for spec_path in sorted((results / "runs").glob("*/spec.json")):
         spec = json.loads(spec_path.read_text())
         if spec.get("sweep") != sweep:
@@ -354,11 +354,10 @@ def collect(sweep: str, results: Path = RESULTS, out_dir: Path | None = None, na
         metrics_path = folder / "out" / "metrics.json"
         if metrics_path.is_file():
             row.update(json.loads(metrics_path.read_text()))
-        rows.append(row)
-        places.append((spec.get("order", 0), status.get("started") or 0.0))  # older runs: by start time
+        rows.append(((spec.get("order", 0), status.get("started") or 0.0), row))  # older runs: by start time
     if not rows:
         raise ValueError(f"no runs of sweep {sweep!r} under {results / 'runs'}")
-    table = pd.DataFrame([row for _, row in sorted(zip(places, rows), key=lambda pair: pair[0])])
+    table = pd.DataFrame([row for _, row in sorted(rows, key=lambda pair: pair[0])])
     folder, stem = Path(out_dir or results), name or sweep
     folder.mkdir(parents=True, exist_ok=True)
     table.to_csv(folder / f"{stem}.csv", index=False)

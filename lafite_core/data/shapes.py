@@ -317,8 +317,7 @@ def render_batch(attributes: list[dict], resolution: int, supersample: int = 4) 
     count = len(attributes)
     if count == 0:
         return np.zeros((0, resolution, resolution, 3), dtype=np.uint8)
-    cx = np.array([POSITIONS[a["position"]][0] + a.get("offset", (0.0, 0.0))[0] for a in attributes])
-    cy = np.array([POSITIONS[a["position"]][1] + a.get("offset", (0.0, 0.0))[1] for a in attributes])
+    cx, cy = np.array([np.add(POSITIONS[a["position"]], a.get("offset", (0.0, 0.0))) for a in attributes]).T
     radius = np.array([SIZES[a["size"]] * a.get("scale", 1.0) for a in attributes])
     x0, x1, columns = _sample_grid(cx, radius, resolution, supersample)
     y0, y1, rows = _sample_grid(cy, radius, resolution, supersample)
