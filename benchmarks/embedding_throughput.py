@@ -11,6 +11,8 @@ each repetition reports its own ratio; the median ratio is the figure to quote.
     python benchmarks/embedding_throughput.py                  # lafite-tiny and ViT-B-32, random weights
     python benchmarks/embedding_throughput.py --encoders lafite-tiny --items 4096 --repeats 5
     python benchmarks/embedding_throughput.py --num-workers 1   # read ahead in a worker process
+    python benchmarks/embedding_throughput.py --encoders lafite-tiny --content images --items 60000 --repeats 3
+                                                                # the size params/embed.yaml embeds
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from lafite_core.config import EncoderConfig
 from lafite_core.data import ShapesDataset
 from lafite_core.data.cache import build_cache
 from lafite_core.data.images import Item
+from lafite_core.data.shapes import clear_coverage_memo
 from lafite_core.encoders import load_encoder
 
 # encoder -> (Shapes resolution, items without / with captions, batch size): sized for a 2-core
@@ -71,6 +74,7 @@ def bare_seconds(encoder, images: torch.Tensor, captions: list[list[str]], batch
 
 
 def cache_seconds(dataset, encoder, batch_size: int, shard_size: int, num_workers: int) -> float:
+    clear_coverage_memo()  # every build renders from scratch, as in a fresh process
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
         build_cache(dataset, encoder, Path(folder) / "cache", batch_size=batch_size, shard_size=shard_size,
@@ -112,13 +116,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--num-workers", type=int, default=0, help="build_cache reader processes (default 0: in process)")
+    parser.add_argument("--content", choices=("images", "captions", "both"), default="both",
+                        help="images only, images + captions, or both cases (default)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, build_cache num_workers={args.num_workers}")
     for name in args.encoders:
         resolution, image_items, caption_items, batch = DEFAULTS.get(name, (64, 256, 32, 64))
-        for captions in (False, True):
+        for captions in {"images": (False,), "captions": (True,), "both": (False, True)}[args.content]:
             items = args.items or (caption_items if captions else image_items)
             result = benchmark(name, resolution, items, args.batch_size or batch, args.repeats, captions,
                                args.num_workers)

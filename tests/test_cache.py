@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import gc
 import json
 
 import numpy as np
@@ -254,3 +255,35 @@ def test_a_bad_image_in_a_batch_reader_is_found_item_by_item(tmp_path, encoder):
     assert cache.item_ids == ["ok-0", "ok-1", "ok-3", "ok-4"]  # the rest of the bad batch is kept
     assert cache.dataset_index.tolist() == [0, 1, 3, 4]
     assert [s["index"] for s in cache.report["skipped_while_embedding"]] == [2]
+
+
+@pytest.mark.parametrize("collector_on", [True, False])
+def test_build_leaves_the_cycle_collector_as_it_found_it(tmp_path, encoder, shapes, collector_on):
+    """Embedding pauses Python's cycle collector (a speed-up); it must come back as it was,
+    also when the build fails."""
+    was = gc.isenabled()
+    seen = []
+
+    def record(shard):
+        seen.append(gc.isenabled())
+        if shard == 1:
+            raise KeyboardInterrupt
+
+    try:
+        gc.enable() if collector_on else gc.disable()
+        with pytest.raises(KeyboardInterrupt):
+            build_cache(shapes, encoder, tmp_path / "c", batch_size=4, shard_size=8, progress=False, on_shard=record)
+        assert seen == [False, False]  # paused while shards were embedded
+        assert gc.isenabled() == collector_on
+        build_cache(shapes, encoder, tmp_path / "c", batch_size=4, shard_size=8, progress=False)
+        assert gc.isenabled() == collector_on
+    finally:
+        gc.enable() if was else gc.disable()
+
+
+def test_an_index_with_another_header_is_a_clear_error(tmp_path, encoder, shapes):
+    build_cache(shapes, encoder, tmp_path / "c", batch_size=8, progress=False)
+    index = tmp_path / "c" / "index.csv"
+    index.write_text("row,id\n0,x\n")
+    with pytest.raises(ValueError, match=r"index.csv is not an index of this cache format"):
+        load_cache(tmp_path / "c")

@@ -21,6 +21,7 @@ from lafite_core.data.shapes import (
     class_prompts,
     combination_prompts,
     render,
+    render_batch,
 )
 
 
@@ -228,3 +229,52 @@ def test_a_batch_renders_and_reads_as_its_items_one_by_one():
         np.testing.assert_array_equal(item.image, render(item.attributes, 32))
         assert (item.item_id, item.captions, item.attributes) == (alone.item_id, alone.captions, alone.attributes)
     assert data.read_batch([]) == []
+
+
+def test_memoised_coverage_gives_the_pixels_of_a_fresh_render(monkeypatch):
+    """The memo keeps coverage per geometry; colour and background must still come from each item,
+    and a full memo (or none) must not change a pixel."""
+    data = ShapesDataset(resolution=32, size=400, seed=5, split="train")
+    numbers = [data._number(i) for i in range(400)]
+    attributes = shapes.tuples_attributes(numbers)
+    # the same geometry in every colour on both backgrounds: one memo entry read 16 times
+    recoloured = [{**attributes[0], "colour": colour, "background": background}
+                  for colour in shapes.COLOURS for background in shapes.BACKGROUNDS]
+    batch = attributes + recoloured
+
+    shapes.clear_coverage_memo()
+    first = render_batch(batch, 32)  # fills the memo (and reads it within the batch)
+    again = render_batch(batch, 32)  # every geometry from the memo
+    np.testing.assert_array_equal(first, again)
+    one_by_one = []
+    for a in batch:
+        shapes.clear_coverage_memo()
+        one_by_one.append(render(a, 32))
+    np.testing.assert_array_equal(first, np.stack(one_by_one))
+    for a, image in zip(recoloured, first[len(attributes):]):  # each shows its own colours
+        assert (image == shapes.COLOURS[a["colour"]]).all(axis=-1).any()
+        assert tuple(image[0, 0]) == shapes.BACKGROUNDS[a["background"]]
+
+    monkeypatch.setattr(shapes, "MEMO_BYTES", 3000)  # room for a few boxes only
+    shapes.clear_coverage_memo()
+    np.testing.assert_array_equal(render_batch(batch, 32), first)
+    memo = shapes._coverage_memo(32, 4)
+    assert 0 < len(memo.boxes) < 20 and 0 <= memo.free_bytes < 3000
+    np.testing.assert_array_equal(render_batch(batch, 32), first)
+    shapes.clear_coverage_memo()
+
+
+def test_count_below_is_searchsorted_for_a_whole_batch():
+    rng = np.random.default_rng(0)
+    count, width = 50, 40
+    finite = rng.integers(1, width + 1, count)
+    start, step = rng.uniform(-2, 0, count), rng.uniform(0.01, 0.2, count)
+    columns = start[:, None] + step[:, None] * np.arange(width)
+    columns[np.arange(width) >= finite[:, None]] = np.inf
+    values = rng.uniform(-3, 5, (count, 7, 3))
+    values[:, 0, 0] = columns[:, 0]  # ties with a column: searchsorted counts only those strictly below
+    values[:, 1, 1] = np.inf  # no crossing
+    values[:, 2, 2] = -10.0
+    values[:, 3, 0] = columns[np.arange(count), finite // 2]
+    expected = np.stack([np.searchsorted(c, v.ravel()).reshape(v.shape) for c, v in zip(columns, values)])
+    np.testing.assert_array_equal(shapes._count_below(columns, values), expected)

@@ -248,27 +248,49 @@ EDGES = {shape: _edges(outline) for shape, outline in POLYGONS.items()}
 
 def _polygon_row_spans(columns: np.ndarray, rows: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Even-odd rule, one scanline per sample row, for a batch of one shape: columns [B, W] (sorted,
-    +inf padded), rows [B, H] -> [B, K, H] sample ranges [start, stop) inside.
+    +inf padded), rows [B, H] -> [B, H, K] sample ranges [start, stop) inside.
 
     A sample at x is inside when an odd number of its row's edge crossings lie right of it, so the
     row's sorted crossings pair up into inside ranges: the work grows with rows, not samples."""
-    x1, y1, x2, y2 = (edges[None, :, k, None] for k in range(4))  # [1, E, 1]
-    rows = rows[:, None, :]  # [B, 1, H]
-    crosses = (y1 > rows) != (y2 > rows)  # [B, E, H]; half-open, so a vertex counts once
+    x1, y1, x2, y2 = edges.T  # [E] each
+    rows = rows[:, :, None]  # [B, H, 1]
+    crosses = (y1 > rows) != (y2 > rows)  # [B, H, E]; half-open, so a vertex counts once
     with np.errstate(invalid="ignore"):  # padding rows are +inf; they cross nothing
         x_at_row = x1 + (rows - y1) * (x2 - x1) / (y2 - y1)
-    most = int(crosses.sum(axis=1).max())  # even: a closed outline crosses a row an even number of times
-    crossings = np.sort(np.where(crosses, x_at_row, np.inf), axis=1)[:, :most]  # a row's crossings first
-    first_right = np.stack([np.searchsorted(c, x) for c, x in zip(columns, crossings)])  # samples left of each
-    return first_right[:, 0::2], first_right[:, 1::2]
+    most = int(crosses.sum(axis=2).max())  # even: a closed outline crosses a row an even number of times
+    crossings = np.sort(np.where(crosses, x_at_row, np.inf), axis=2)[..., :most]  # a row's crossings first
+    first_right = _count_below(columns, crossings)  # samples left of each crossing
+    return first_right[..., 0::2], first_right[..., 1::2]
+
+
+def _count_below(columns: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Per item b, how many of columns[b] (sorted, evenly spaced where finite, +inf padded) are
+    below each of values[b] (any shape): a searchsorted for the whole batch at once.
+
+    The even spacing gives a guess that rounding can put one off; the guess is then moved until
+    columns[k - 1] < value <= columns[k], which is exactly searchsorted's answer."""
+    count, width = columns.shape
+    padded = np.concatenate([np.full((count, 1), -np.inf), columns, np.full((count, 1), np.inf)], axis=1)
+    finite = np.isfinite(columns).sum(axis=1, keepdims=True)  # past them, the answer is `finite`
+    step = np.where(finite > 1, columns[:, 1:2] - columns[:, :1], 1.0) if width > 1 else np.ones((count, 1))
+    flat_values = values.reshape(count, -1)
+    with np.errstate(over="ignore"):
+        guess = np.ceil((flat_values - columns[:, :1]) / step)
+    k = np.clip(guess, 0, finite).astype(np.intp)  # a value of +inf (no crossing) clips to `finite`
+    while True:  # padded[k] is columns[k - 1], padded[k + 1] is columns[k]
+        too_far = np.take_along_axis(padded, k, axis=1) >= flat_values
+        too_near = np.take_along_axis(padded, k + 1, axis=1) < flat_values
+        if not (too_far.any() or too_near.any()):
+            return k.reshape(values.shape)
+        k += too_near.astype(np.intp) - too_far.astype(np.intp)
 
 
 def _circle_row_spans(columns: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """[B, 1, H] sample ranges inside the unit circle: x^2 + y^2 <= 1 grows with |x|, so a row's
+    """[B, H, 1] sample ranges inside the unit circle: x^2 + y^2 <= 1 grows with |x|, so a row's
     inside samples are one run."""
     inside = columns[:, None, :] ** 2 + rows[:, :, None] ** 2 <= 1.0  # [B, H, W]
     start = inside.argmax(axis=2)
-    return start[:, None], (start + inside.sum(axis=2))[:, None]
+    return start[..., None], (start + inside.sum(axis=2))[..., None]
 
 
 def _coverage_counts(shape: str, columns: np.ndarray, rows: np.ndarray, supersample: int) -> np.ndarray:
@@ -280,9 +302,9 @@ def _coverage_counts(shape: str, columns: np.ndarray, rows: np.ndarray, supersam
         start, stop = _polygon_row_spans(columns, rows, EDGES[shape])
     index = np.int16 if columns.shape[1] < 2 ** 15 else np.int64  # narrow: numpy does 4x more per instruction
     pixel_edges = np.arange(0, columns.shape[1] + 1, supersample, dtype=index)  # each pixel's first sample, the end
-    start, stop = start.astype(index)[..., None], stop.astype(index)[..., None]  # [B, K, H, 1]
+    start, stop = start.astype(index)[..., None], stop.astype(index)[..., None]  # [B, H, K, 1]
     # inside samples left of each pixel edge, per row: over the row's ranges, clip(edge, start, stop) - start
-    left_of = (np.minimum(np.maximum(pixel_edges, start), stop) - start).sum(axis=1, dtype=index)  # [B, H, w + 1]
+    left_of = (np.minimum(np.maximum(pixel_edges, start), stop) - start).sum(axis=2, dtype=index)  # [B, H, w + 1]
     per_row = np.diff(left_of, axis=2)
     return per_row.reshape(len(rows), rows.shape[1] // supersample, supersample, -1).sum(axis=2, dtype=index)
 
@@ -308,37 +330,82 @@ def _sample_grid(centre: np.ndarray, radius: np.ndarray, resolution: int, supers
     return low, high, positions
 
 
+class _CoverageMemo:
+    """Coverage boxes of the geometries drawn so far at one resolution, up to `limit_bytes`.
+
+    Colour and background only choose a blend table, so the 235,200 tuples share 14,700
+    geometries (shape, size, position, jitter). A 60k-image build draws most geometries about
+    four times; computing each once takes most of the rendering out of it."""
+
+    def __init__(self, limit_bytes: int):
+        self.boxes: dict[tuple, tuple[int, int, np.ndarray]] = {}
+        self.free_bytes = limit_bytes
+
+    def keep(self, key: tuple, box: tuple[int, int, np.ndarray]) -> None:
+        if box[2].nbytes <= self.free_bytes:
+            self.boxes[key] = box
+            self.free_bytes -= box[2].nbytes
+
+
+MEMO_BYTES = 64 * 2 ** 20  # per resolution and process: all 14,700 geometries up to about 96 px
+
+
+@functools.lru_cache(maxsize=4)
+def _coverage_memo(resolution: int, supersample: int) -> _CoverageMemo:
+    return _CoverageMemo(MEMO_BYTES)
+
+
+def clear_coverage_memo() -> None:
+    """Forget the memoised coverage (a benchmark's cold start; tests of the memo)."""
+    _coverage_memo.cache_clear()
+
+
+def _geometry(attributes: dict) -> tuple:
+    return (attributes["shape"], attributes["size"], attributes["position"],
+            tuple(attributes.get("offset", (0.0, 0.0))), attributes.get("scale", 1.0))
+
+
+def _coverage_boxes(geometries: list[tuple], resolution: int, supersample: int) -> list[tuple[int, int, np.ndarray]]:
+    """(top, left, counts [h, w] uint8) of each geometry's bounding box: how many of a pixel's
+    supersample^2 samples the shape covers."""
+    cx, cy = np.array([(POSITIONS[position][0] + dx, POSITIONS[position][1] + dy)
+                       for _, _, position, (dx, dy), _ in geometries]).T
+    radius = np.array([SIZES[size] * scale for _, size, _, _, scale in geometries])
+    x0, x1, columns = _sample_grid(cx, radius, resolution, supersample)
+    y0, y1, rows = _sample_grid(cy, radius, resolution, supersample)
+    kinds = np.array([SHAPES.index(g[0]) for g in geometries])
+    counts = np.zeros((len(geometries), rows.shape[1] // supersample, columns.shape[1] // supersample), dtype=np.uint8)
+    for k, shape in enumerate(SHAPES):
+        members = np.flatnonzero(kinds == k)
+        if len(members):
+            counts[members] = _coverage_counts(shape, columns[members], rows[members], supersample)
+    return [(top, left, box[: bottom - top, : right - left].copy())
+            for box, top, left, bottom, right in zip(counts, y0.tolist(), x0.tolist(), y1.tolist(), x1.tolist())]
+
+
 def render_batch(attributes: list[dict], resolution: int, supersample: int = 4) -> np.ndarray:
     """Draw items as uint8 [B, resolution, resolution, 3], anti-aliased by supersampling.
 
-    Only each shape's bounding box is sampled, the work is done per shape kind across the batch,
-    and a pixel's colour comes from a table of the few possible blends: a few numpy calls per item
-    instead of dozens, which is what made small renders cost as much as encoding them."""
-    count = len(attributes)
-    if count == 0:
-        return np.zeros((0, resolution, resolution, 3), dtype=np.uint8)
-    cx, cy = np.array([np.add(POSITIONS[a["position"]], a.get("offset", (0.0, 0.0))) for a in attributes]).T
-    radius = np.array([SIZES[a["size"]] * a.get("scale", 1.0) for a in attributes])
-    x0, x1, columns = _sample_grid(cx, radius, resolution, supersample)
-    y0, y1, rows = _sample_grid(cy, radius, resolution, supersample)
-    shapes = np.array([SHAPES.index(a["shape"]) for a in attributes])
-    counts = np.zeros((count, rows.shape[1] // supersample, columns.shape[1] // supersample), dtype=np.int64)
-    for k, shape in enumerate(SHAPES):
-        members = np.flatnonzero(shapes == k)
-        if len(members):
-            counts[members] = _coverage_counts(shape, columns[members], rows[members], supersample)
+    A pixel's colour is one of the few blends of its shape and background colours, chosen by
+    how many of its samples the shape covers; those counts are computed once per geometry
+    (only inside its bounding box, per shape kind across the batch) and kept in a memo."""
+    if supersample ** 2 > 255:
+        raise ValueError(f"supersample must be at most 15 (coverage counts are uint8); got {supersample}")
+    memo = _coverage_memo(resolution, supersample)
+    geometries = [_geometry(a) for a in attributes]
+    missing = list(dict.fromkeys(g for g in geometries if g not in memo.boxes))
+    computed = dict(zip(missing, _coverage_boxes(missing, resolution, supersample))) if missing else {}
+    for key, box in computed.items():
+        memo.keep(key, box)
+    counts = np.zeros((len(attributes), resolution, resolution), dtype=np.uint8)  # 0 covered: background
+    for i, geometry in enumerate(geometries):
+        top, left, box = computed.get(geometry) or memo.boxes[geometry]
+        counts[i, top:top + box.shape[0], left:left + box.shape[1]] = box
     colours = [VOCABULARIES["colour"].index(a["colour"]) for a in attributes]
     backgrounds = [VOCABULARIES["background"].index(a["background"]) for a in attributes]
     tables = _blend_tables(supersample)[colours, backgrounds]  # [B, samples + 1, 3]
-    levels = tables.shape[1]
-    boxes = np.take(tables.reshape(-1, 3), counts + levels * np.arange(count)[:, None, None], axis=0)  # [B, h, w, 3]
-    images = np.zeros((count, resolution, resolution, 3), dtype=np.uint8)
-    for k, colour in enumerate(BACKGROUNDS.values()):
-        if any(colour):
-            images[np.equal(backgrounds, k)] = colour
-    for i in range(count):
-        images[i, y0[i]:y1[i], x0[i]:x1[i]] = boxes[i, : y1[i] - y0[i], : x1[i] - x0[i]]
-    return images
+    first = tables.shape[1] * np.arange(len(attributes))[:, None, None]  # each item's own table
+    return np.take(tables.reshape(-1, 3), np.add(counts, first, dtype=np.intp), axis=0)
 
 
 def render(attributes: dict, resolution: int, supersample: int = 4) -> np.ndarray:
