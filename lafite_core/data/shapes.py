@@ -248,19 +248,23 @@ EDGES = {shape: _edges(outline) for shape, outline in POLYGONS.items()}
 
 def _polygon_row_spans(columns: np.ndarray, rows: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Even-odd rule, one scanline per sample row, for a batch of one shape: columns [B, W] (sorted,
-    +inf padded), rows [B, H] -> [B, H, K] sample ranges [start, stop) inside.
+    +inf padded), rows [B, H] -> [K, B, H] sample ranges [start, stop) inside.
 
     A sample at x is inside when an odd number of its row's edge crossings lie right of it, so the
-    row's sorted crossings pair up into inside ranges: the work grows with rows, not samples."""
-    x1, y1, x2, y2 = edges.T  # [E] each
-    rows = rows[:, :, None]  # [B, H, 1]
-    crosses = (y1 > rows) != (y2 > rows)  # [B, H, E]; half-open, so a vertex counts once
+    row's sorted crossings pair up into inside ranges: the work grows with rows, not samples. Edges
+    and crossings come first in every array, so each operation runs along the long B x H axis."""
+    x1, y1, x2, y2 = (edges[:, k, None, None] for k in range(4))  # [E, 1, 1]
+    crosses = (y1 > rows) != (y2 > rows)  # [E, B, H]; half-open, so a vertex counts once
     with np.errstate(invalid="ignore"):  # padding rows are +inf; they cross nothing
         x_at_row = x1 + (rows - y1) * (x2 - x1) / (y2 - y1)
-    most = int(crosses.sum(axis=2).max())  # even: a closed outline crosses a row an even number of times
-    crossings = np.sort(np.where(crosses, x_at_row, np.inf), axis=2)[..., :most]  # a row's crossings first
-    first_right = _count_below(columns, crossings)  # samples left of each crossing
-    return first_right[..., 0::2], first_right[..., 1::2]
+    most = int(np.count_nonzero(crosses, axis=0).max())  # even: a closed outline crosses a row an even number of times
+    if most == 2:  # a convex outline: a row's crossings are its leftmost and rightmost (none: both +inf)
+        right = np.where(crosses, x_at_row, -np.inf).max(axis=0)
+        crossings = np.stack([np.where(crosses, x_at_row, np.inf).min(axis=0), np.where(np.isfinite(right), right, np.inf)])
+    else:
+        crossings = np.sort(np.where(crosses, x_at_row, np.inf), axis=0)[:most]  # a row's crossings first
+    first_right = _count_below(columns, crossings.transpose(1, 0, 2)).transpose(1, 0, 2)  # samples left of each
+    return first_right[0::2], first_right[1::2]
 
 
 def _count_below(columns: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -277,20 +281,23 @@ def _count_below(columns: np.ndarray, values: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore"):
         guess = np.ceil((flat_values - columns[:, :1]) / step)
     k = np.clip(guess, 0, finite).astype(np.intp)  # a value of +inf (no crossing) clips to `finite`
+    rows = padded.ravel()
+    row_start = (width + 2) * np.arange(count)[:, None]
     while True:  # padded[k] is columns[k - 1], padded[k + 1] is columns[k]
-        too_far = np.take_along_axis(padded, k, axis=1) >= flat_values
-        too_near = np.take_along_axis(padded, k + 1, axis=1) < flat_values
+        at = row_start + k
+        too_far = rows[at] >= flat_values
+        too_near = rows[at + 1] < flat_values
         if not (too_far.any() or too_near.any()):
             return k.reshape(values.shape)
         k += too_near.astype(np.intp) - too_far.astype(np.intp)
 
 
 def _circle_row_spans(columns: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """[B, H, 1] sample ranges inside the unit circle: x^2 + y^2 <= 1 grows with |x|, so a row's
+    """[1, B, H] sample ranges inside the unit circle: x^2 + y^2 <= 1 grows with |x|, so a row's
     inside samples are one run."""
     inside = columns[:, None, :] ** 2 + rows[:, :, None] ** 2 <= 1.0  # [B, H, W]
     start = inside.argmax(axis=2)
-    return start[..., None], (start + inside.sum(axis=2))[..., None]
+    return start[None], (start + inside.sum(axis=2))[None]
 
 
 def _coverage_counts(shape: str, columns: np.ndarray, rows: np.ndarray, supersample: int) -> np.ndarray:
@@ -301,12 +308,14 @@ def _coverage_counts(shape: str, columns: np.ndarray, rows: np.ndarray, supersam
     else:
         start, stop = _polygon_row_spans(columns, rows, EDGES[shape])
     index = np.int16 if columns.shape[1] < 2 ** 15 else np.int64  # narrow: numpy does 4x more per instruction
-    pixel_edges = np.arange(0, columns.shape[1] + 1, supersample, dtype=index)  # each pixel's first sample, the end
-    start, stop = start.astype(index)[..., None], stop.astype(index)[..., None]  # [B, H, K, 1]
+    pixel_edges = np.arange(0, columns.shape[1] + 1, supersample, dtype=index)[:, None, None]  # [w + 1, 1, 1]
     # inside samples left of each pixel edge, per row: over the row's ranges, clip(edge, start, stop) - start
-    left_of = (np.minimum(np.maximum(pixel_edges, start), stop) - start).sum(axis=2, dtype=index)  # [B, H, w + 1]
-    per_row = np.diff(left_of, axis=2)
-    return per_row.reshape(len(rows), rows.shape[1] // supersample, supersample, -1).sum(axis=2, dtype=index)
+    left_of = np.zeros((len(pixel_edges),) + start.shape[1:], dtype=index)  # [w + 1, B, H]
+    for begin, end in zip(start.astype(index), stop.astype(index)):  # the K ranges of each row
+        left_of += np.minimum(np.maximum(pixel_edges, begin), end) - begin
+    per_row = np.diff(left_of, axis=0)  # [w, B, H]: inside samples per pixel and sample row
+    per_pixel = sum(per_row[..., j::supersample] for j in range(supersample))  # [w, B, h]
+    return per_pixel.transpose(1, 2, 0)
 
 
 @functools.lru_cache(maxsize=8)
