@@ -25,10 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lafite_core.config import EncoderConfig
+from lafite_core.config import EmbedConfig, EncoderConfig
 from lafite_core.data import ShapesDataset
 from lafite_core.data.cache import build_cache
-from lafite_core.data.images import Item
 from lafite_core.data.shapes import clear_coverage_memo
 from lafite_core.encoders import load_encoder
 
@@ -48,14 +47,13 @@ class WithoutCaptions:
         return len(self.dataset)
 
     def __getitem__(self, i):
-        return self._drop_captions(self.dataset[i])
+        return self.read_batch([i])[0]
 
     def read_batch(self, indices):  # Shapes' batch reader, as build_cache uses it
-        return [self._drop_captions(item) for item in self.dataset.read_batch(indices)]
-
-    @staticmethod
-    def _drop_captions(item):
-        return Item(item.item_id, item.image, [], item.path, item.attributes)
+        items = self.dataset.read_batch(indices)
+        for item in items:  # fresh items: nobody else holds them
+            item.captions = []
+        return items
 
     def fingerprint(self):
         return "no-captions-" + self.dataset.fingerprint()
@@ -83,15 +81,14 @@ def cache_seconds(dataset, encoder, batch_size: int, shard_size: int, num_worker
 
 
 def benchmark(name: str, resolution: int, items: int, batch_size: int, repeats: int, captions: bool,
-              num_workers: int) -> dict:
+              num_workers: int, shard_size: int) -> dict:
     torch.manual_seed(0)
     encoder = load_encoder(EncoderConfig(name=name, pretrained=None))
     shapes = ShapesDataset(resolution=resolution, size=items, seed=0, split="train")
     dataset = shapes if captions else WithoutCaptions(shapes)
-    loaded = [dataset[i] for i in range(len(dataset))]
+    loaded = dataset.read_batch(range(len(dataset)))
     images = torch.from_numpy(np.stack([it.image for it in loaded])).permute(0, 3, 1, 2).float() / 127.5 - 1.0
     texts = [it.captions for it in loaded]
-    shard_size = max(batch_size, items // 4)  # a few shards, as a real run has
 
     bare_seconds(encoder, images[:batch_size], texts[:batch_size], batch_size)  # warm-up
     rows = []
@@ -104,7 +101,7 @@ def benchmark(name: str, resolution: int, items: int, batch_size: int, repeats: 
         rows.append({"bare_img_s": items / t["bare"], "cache_img_s": items / t["cache"], "ratio": t["cache"] / t["bare"]})
     ratio = statistics.median(r["ratio"] for r in rows)
     return {"encoder": name, "captions": captions, "resolution": resolution, "items": items,
-            "batch_size": batch_size, "feature_dim": encoder.feature_dim, "repeats": rows,
+            "batch_size": batch_size, "shard_size": shard_size, "feature_dim": encoder.feature_dim, "repeats": rows,
             "median_ratio": ratio, "median_overhead_pct": 100 * (ratio - 1)}
 
 
@@ -116,6 +113,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--num-workers", type=int, default=0, help="build_cache reader processes (default 0: in process)")
+    parser.add_argument("--shard-size", type=int, default=EmbedConfig.shard_size,
+                        help=f"items per shard file (default {EmbedConfig.shard_size}, the kit's)")
     parser.add_argument("--content", choices=("images", "captions", "both"), default="both",
                         help="images only, images + captions, or both cases (default)")
     args = parser.parse_args()
@@ -127,9 +126,10 @@ def main() -> None:
         for captions in {"images": (False,), "captions": (True,), "both": (False, True)}[args.content]:
             items = args.items or (caption_items if captions else image_items)
             result = benchmark(name, resolution, items, args.batch_size or batch, args.repeats, captions,
-                               args.num_workers)
+                               args.num_workers, args.shard_size)
             what = "images + 6 captions each" if captions else "images only"
             print(f"\n{name} ({what}), {result['items']} items at {resolution} px, batch {result['batch_size']}, "
+                  f"shards of {result['shard_size']}, "
                   f"f = {result['feature_dim']}")
             for i, row in enumerate(result["repeats"]):
                 print(f"  rep {i}: bare {row['bare_img_s']:8.1f} img/s   build_cache {row['cache_img_s']:8.1f} img/s"

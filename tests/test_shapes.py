@@ -96,8 +96,14 @@ def test_size_larger_than_split_is_an_error():
         ShapesDataset(32, size=60000, split="heldout")
     with pytest.raises(ValueError, match="split must be one of"):
         ShapesDataset(32, split="validation")
-    with pytest.raises(IndexError):
-        ShapesDataset(32, size=5)[5]
+    small = ShapesDataset(32, size=5)
+    with pytest.raises(IndexError, match="index 5 out of range"):
+        small[5]
+    with pytest.raises(IndexError, match="index -6 out of range"):
+        small.read_batch([0, -6, 1])
+    with pytest.raises(TypeError, match="integers"):
+        small.read_batch([0.5])
+    assert small[-1].item_id == small.read_batch([4])[0].item_id
 
 
 def test_long_caption_names_every_attribute():

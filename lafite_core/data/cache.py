@@ -125,13 +125,15 @@ def build_cache(dataset, encoder, folder: str | Path, batch_size: int = 256, dty
     bar = tqdm(total=len(dataset), desc="embedding", unit="img", disable=not progress)
     bar.update(len(dataset) - sum(len(shards[k]) for k in todo))
     batches = [shards[k][i:i + batch_size] for k in todo for i in range(0, len(shards[k]), batch_size)]
+    embedded = {}  # shards of this run, kept in memory so that the merge need not read them back
     with closing(_read_items(dataset, batches, num_workers)) as items, _cycle_collector_paused():
         for shard in todo:
-            _embed_shard(islice(items, len(shards[shard])), encoder, batch_size, dtype, skip_bad, shard_dir, shard, bar)
+            embedded[shard] = _embed_shard(islice(items, len(shards[shard])), encoder, batch_size, dtype, skip_bad,
+                                           shard_dir, shard, bar)
             if on_shard is not None:
                 on_shard(shard)
     bar.close()
-    _merge_shards(folder, num_shards, meta, dataset)
+    _merge_shards(folder, num_shards, meta, dataset, embedded)
     return load_cache(folder)
 
 
@@ -181,9 +183,9 @@ def preprocessing_of(encoder, dataset) -> dict:
 
 
 def _embed_shard(items_read, encoder, batch_size: int, dtype: str, skip_bad: bool,
-                 shard_dir: Path, shard: int, bar) -> None:
-    """Embed one shard's (index, item or read error) pairs and save them; the shard's manifest
-    (written last) marks it finished."""
+                 shard_dir: Path, shard: int, bar) -> tuple[dict, dict]:
+    """Embed one shard's (index, item or read error) pairs, save them and return them as
+    (arrays, manifest); the shard's manifest (written last) marks it finished."""
     image_chunks, caption_chunks = [], []
     kept, skipped, caption_owner, items = [], [], [], []
     pending_images, pending_captions = [], []
@@ -229,8 +231,16 @@ def _embed_shard(items_read, encoder, batch_size: int, dtype: str, skip_bad: boo
     }
     for name, array in arrays.items():
         _save_npy(shard_dir / f"{shard:05d}.{name}.npy", array)
-    # not indented: json's fast C encoder only writes compact text, and nobody reads shard manifests
-    _write_json(shard_dir / f"{shard:05d}.json", {"items": items, "skipped": skipped}, indent=None)
+    manifest = {"items": items, "skipped": skipped}
+    # not indented: json's fast C encoder only writes compact text, and no person reads shard manifests
+    _write_json(shard_dir / f"{shard:05d}.json", manifest, indent=None)
+    return arrays, manifest
+
+
+def _read_shard(shard_dir: Path, shard: int) -> tuple[dict, dict]:
+    """(arrays, manifest) of a shard a previous, interrupted run finished."""
+    arrays = {name: np.load(shard_dir / f"{shard:05d}.{name}.npy") for name in ARRAYS}
+    return arrays, json.loads((shard_dir / f"{shard:05d}.json").read_text())
 
 
 class _Batches(Dataset):
@@ -284,16 +294,17 @@ def _check_captions(item, index: int) -> None:
             raise BadCaptionError(f"item {index} {item.item_id!r}{where}: caption {j} is empty: {caption!r}")
 
 
-def _merge_shards(folder: Path, num_shards: int, meta: dict, dataset) -> None:
-    """Concatenate the shards into the final arrays, index.csv and report.json; mark complete."""
+def _merge_shards(folder: Path, num_shards: int, meta: dict, dataset, embedded: dict[int, tuple[dict, dict]]) -> None:
+    """Concatenate the shards (`embedded` by this run, the others from disk) into the final
+    arrays, index.csv and report.json; mark complete."""
     shard_dir = folder / "shards"
     parts = {name: [] for name in ARRAYS}
     items, skipped = [], []
     for shard in range(num_shards):
-        manifest = json.loads((shard_dir / f"{shard:05d}.json").read_text())
+        arrays, manifest = embedded[shard] if shard in embedded else _read_shard(shard_dir, shard)
         offset = len(items)
         for name in ARRAYS:
-            array = np.load(shard_dir / f"{shard:05d}.{name}.npy")
+            array = arrays[name]
             parts[name].append(array + offset if name == "caption_item" else array)
         items.extend(manifest["items"])
         skipped.extend(manifest["skipped"])

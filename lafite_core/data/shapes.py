@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import operator
 
 import numpy as np
 
@@ -137,8 +138,11 @@ def caption_for(attributes: dict, template_index: int = 0) -> str:
     )
 
 
+_ATTRIBUTE_VALUES = operator.itemgetter(*ATTRIBUTE_NAMES)
+
+
 def captions_for(attributes: dict) -> list[str]:
-    return list(_captions(*(attributes[name] for name in ATTRIBUTE_NAMES)))
+    return list(_captions(*_ATTRIBUTE_VALUES(attributes)))
 
 
 @functools.lru_cache(maxsize=None)  # 960 combinations: formatting six templates per item was a tenth of its cost
@@ -464,6 +468,18 @@ class ShapesDataset:
             raise IndexError(f"index {index} out of range for shapes {self.split} of size {self.size}")
         return int(self._tuples[index])
 
+    def _numbers(self, indices) -> list[int]:
+        """Tuple numbers of many indices at once (`_number`'s checks, vectorised)."""
+        indices = np.asarray(indices)
+        if indices.size == 0:
+            return []
+        if indices.dtype.kind not in "iu":
+            raise TypeError(f"shapes indices must be integers; got {indices.dtype} ({indices[:3].tolist()}...)")
+        if not (-self.size <= indices.min() and indices.max() < self.size):
+            bad = indices[(indices < -self.size) | (indices >= self.size)][0]
+            raise IndexError(f"index {bad} out of range for shapes {self.split} of size {self.size}")
+        return self._tuples[indices].tolist()
+
     def attributes(self, index: int) -> dict:
         """Attributes of item `index` without rendering it."""
         return tuple_attributes(self._number(index))
@@ -477,7 +493,7 @@ class ShapesDataset:
 
     def read_batch(self, indices) -> list[Item]:
         """dataset[i] for each index, rendered as one batch (several times faster per item)."""
-        numbers = [self._number(i) for i in indices]
+        numbers = self._numbers(indices)
         attributes = tuples_attributes(numbers)
         images = render_batch(attributes, self.resolution, self.supersample)
         return [Item(item_id=_item_id(n), image=image, captions=captions_for(a), path=None, attributes=a)
