@@ -268,6 +268,8 @@ def test_memoised_coverage_gives_the_pixels_of_a_fresh_render(monkeypatch):
     assert 0 < len(memo.boxes) < 20 and 0 <= memo.free_bytes < 3000
     np.testing.assert_array_equal(render_batch(batch, 32), first)
     shapes.clear_coverage_memo()
+    with pytest.raises(ValueError, match="supersample must be at most 15"):
+        render(attributes[0], 32, supersample=16)  # 256 samples per pixel: counts overflow uint8
 
 
 def test_count_below_is_searchsorted_for_a_whole_batch():
