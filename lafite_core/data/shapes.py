@@ -348,7 +348,7 @@ class _CoverageMemo:
 
     Colour and background only choose a blend table, so the 235,200 tuples share 14,700
     geometries (shape, size, position, jitter). A 60k-image build draws most geometries about
-    four times; computing each once takes most of the rendering out of it."""
+    four times; an item whose geometry is kept costs about half as much to draw (at 32 px)."""
 
     def __init__(self, limit_bytes: int):
         self.boxes: dict[tuple, tuple[int, int, np.ndarray]] = {}
