@@ -464,12 +464,10 @@ class ShapesDataset:
         return self.size
 
     def _number(self, index: int) -> int:
-        if not -self.size <= index < self.size:
-            raise IndexError(f"index {index} out of range for shapes {self.split} of size {self.size}")
-        return int(self._tuples[index])
+        return self._numbers([index])[0]
 
     def _numbers(self, indices) -> list[int]:
-        """Tuple numbers of many indices at once (`_number`'s checks, vectorised)."""
+        """Tuple numbers of indices (negative ones count from the end), all checked at once."""
         indices = np.asarray(indices)
         if indices.size == 0:
             return []
