@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from lafite_core.data.shapes import ATTRIBUTE_NAMES, VOCABULARIES, ShapesDataset
+from lafite_core.params import run_main
 
 INPUT_SIZE = 32
 FORMAT = "lafite-attribute-classifier-v1"
@@ -226,4 +226,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -9,10 +9,7 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
-
-import yaml
 
 C = TypeVar("C")
 
@@ -112,11 +109,12 @@ def from_dict(cls: type[C], data: dict[str, Any] | None, where: str = "") -> C:
         raise ValueError(
             f"unknown parameter {where}{unknown[0]!r} for {cls.__name__}; known: {', '.join(sorted(names))}"
         )
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():
         hint = hints[key]
         if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-            value = from_dict(hint, value, where=f"{where}{key}.")
+            value = from_dict(hint, {**_field_default(fields[key]), **value}, where=f"{where}{key}.")
         elif not _type_ok(value, hint):
             raise TypeError(
                 f"parameter {where}{key} = {value!r} has type {type(value).__name__}; expected {_hint_name(hint)}"
@@ -127,52 +125,24 @@ def from_dict(cls: type[C], data: dict[str, Any] | None, where: str = "") -> C:
     return cls(**kwargs)
 
 
+def _field_default(f: dataclasses.Field) -> dict[str, Any]:
+    """A nested section's default in its parent (e.g. TrainConfig's tiny NetworkConfig), as the
+    base that a section given in part is merged over; {} for a section without a default."""
+    if f.default_factory is not dataclasses.MISSING:
+        default = f.default_factory()
+    elif f.default is not dataclasses.MISSING:
+        default = f.default
+    else:
+        return {}
+    return {g.name: getattr(default, g.name) for g in dataclasses.fields(default)}
+
+
 def _hint_name(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
-
-
-def load_yaml(path: str | Path, cls: type[C]) -> C:
-    """Load one YAML file into `cls`; the file name appears in every error."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise FileNotFoundError(f"params file not found: {path}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of parameters, got {type(data).__name__}")
-    try:
-        return from_dict(cls, data)
-    except (TypeError, ValueError) as err:
-        raise type(err)(f"{path}: {err}") from None
-
-
-def load_with_overrides(cls: type[C], params: str | Path | None, overrides: list[str],
-                        replace: dict[str, Any] | None = None) -> C:
-    """A command line's config: a params file (with `extends`), whole sections from `replace`
-    (e.g. a protocol preset), then `key.sub=value` overrides (values parsed as YAML). Errors name
-    the file and the parameter."""
-    from lafite_core.runner import load_params, set_dotted
-
-    data = {**(load_params(params) if params else {}), **(replace or {})}
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"override {item!r} must look like key=value (e.g. a.b=10)")
-        data = set_dotted(data, key.strip(), yaml.safe_load(value))
-    try:
-        return from_dict(cls, data)
-    except (TypeError, ValueError) as err:
-        raise type(err)(f"{params}: {err}" if params else str(err)) from None
-
-
-def from_namespace(cls: type[C], namespace: dict[str, Any]) -> C:
-    """Build `cls` from a notebook's parameter variables (one variable per top-level field)."""
-    names = [f.name for f in dataclasses.fields(cls)]
-    return from_dict(cls, {n: namespace[n] for n in names if n in namespace})
 
 
 @dataclass
@@ -213,11 +183,9 @@ class PerturbationTrainingConfig:
 class TrainConfig:
     """One training run (lafite_core/training.py): the model sections plus the loop's settings.
 
-    The defaults are the kit's embedded CPU run (params/train.yaml, notebooks/02_train.ipynb):
-    language-free LAFITE on Captioned Shapes at 32x32 with the shipped tiny encoder and networks
-    about 10x cheaper than the official 32x32 ones. A nested section given in a params file is
-    built from that section's class defaults (the official values), so override single fields
-    with `extends: train.yaml` (runner) or `--set network.z_dim=...` (command line).
+    The defaults are the kit's embedded CPU run: language-free LAFITE on Captioned Shapes at 32x32
+    with the shipped tiny encoder and networks about 10x cheaper than the official 32x32 ones. A
+    nested section given in part (`network: {z_dim: 32}`) is merged over these defaults.
     `run_dir` receives config.yaml, stats.jsonl, sample grids and checkpoints/.
     """
 

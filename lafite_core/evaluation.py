@@ -1,6 +1,6 @@
 """Generate and score: evaluating a trained generator under a stated protocol.
 
-    rows = evaluate(load_yaml("params/evaluate.yaml", EvalConfig))
+    rows = evaluate(params.load_yaml("params/evaluate.yaml", EvalConfig))  # lafite_core.params
 
 For each evaluated split (`data.split`, then `heldout_split`), and each subject (the model, then
 the baselines), the pipeline
@@ -43,6 +43,7 @@ from lafite_core.assets import resolve_asset
 from lafite_core.config import EvalConfig, ProtocolConfig
 from lafite_core.encoders import file_sha256
 from lafite_core.metrics import METRICS, ScoredImages, append_rows, compute_metrics, protocol_columns
+from lafite_core.params import INPUT_ERRORS, load_with_overrides, run_main
 
 # feature name -> the extractor that provides it
 FEATURES = {
@@ -574,7 +575,6 @@ def result_row(ctx: Context, split: str, reference_images: str, subject: str, nu
 def load_eval_config(params: str | Path | None, overrides: list[str], protocol: str | None = None) -> EvalConfig:
     """A params file (with `extends`), then the named protocol preset if given, then `key.sub=value`
     overrides (values parsed as YAML)."""
-    from lafite_core.config import load_with_overrides
     from lafite_core.metrics import protocol_preset
 
     preset = {} if protocol is None else {"protocol": dataclasses.asdict(protocol_preset(protocol))}
@@ -582,10 +582,6 @@ def load_eval_config(params: str | Path | None, overrides: list[str], protocol: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-    import os
-    import sys
-
     parser = argparse.ArgumentParser(prog="python -m lafite_core.evaluation",
                                      description="Evaluate a LAFITE generator; rows go to results/<table>.csv/.md")
     parser.add_argument("--params", help="YAML params file (EvalConfig fields), e.g. params/evaluate.yaml")
@@ -593,17 +589,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one parameter, e.g. --set checkpoint=results/runs/train")
     args = parser.parse_args(argv)
-    try:
-        rows = evaluate(load_eval_config(args.params, args.overrides, args.protocol))
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError, KeyError) as err:
-        if os.environ.get("LAFITE_DEBUG"):
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    rows = evaluate(load_eval_config(args.params, args.overrides, args.protocol))
     for row in rows:
         print(json.dumps({k: row[k] for k in ("subject", "eval_split", *metric_columns(row))}))
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main, errors=(*INPUT_ERRORS, RuntimeError))

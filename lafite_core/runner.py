@@ -8,13 +8,12 @@ folder (`metadata.lafite.output`). That lets the runner reject unknown keys and 
 Run ids are stable hashes of (notebook, params), so re-running a sweep skips finished runs and
 re-executes unfinished ones (the training notebook resumes from its last checkpoint).
 
-    python -m lafite_core.runner run params/sweeps/ablation.yaml --workers 2
+    python -m lafite_core.runner run params/ablation.yaml --workers 2
     python -m lafite_core.runner collect ablation
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import hashlib
 import importlib
@@ -24,7 +23,6 @@ import os
 import subprocess
 import sys
 import time
-import traceback
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,52 +31,11 @@ from typing import Any
 import yaml
 
 from lafite_core import config as config_module
+from lafite_core.params import deep_merge  # noqa: F401  (demo.py reads runner.deep_merge)
+from lafite_core.params import load_params, run_main, set_dotted
 
 RESULTS = Path("results")
 KERNEL_START_ERRORS = ("Address already in use", "Kernel died before replying", "Kernel didn't respond")
-
-
-# ----------------------------------------------------------------------------- params files
-def deep_merge(base: dict, override: dict) -> dict:
-    """Nested dict merge where `override` wins; dicts merge, everything else replaces."""
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def load_params(path: str | Path) -> dict[str, Any]:
-    """A YAML params file. `extends: other.yaml` (relative to the file) loads that file first and
-    overrides it; it may stand at the top or inside any section (`train: {extends: train.yaml}`)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"params file not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of parameters")
-    return _resolve_extends(data, path.parent)
-
-
-def _resolve_extends(data: dict[str, Any], folder: Path) -> dict[str, Any]:
-    data = {k: _resolve_extends(v, folder) if isinstance(v, dict) else v for k, v in data.items()}
-    parent = data.pop("extends", None)
-    return data if parent is None else deep_merge(load_params(folder / parent), data)
-
-
-def set_dotted(params: dict, dotted: str, value: Any) -> dict:
-    """params with `a.b.c` set to value (intermediate dicts created)."""
-    out = copy.deepcopy(params)
-    node = out
-    *parents, leaf = dotted.split(".")
-    for key in parents:
-        node = node.setdefault(key, {})
-        if not isinstance(node, dict):
-            raise ValueError(f"cannot set {dotted!r}: {key!r} is not a mapping")
-    node[leaf] = value
-    return out
 
 
 # ----------------------------------------------------------------------------- runs and sweeps
@@ -452,12 +409,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except Exception as err:  # a clear one-line error for bad input, full trace in debug
-        if os.environ.get("LAFITE_DEBUG"):
-            traceback.print_exc()
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_main(main, errors=(Exception,))

@@ -33,6 +33,7 @@ from torch import Tensor
 
 from lafite_core import checkpoint as ckpt
 from lafite_core.assets import ASSETS_DIR, resolve_asset
+from lafite_core.params import run_main
 
 GENERATOR_FORMAT = "lafite-generator-v1"
 DEMO_GENERATOR = ASSETS_DIR / "demo-generator.safetensors"
@@ -377,10 +378,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    import sys
-
-    try:
-        sys.exit(main())
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_main(main)

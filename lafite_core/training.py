@@ -49,8 +49,9 @@ from PIL import Image
 from lafite_core import checkpoint as ckpt
 from lafite_core.assets import resolve_asset
 from lafite_core.augment import AugmentedDiscriminator
-from lafite_core.config import TrainConfig, load_with_overrides, to_dict
+from lafite_core.config import TrainConfig, to_dict
 from lafite_core.losses import LafiteLoss
+from lafite_core.params import INPUT_ERRORS, load_with_overrides, run_main
 from lafite_core.registry import Registry
 
 Tensor = torch.Tensor
@@ -886,12 +887,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except (ValueError, TypeError, FileNotFoundError, NonFiniteLossError) as err:
-        if os.environ.get("LAFITE_DEBUG"):
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_main(main, errors=(*INPUT_ERRORS, NonFiniteLossError))

@@ -37,6 +37,7 @@ from lafite_core.evaluation import (
     reference_features,
     register_encoder_extractor,
 )
+from lafite_core.params import load_params
 from lafite_core.metrics import (
     ScoredImages,
     caption_accuracy,
@@ -267,7 +268,6 @@ def test_bad_choices_fail_before_any_image_is_made(tmp_path, encoder):
 
 # --------------------------------------------------------------------------- notebook and params
 def test_paper_params_and_protocol_preset_by_name():
-    from lafite_core.runner import load_params
 
     paper = from_dict(EvalConfig, load_params(REPO / "params" / "evaluate_paper.yaml"))
     assert paper.protocol == protocol_preset("paper") and "fid" in paper.metrics and "is" in paper.metrics

@@ -1,5 +1,5 @@
-"""Every committed notebook: clean (no outputs), a python3 kernel, one `parameters` cell whose
-values are its config's defaults, and, where a params file mirrors the notebook, that file too."""
+"""Every committed notebook: clean (no outputs), a python3 kernel, and one `parameters` cell that
+holds a `params` path and commented examples only, so its config is the dataclass defaults."""
 from __future__ import annotations
 
 import json
@@ -8,25 +8,16 @@ from pathlib import Path
 import pytest
 
 from lafite_core import config
-from lafite_core.config import from_namespace, load_yaml
+from lafite_core.params import from_namespace
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
-# params files whose values are exactly the notebook's defaults (the others override some)
-DEFAULT_PARAMS = {
-    "00_pretrain_encoder": "pretrain_encoder.yaml",
-    "01_embed": "embed.yaml",
-    "02_train": "train.yaml",
-    "04_evaluate": "evaluate.yaml",
-}
-
-
 def test_all_six_notebooks_are_checked():
     assert [p.stem[:2] for p in NOTEBOOKS] == ["00", "01", "02", "03", "04", "05"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_committed_notebook_is_clean_and_its_parameters_are_its_config_defaults(path):
+def test_committed_notebook_is_clean_and_its_parameters_cell_holds_no_defaults(path):
     nb = json.loads(path.read_text())
     assert nb["metadata"]["kernelspec"] == {"name": "python3", "language": "python", "display_name": "Python 3"}
     cls = getattr(config, nb["metadata"]["lafite"]["config"])
@@ -40,6 +31,13 @@ def test_committed_notebook_is_clean_and_its_parameters_are_its_config_defaults(
             assert cell["outputs"] == [] and cell["execution_count"] is None
     namespace: dict = {}
     exec("".join(nb["cells"][tagged[0]]["source"]), namespace)
+    assert namespace["params"] is None
+    assert not set(namespace) & set(cls.__dataclass_fields__)  # no second copy of a default
     assert from_namespace(cls, namespace) == cls()
-    if path.stem in DEFAULT_PARAMS:
-        assert load_yaml(REPO / "params" / DEFAULT_PARAMS[path.stem], cls) == cls()
+
+
+def test_notebook_config_reads_its_params_file_then_the_injected_fields(tmp_path):
+    (tmp_path / "p.yaml").write_text("total_kimg: 2.0\nnetwork: {z_dim: 32}\n")
+    cfg = from_namespace(config.TrainConfig, {"params": str(tmp_path / "p.yaml"), "total_kimg": 3.0, "seed": 7})
+    assert (cfg.total_kimg, cfg.seed, cfg.network.z_dim) == (3.0, 7, 32)
+    assert cfg.network.channel_base == config.TrainConfig().network.channel_base

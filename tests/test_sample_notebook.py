@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lafite_core.config import SampleConfig, load_yaml
+from lafite_core.config import SampleConfig
+from lafite_core.params import load_yaml
 from test_sampler import make_run  # a small generator with its own saved encoder
 
 REPO = Path(__file__).resolve().parents[1]

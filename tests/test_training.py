@@ -15,7 +15,8 @@ from PIL import Image
 
 from lafite_core import training
 from lafite_core.checkpoint import checkpoint_name, latest_checkpoint, list_checkpoints, load_checkpoint
-from lafite_core.config import DataConfig, NetworkConfig, PerturbationConfig, TrainConfig, from_dict, load_yaml
+from lafite_core.config import DataConfig, NetworkConfig, PerturbationConfig, TrainConfig, from_dict
+from lafite_core.params import load_params, load_yaml
 from lafite_core.losses import LafiteLoss
 from lafite_core.training import (
     Distributed,
@@ -305,7 +306,6 @@ def test_notebook_runs_the_tiny_preset(tmp_path):
     from lafite_core.data import dataset_from_config
     from lafite_core.data.cache import build_cache
     from lafite_core.encoders import load_encoder
-    from lafite_core.runner import load_params
 
     params = load_params(REPO / "params" / "train_tiny.yaml")
     params.update(encoder={"name": "lafite-tiny", "pretrained": None}, cache=str(tmp_path / "cache"),
