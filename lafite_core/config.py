@@ -11,6 +11,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, Union
 
+from lafite_core.assets import REPO_PREFIX, TINY_ENCODER_GEOMETRY
+
 C = TypeVar("C")
 
 
@@ -47,12 +49,15 @@ class NetworkConfig:
 class PerturbationConfig:
     """How a CLIP feature becomes a pseudo text feature (see perturbations.py)."""
 
-    kind: str = "official"  # none | gaussian | official | learned
+    kind: str = "official"  # none | gaussian | official | learned | calibrated | centred
     xi: float = 3.0  # gaussian: noise-to-signal ratio
     image_alpha: float = 0.75  # official: interpolation weight for image features
     text_alpha: float = 0.1  # official: interpolation weight for caption features
     shared_noise: bool = False  # official code draws one noise vector per batch
     learned_weights: str | None = None  # path to a learned-perturbation state dict
+    # calibrated, centred: the encoder's modality geometry (lafite_core/modality.py)
+    geometry: str | None = REPO_PREFIX + TINY_ENCODER_GEOMETRY.name
+    target_cosine: float | None = None  # calibrated, centred: E[cos(h', h)]; None: the geometry's matched cosine
 
 
 @dataclass

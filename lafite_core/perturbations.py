@@ -10,6 +10,10 @@ eps ~ N(0, I), the kinds (pick one by name in `PerturbationConfig.kind`) are:
 - official: h' = norm((1 - a) h~ + a * eps / ||eps||)                 (authors' code; a = image_alpha)
 - learned:  r = mu(h~) + exp(logstd(h~)) * eps,
             h' = norm(h~ + r * ||h~|| / ||r||)                        (paper's adaptive variant)
+- calibrated: gaussian with xi = sqrt(1/c^2 - 1), c the encoder's matched image/caption cosine,
+            so h' sits as far from h~ as a real caption does            (modality.py measures c)
+- centred:  h_c = norm(h~ - image_mean + text_mean), then calibrated noise around h_c, sized by
+            the matched cosine left after the shift                    (C3, Zhang et al. 2024)
 
 For unit vectors "official" is "gaussian" with xi = a / (1 - a), so a = 0.75 is xi = 3 and
 E[cos(h', h~)] is about 1/sqrt(1 + xi^2) = 0.32 in high dimension.
@@ -30,7 +34,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from lafite_core.assets import resolve_asset
 from lafite_core.config import PerturbationConfig
+from lafite_core.modality import ModalityGeometry, load_geometry, noise_ratio
 from lafite_core.registry import Registry
 
 PERTURBATIONS: Registry = Registry("perturbation")
@@ -123,6 +129,20 @@ class OfficialPerturbation(Perturbation):
 
     def perturb_image(self, h_unit: Tensor, generator: torch.Generator | None) -> Tensor:
         return interpolate_perturb(h_unit, self.image_alpha, self.noise(h_unit, generator))
+
+
+class CentredPerturbation(GaussianPerturbation):
+    """Cross the modality gap by its mean offset, then add noise: isotropic noise alone cannot
+    cross a constant offset between the two modalities' cones."""
+
+    def __init__(self, geometry: ModalityGeometry, xi: float, text_alpha: float = 0.1, shared_noise: bool = False):
+        super().__init__(xi, text_alpha, shared_noise)
+        self.register_buffer("image_mean", geometry.image_mean.clone())
+        self.register_buffer("text_mean", geometry.text_mean.clone())
+
+    def perturb_image(self, h_unit: Tensor, generator: torch.Generator | None) -> Tensor:
+        centred = _unit(h_unit - self.image_mean.to(h_unit.dtype) + self.text_mean.to(h_unit.dtype))
+        return super().perturb_image(centred, generator)
 
 
 def _mlp(feature_dim: int, hidden_dim: int) -> nn.Sequential:
@@ -286,6 +306,33 @@ def _build_official(cfg: PerturbationConfig, feature_dim: int) -> Perturbation:
     _check_fraction("image_alpha", cfg.image_alpha)
     _check_fraction("text_alpha", cfg.text_alpha)
     return OfficialPerturbation(cfg.image_alpha, cfg.text_alpha, cfg.shared_noise)
+
+
+def _geometry(cfg: PerturbationConfig, feature_dim: int) -> ModalityGeometry:
+    if cfg.geometry is None:
+        raise ValueError(f"perturbation kind {cfg.kind!r} needs perturbation.geometry, the encoder's modality "
+                         f"geometry file (python -m lafite_core.modality)")
+    geometry = load_geometry(resolve_asset(cfg.geometry))
+    if geometry.image_mean.shape[-1] != feature_dim:
+        raise ValueError(f"parameter perturbation.geometry: {cfg.geometry} describes {geometry.image_mean.shape[-1]}-d "
+                         f"features; the encoder gives {feature_dim}-d (measure this encoder's geometry)")
+    return geometry
+
+
+@PERTURBATIONS.register("calibrated")
+def _build_calibrated(cfg: PerturbationConfig, feature_dim: int) -> Perturbation:
+    """Gaussian noise sized so that E[cos(h', h~)] is the encoder's matched image/caption cosine."""
+    _check_fraction("text_alpha", cfg.text_alpha)
+    cosine = cfg.target_cosine if cfg.target_cosine is not None else _geometry(cfg, feature_dim).matched_cosine
+    return GaussianPerturbation(noise_ratio(cosine), cfg.text_alpha, cfg.shared_noise)
+
+
+@PERTURBATIONS.register("centred")
+def _build_centred(cfg: PerturbationConfig, feature_dim: int) -> Perturbation:
+    _check_fraction("text_alpha", cfg.text_alpha)
+    geometry = _geometry(cfg, feature_dim)
+    cosine = cfg.target_cosine if cfg.target_cosine is not None else geometry.centred_matched_cosine
+    return CentredPerturbation(geometry, noise_ratio(cosine), cfg.text_alpha, cfg.shared_noise)
 
 
 @PERTURBATIONS.register("learned")

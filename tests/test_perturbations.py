@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from lafite_core.config import PerturbationConfig
+from lafite_core.modality import measure, noise_ratio, save_geometry
 from lafite_core.perturbations import (
     PERTURBATIONS,
     GaussianPerturbation,
@@ -21,6 +22,7 @@ from lafite_core.perturbations import (
 )
 
 KINDS = ["none", "gaussian", "official", "learned"]
+GEOMETRY_KINDS = ["calibrated", "centred"]  # need the encoder's modality geometry file
 
 
 def features(n, d, seed=0, scale=3.0):
@@ -121,7 +123,7 @@ def test_generator_makes_draws_reproducible():
 
 
 def test_registry_lists_kinds_and_rejects_unknown():
-    assert PERTURBATIONS.names() == sorted(KINDS)
+    assert PERTURBATIONS.names() == sorted(KINDS + GEOMETRY_KINDS)
     with pytest.raises(KeyError) as err:
         build_perturbation(PerturbationConfig(kind="uniform"), 32)
     assert "uniform" in str(err.value) and all(k in str(err.value) for k in KINDS)
@@ -214,3 +216,61 @@ def test_missing_learned_weights_file_is_named(tmp_path):
     missing = tmp_path / "no_such_weights.safetensors"
     with pytest.raises(FileNotFoundError, match="no_such_weights.safetensors"):
         build_perturbation(PerturbationConfig(kind="learned", learned_weights=str(missing)), 16)
+
+
+# ------------------------------------------------------------------ calibrated and centred
+def geometry_file(tmp_path, d=64, offset=5.0):
+    """A geometry whose image and text features differ by a constant offset plus small noise."""
+    g = torch.Generator().manual_seed(3)
+    content = torch.randn(400, d, generator=g)
+    shift = torch.zeros(d)
+    shift[0] = offset
+    images = content + shift + 0.3 * torch.randn(400, d, generator=g)
+    texts = content - shift + 0.3 * torch.randn(400, d, generator=g)
+    geometry = measure(images, images, texts, texts)
+    return save_geometry(geometry, tmp_path / "geometry.safetensors"), geometry, images, texts
+
+
+@pytest.mark.parametrize("cosine", [0.3, 0.53, 0.8])
+def test_calibrated_noise_keeps_the_target_cosine(cosine):
+    d = 512
+    p = build_perturbation(PerturbationConfig(kind="calibrated", target_cosine=cosine, geometry=None), d)
+    assert p.xi == pytest.approx(math.sqrt(1 / cosine**2 - 1))
+    h = features(2000, d)
+    assert mean_cos(p(h, generator=torch.Generator().manual_seed(1)), h) == pytest.approx(cosine, abs=0.02)
+
+
+def test_official_alpha_is_the_calibration_rule_at_clip_cosine():
+    assert noise_ratio(0.316) / (1 + noise_ratio(0.316)) == pytest.approx(0.75, abs=0.002)
+
+
+def test_calibrated_reads_the_matched_cosine_from_the_geometry(tmp_path):
+    path, geometry, images, texts = geometry_file(tmp_path)
+    p = build_perturbation(PerturbationConfig(kind="calibrated", geometry=str(path)), 64)
+    assert p.xi == pytest.approx(noise_ratio(geometry.matched_cosine))
+    assert geometry.matched_cosine == pytest.approx(mean_cos(images, texts), abs=1e-5)
+
+
+def test_centred_moves_image_features_to_their_captions(tmp_path):
+    path, geometry, images, texts = geometry_file(tmp_path)
+    assert geometry.centred_matched_cosine > geometry.matched_cosine + 0.2  # the offset was most of the gap
+    cfg = PerturbationConfig(kind="centred", geometry=str(path))
+    noiseless = build_perturbation(PerturbationConfig(kind="centred", geometry=str(path), target_cosine=1.0), 64)
+    assert mean_cos(noiseless(images), texts) == pytest.approx(geometry.centred_matched_cosine, abs=1e-5)
+    noisy = build_perturbation(cfg, 64)
+    out = noisy(images, generator=torch.Generator().manual_seed(0))
+    assert mean_cos(out, noiseless(images)) == pytest.approx(geometry.centred_matched_cosine, abs=0.03)
+    assert mean_cos(out, texts) > mean_cos(images, texts)
+
+
+def test_geometry_kinds_name_a_missing_or_mismatched_file(tmp_path):
+    with pytest.raises(ValueError, match="perturbation.geometry"):
+        build_perturbation(PerturbationConfig(kind="centred", geometry=None), 64)
+    with pytest.raises(FileNotFoundError, match="perturbation.geometry.*nowhere"):
+        build_perturbation(PerturbationConfig(kind="calibrated", geometry=str(tmp_path / "nowhere")), 64)
+    path = geometry_file(tmp_path)[0]
+    with pytest.raises(ValueError, match="64-d"):
+        build_perturbation(PerturbationConfig(kind="centred", geometry=str(path)), 32)
+    (tmp_path / "other.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="not a safetensors"):
+        build_perturbation(PerturbationConfig(kind="centred", geometry=str(tmp_path / "other.safetensors")), 64)

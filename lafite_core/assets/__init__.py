@@ -16,6 +16,7 @@ from pathlib import Path
 ASSETS_DIR = Path(__file__).resolve().parent
 TINY_ENCODER_WEIGHTS = ASSETS_DIR / "lafite-tiny-shapes.safetensors"
 TINY_ENCODER_PROVENANCE = ASSETS_DIR / "lafite-tiny-shapes.json"
+TINY_ENCODER_GEOMETRY = ASSETS_DIR / "lafite-tiny-shapes.geometry.safetensors"  # lafite_core/modality.py
 REPO_PREFIX = "lafite_core/assets/"
 
 

@@ -1,0 +1,147 @@
+"""The modality geometry of an encoder: how far its text features sit from its image features.
+
+LAFITE's noise is sized for CLIP, whose matched image/caption cosine is about 0.3. Another encoder
+has another gap, and the perturbation that fits it follows from three measurements, stored in one
+small safetensors file per encoder (and read by the `calibrated` and `centred` perturbations):
+
+- `matched_cosine`: mean cos(image feature, its caption's feature) over paired items;
+- `image_mean`, `text_mean`: the mean unit feature of each modality, and `gap`, the distance between
+  them (Liang et al. 2022, "Mind the Gap"). The text mean needs only text, never paired with images
+  (C3, Zhang et al. 2024), so training stays language-free;
+- `centred_matched_cosine`: the matched cosine left after moving image features by
+  text_mean - image_mean, which is what the `centred` perturbation's noise is sized for.
+
+    python -m lafite_core.modality --cache results/cache/shapes-32-lafite-tiny --out geometry.safetensors
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import Tensor
+
+from lafite_core.data.cache import load_cache
+from lafite_core.params import run_main
+from lafite_core.sampler import encoder_for
+
+FORMAT = "lafite-modality-geometry-v1"
+
+
+@dataclass
+class ModalityGeometry:
+    image_mean: Tensor  # [f] mean of unit image features
+    text_mean: Tensor  # [f] mean of unit text features (unpaired text is enough)
+    matched_cosine: float
+    centred_matched_cosine: float
+    details: dict  # counts, sources and the encoder identity, as recorded
+
+    @property
+    def gap(self) -> float:
+        return float((self.image_mean - self.text_mean).norm())
+
+    def centre(self, h_unit: Tensor) -> Tensor:
+        """Move unit image features across the gap: norm(h - image_mean + text_mean)."""
+        shift = (self.text_mean - self.image_mean).to(device=h_unit.device, dtype=h_unit.dtype)
+        return F.normalize(h_unit + shift, dim=-1)
+
+
+def noise_ratio(target_cosine: float) -> float:
+    """Gaussian xi whose pseudo feature keeps E[cos(h', h)] = target (high-dimensional limit):
+    xi = sqrt(1 / c^2 - 1). LAFITE's interpolation weight 0.75 is this rule at c = 0.316."""
+    if not 0 < target_cosine <= 1:
+        raise ValueError(f"a target cosine must be in (0, 1], got {target_cosine}")
+    return math.sqrt(1 / target_cosine**2 - 1)
+
+
+def measure(image_features: Tensor, paired_images: Tensor, paired_texts: Tensor, texts: Tensor,
+            details: dict | None = None) -> ModalityGeometry:
+    """Geometry from image features [N, f], paired (image, caption) features [M, f] each, and
+    text features [T, f] (any text: the text mean's source)."""
+    image_mean = F.normalize(image_features.float(), dim=-1).mean(0)
+    text_mean = F.normalize(texts.float(), dim=-1).mean(0)
+    pi, pt = F.normalize(paired_images.float(), dim=-1), F.normalize(paired_texts.float(), dim=-1)
+    geometry = ModalityGeometry(image_mean, text_mean, float((pi * pt).sum(-1).mean()), 0.0, dict(details or {}))
+    geometry.centred_matched_cosine = float((geometry.centre(pi) * pt).sum(-1).mean())
+    return geometry
+
+
+def save_geometry(geometry: ModalityGeometry, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"format": FORMAT, "matched_cosine": repr(geometry.matched_cosine),
+            "centred_matched_cosine": repr(geometry.centred_matched_cosine), "gap": repr(geometry.gap),
+            "details": json.dumps(geometry.details, sort_keys=True)}
+    tensors = {"image_mean": geometry.image_mean.contiguous(), "text_mean": geometry.text_mean.contiguous()}
+    save_file(tensors, str(path), metadata=meta)
+    return path
+
+
+def load_geometry(path: str | Path, parameter: str = "perturbation.geometry") -> ModalityGeometry:
+    """Read a geometry file; errors name the parameter that pointed at it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"parameter {parameter}: modality geometry file not found: {path} "
+                                f"(make one with `python -m lafite_core.modality --cache <cache> --out {path}`)")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"parameter {parameter}: {path} is not a safetensors file ({err})") from None
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"parameter {parameter}: {path} is not a {FORMAT} file (format: {meta.get('format')!r})")
+    return ModalityGeometry(tensors["image_mean"].float(), tensors["text_mean"].float(),
+                            float(meta["matched_cosine"]), float(meta["centred_matched_cosine"]),
+                            json.loads(meta["details"]))
+
+
+def measure_cache(cache_dir: str | Path, texts: Tensor | None = None) -> ModalityGeometry:
+    """Geometry from a feature cache: its images, its captioned pairs, and `texts` (default: the
+    cache's own distinct caption features, used as a text-only sample)."""
+    cache = load_cache(cache_dir)
+    images = torch.from_numpy(np.array(cache.image_features, dtype=np.float32))
+    captions = torch.from_numpy(np.array(cache.caption_features, dtype=np.float32))
+    if len(captions) == 0:
+        raise ValueError(f"cache {cache_dir} has no captions: the matched cosine needs some paired items")
+    owners = torch.from_numpy(np.array(cache.caption_item, dtype=np.int64))
+    text_sample = captions if texts is None else texts
+    details = {"cache": str(cache_dir), "images": len(images), "pairs": len(captions), "texts": len(text_sample),
+               "text_source": "the cache's captions" if texts is None else "a text file", "encoder": cache.meta["encoder"]}
+    return measure(images, images[owners], captions, text_sample, details)
+
+
+def encode_text_file(cache_dir: str | Path, path: str | Path) -> Tensor:
+    """Features of a text file's lines (one prompt or caption each) by the cache's own encoder."""
+    lines = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+    if not lines:
+        raise ValueError(f"{path} holds no text (one prompt or caption per line)")
+    encoder = encoder_for(load_cache(cache_dir).meta["encoder"])
+    return torch.cat([encoder.encode_text(lines[i:i + 512]) for i in range(0, len(lines), 512)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lafite_core.modality", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cache", required=True, help="a feature cache folder with captioned items")
+    parser.add_argument("--out", required=True, help="the geometry file to write (.safetensors)")
+    parser.add_argument("--texts", help="a text file, one caption or prompt per line, for the text mean "
+                                        "(default: the cache's captions)")
+    args = parser.parse_args(argv)
+    texts = encode_text_file(args.cache, args.texts) if args.texts else None
+    geometry = measure_cache(args.cache, texts)
+    save_geometry(geometry, args.out)
+    print(f"matched cosine {geometry.matched_cosine:.3f}, after centring {geometry.centred_matched_cosine:.3f}, "
+          f"gap between the modality means {geometry.gap:.3f} -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
