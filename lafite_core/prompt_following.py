@@ -1,0 +1,77 @@
+"""Does a generator draw what the prompt says? The kit's judged quality figure on Captioned Shapes.
+
+Every attribute combination (shape, colour, size, position, background) is prompted with its long
+caption ("a small red triangle in the top left corner on a black background") and one latent of
+its own. The judge is the shipped supervised attribute classifier (assets/attribute-classifier.md),
+trained on rendered images only: it is never the encoder the generator was trained against, so a
+generator cannot score by fooling its own training signal. `seen` combinations occur in training;
+`heldout` shape/colour pairs never do, so their figures show composition of known words.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from lafite_core.assets import ASSETS_DIR
+from lafite_core.attribute_classifier import AttributeClassifier, attribute_accuracy, load_attribute_classifier
+from lafite_core.data.shapes import VOCABULARIES, attribute_combinations, caption_for
+from lafite_core.sampler import Sampler, latents
+from lafite_core.zero_shot import label_indices
+
+JUDGE_WEIGHTS = ASSETS_DIR / "attribute-classifier.safetensors"
+SPLITS = ("seen", "heldout")
+ATTRIBUTES = (*VOCABULARIES, "all")
+BATCH = 64
+
+
+def chance_levels() -> dict[str, float]:
+    """Accuracy of a generator that ignores the prompt (uniform guess per attribute)."""
+    chance = {name: 1 / len(values) for name, values in VOCABULARIES.items()}
+    return {**chance, "all": math.prod(chance.values())}
+
+
+@torch.no_grad()
+def generate_combinations(sampler: Sampler, which: str, seed: int = 0) -> tuple[Tensor, list[dict]]:
+    """One image per combination of split `which`: combination i uses the latent of seed + i."""
+    attributes = attribute_combinations(which)
+    conditions = sampler.text_features([caption_for(a, 0) for a in attributes])
+    z = latents(seed, len(attributes), sampler.G.z_dim).to(sampler.device)
+    images = torch.cat([
+        sampler.G(z[i:i + BATCH], conditions[i:i + BATCH], noise_mode="const").cpu()
+        for i in range(0, len(z), BATCH)
+    ])
+    return images, attributes
+
+
+def judge_sampler(sampler: Sampler, classifier: AttributeClassifier, seed: int = 0) -> dict[str, dict[str, float]]:
+    """Per split: the judge's accuracy per attribute, `all` (every attribute right) and `count`."""
+    results = {}
+    for which in SPLITS:
+        images, attributes = generate_combinations(sampler, which, seed)
+        accuracy = attribute_accuracy(classifier, images, label_indices(attributes, VOCABULARIES))
+        results[which] = {**accuracy, "count": len(attributes)}
+    return results
+
+
+def judge(source: str | Path, seed: int = 0, classifier: AttributeClassifier | None = None) -> dict:
+    """Judge a generator from any source Sampler.load opens; adds its kimg."""
+    sampler = Sampler.load(source)
+    classifier = classifier or load_attribute_classifier(JUDGE_WEIGHTS)
+    return {"source": str(source), "kimg": sampler.info["nimg"] / 1000, **judge_sampler(sampler, classifier, seed)}
+
+
+def markdown_table(rows: dict[str, dict]) -> str:
+    """Rows label -> judge result; one line per (label, split) plus chance. Higher is better."""
+    header = "| generator | prompts | " + " | ".join(ATTRIBUTES) + " |"
+    lines = [header, "|---|---|" + "---:|" * len(ATTRIBUTES)]
+    chance = chance_levels()
+    lines.append("| chance | | " + " | ".join(f"{chance[a]:.2f}" for a in ATTRIBUTES) + " |")
+    for label, result in rows.items():
+        for which in SPLITS:
+            cells = " | ".join(f"{result[which][a]:.2f}" for a in ATTRIBUTES)
+            lines.append(f"| {label} | {which} ({result[which]['count']}) | {cells} |")
+    return "\n".join(lines)
