@@ -36,11 +36,11 @@ sys.path.insert(0, str(REPO))
 
 from lafite_core import attribute_classifier as judge  # noqa: E402
 from lafite_core.assets import ASSETS_DIR, resolve_asset  # noqa: E402
-from lafite_core.checkpoint import load_generator  # noqa: E402
 from lafite_core.config import EncoderConfig, from_dict  # noqa: E402
 from lafite_core.data.shapes import VOCABULARIES, attribute_combinations, caption_for, render  # noqa: E402
 from lafite_core.encoders import load_encoder  # noqa: E402
-from lafite_core.training import fixed_latents, save_image_grid  # noqa: E402
+from lafite_core.grids import save_image_grid, seed_latents as fixed_latents  # noqa: E402
+from lafite_core.sampler import load_generator  # noqa: E402
 from lafite_core.zero_shot import attribute_accuracy, combination_text_features  # noqa: E402
 
 

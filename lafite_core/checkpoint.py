@@ -132,24 +132,3 @@ def _fsync_folder(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-# ------------------------------------------------------------------------- using a checkpoint
-def load_generator(path: str | Path, which: str = "G_ema", device: str | torch.device = "cpu"):
-    """Rebuild a trained generator (`G_ema` by default, or `G`) from a checkpoint.
-
-    Returns (generator in eval mode, info) where info holds the run's config dict, the encoder
-    identity whose text features the generator expects, and the step and images seen."""
-    from lafite_core.config import NetworkConfig, from_dict
-    from lafite_core.networks import Generator
-
-    if which not in ("G_ema", "G"):
-        raise ValueError(f"which must be 'G_ema' or 'G', got {which!r}")
-    state = load_checkpoint(path, map_location=device)
-    config = from_json_string(state["config"])
-    network = from_dict(NetworkConfig, config["network"])
-    G = Generator(network, network.feature_dim)
-    G.load_state_dict(state[which])
-    info = {"config": config, "encoder_identity": from_json_string(state["encoder_identity"]),
-            "step": state["step"], "nimg": state["nimg"]}
-    return G.to(device).eval().requires_grad_(False), info

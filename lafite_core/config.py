@@ -11,7 +11,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, Union
 
-from lafite_core.assets import REPO_PREFIX, TINY_ENCODER_GEOMETRY
+from lafite_core.assets import REPO_PREFIX, TINY_ENCODER_GEOMETRY, TINY_ENCODER_WEIGHTS
 
 C = TypeVar("C")
 
@@ -24,6 +24,11 @@ class EncoderConfig:
     pretrained: str | None = None  # tag ("openai"), a path to .safetensors/.bin/.pt, or None
     device: str = "cpu"
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+
+
+def tiny_encoder() -> EncoderConfig:
+    """The kit's shipped tiny encoder (lafite_core/assets), named by its path in the repository."""
+    return EncoderConfig(name="lafite-tiny", pretrained=REPO_PREFIX + TINY_ENCODER_WEIGHTS.name)
 
 
 @dataclass
@@ -194,8 +199,7 @@ class TrainConfig:
     `run_dir` receives config.yaml, stats.jsonl, sample grids and checkpoints/.
     """
 
-    encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(
-        name="lafite-tiny", pretrained="lafite_core/assets/lafite-tiny-shapes.safetensors"))
+    encoder: EncoderConfig = field(default_factory=tiny_encoder)
     # condition_lr_mult 1 (official: 0.01): at 0.01 the per-layer condition MLPs barely move in a
     # run of minutes, and the generator ignores the prompt.
     network: NetworkConfig = field(default_factory=lambda: NetworkConfig(
@@ -312,8 +316,7 @@ class EmbedConfig:
     images that fail to decode (listed in the cache's report.json)."""
 
     data: DataConfig = field(default_factory=DataConfig)
-    encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(
-        name="lafite-tiny", pretrained="lafite_core/assets/lafite-tiny-shapes.safetensors"))
+    encoder: EncoderConfig = field(default_factory=tiny_encoder)
     cache_dir: str = "results/cache/shapes-32-lafite-tiny"  # TrainConfig.cache reads it
     batch_size: int = 256
     dtype: Literal["float16", "float32"] = "float16"
@@ -405,8 +408,7 @@ class EvalConfig:
     metrics: list[str] = field(default_factory=lambda: [
         "clip_fid", "clip_kid", "clip_score", "r_precision", "caption_accuracy"])
     baselines: list[Literal["real", "shuffled"]] = field(default_factory=lambda: ["real", "shuffled"])
-    eval_encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(
-        name="lafite-tiny", pretrained="lafite_core/assets/lafite-tiny-shapes.safetensors"))
+    eval_encoder: EncoderConfig = field(default_factory=tiny_encoder)
     inception_weights: str | None = None  # None: torch-fidelity downloads its own (needs internet)
     attribute_classifier: str = "lafite_core/assets/attribute-classifier.safetensors"
     stats_cache: str = "results/cache/reference-features"

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import math
-import string
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,15 +40,16 @@ from lafite_core.config import EncoderConfig, PretrainConfig, to_dict
 from lafite_core.data.shapes import (
     ATTRIBUTE_NAMES,
     CAPTION_TEMPLATES,
-    POSITION_PHRASES,
     SPACE_DIMS,
     SPACE_SIZE,
     VOCABULARIES,
     ShapesDataset,
     caption_for,
     class_prompts,
+    fill_template,
     render,
     split_tuples,
+    template_attributes,
     tuple_attributes,
 )
 from lafite_core.encoders import ClipEncoder, file_sha256, load_encoder
@@ -68,18 +68,6 @@ EXTRA_TEMPLATES = (
     "a picture of a {size} {colour} {shape}",
 )
 TRAINING_TEMPLATES = tuple(CAPTION_TEMPLATES) + EXTRA_TEMPLATES
-
-
-def template_attributes(template: str) -> frozenset[str]:
-    """The attributes a caption template names ("position_long" and "position_short" name position)."""
-    fields = {name for _, name, _, _ in string.Formatter().parse(template) if name}
-    return frozenset("position" if f.startswith("position") else f for f in fields)
-
-
-def fill_template(template: str, attributes: dict) -> str:
-    long_phrase, short_phrase = POSITION_PHRASES[attributes["position"]]
-    values = {name: attributes[name] for name in ATTRIBUTE_NAMES if name != "position"}
-    return template.format(position_long=long_phrase, position_short=short_phrase, **values)
 
 
 # ------------------------------------------------------------------------------------ the loss

@@ -32,7 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lafite_core.assets import resolve_asset
 from lafite_core.config import EncoderConfig
+from lafite_core.precision import resolve_device
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 
@@ -159,15 +161,16 @@ class ClipEncoder(torch.nn.Module):
 
 
 def load_encoder(cfg: EncoderConfig) -> ClipEncoder:
-    """Build the frozen CLIP named by `cfg` on cfg.device in cfg.precision."""
+    """Build the frozen CLIP named by `cfg` on cfg.device ("auto": CUDA if available) in cfg.precision.
+    `pretrained` may name a shipped file by its repository path (lafite_core/assets/...)."""
     if cfg.name not in open_clip.list_models():
         close = difflib.get_close_matches(cfg.name, open_clip.list_models(), n=5)
         raise ValueError(f"unknown CLIP model {cfg.name!r}; close matches: {close or 'none'} "
                          f"(all: lafite_core.encoders.list_encoders())")
     if cfg.precision not in _DTYPES:
         raise ValueError(f"unknown precision {cfg.precision!r}; known: {', '.join(_DTYPES)}")
-    kwargs = dict(precision=cfg.precision, device=cfg.device)
-    pretrained, sha = cfg.pretrained, None
+    kwargs = dict(precision=cfg.precision, device=str(resolve_device(cfg.device)))
+    pretrained, sha = resolve_asset(cfg.pretrained), None
     if pretrained is None:
         model = open_clip.create_model(cfg.name, pretrained=None, **kwargs)
     elif open_clip.get_pretrained_cfg(cfg.name, pretrained):

@@ -24,231 +24,41 @@ extractors take, so generated and real images go through exactly the same quanti
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
-import hashlib
 import json
-import string
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
-from torch_fidelity import FeatureExtractorBase
 
 from lafite_core.assets import resolve_asset
 from lafite_core.config import EvalConfig, ProtocolConfig
-from lafite_core.encoders import file_sha256
-from lafite_core.metrics import METRICS, ScoredImages, append_rows, compute_metrics, protocol_columns
+from lafite_core.data import dataset_from_config
+from lafite_core.data.shapes import ATTRIBUTE_NAMES, VOCABULARIES, ShapesDataset, caption_attributes, captions_for
+from lafite_core.encoders import file_sha256, load_encoder
+from lafite_core.features import (
+    FEATURES,
+    FeatureExtractor,
+    attribute_extractor,
+    clip_extractor,
+    encoder_fingerprint,
+    extract,
+    inception_extractor,
+    reference_features,
+)
+from lafite_core.grids import from_uint8, latents, save_image_grid, to_uint8
+from lafite_core.metrics import METRICS, ScoredImages, append_rows, compute_metrics, protocol_columns, protocol_preset
 from lafite_core.params import INPUT_ERRORS, load_with_overrides, run_main
+from lafite_core.precision import resolve_device
+from lafite_core.sampler import Sampler
 
-# feature name -> the extractor that provides it
-FEATURES = {
-    "inception_pool": "inception",  # torch-fidelity Inception-v3 pool3 (2048-d): FID, KID
-    "inception_logits": "inception",  # its unbiased logits: IS
-    "clip_image": "clip",  # the evaluation CLIP's image features: CLIP-FID/KID, CLIP score, R-precision
-    "attributes": "attributes",  # the Shapes attribute classifier's predictions: caption accuracy
-}
 SUBJECTS = {"model": "model", "real": "real images", "shuffled": "shuffled conditions"}
 TEXT_BATCH = 256
-
-
-# =================================================================================== extractors
-@dataclass
-class FeatureExtractor:
-    """uint8 images [N, 3, R, R] -> {feature name: [N, d] on the CPU}; `identity` says which
-    network (and weights) made the features, so cached reference features are never mixed up."""
-
-    identity: str
-    fn: Callable[[Tensor], dict[str, Tensor]]
-
-    def __call__(self, images: Tensor) -> dict[str, Tensor]:
-        return self.fn(images)
-
-
-class EncoderFeatures(FeatureExtractorBase):
-    """torch-fidelity feature extractor over a CLIP image encoder: feature "clip", used for FID and
-    KID in CLIP space. Input is torch-fidelity's uint8 [N, 3, H, W]; the encoder's own
-    preprocessing (resize, normalisation) applies. torch-fidelity builds extractors from a class
-    and a name, so each encoder gets its own subclass (register_encoder_extractor)."""
-
-    bound_encoder = None  # the ClipEncoder, set on each registered subclass
-
-    def __init__(self, name, features_list, **kwargs):
-        super().__init__(name, features_list)
-        self.encoder = type(self).bound_encoder
-
-    @staticmethod
-    def get_provided_features_list():
-        return ("clip",)
-
-    @staticmethod
-    def get_default_feature_layer_for_metric(metric):
-        return "clip"
-
-    @staticmethod
-    def can_be_compiled():
-        return False
-
-    @staticmethod
-    def get_dummy_input_for_compile():
-        return torch.zeros(1, 3, 32, 32, dtype=torch.uint8)
-
-    def forward(self, x: Tensor):
-        if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"expected uint8 images [N, 3, H, W], got {x.dtype} {tuple(x.shape)}")
-        with torch.no_grad():
-            return (self.encoder.encode_image(x.float() / 127.5 - 1),)
-
-
-_REGISTERED: dict[str, type] = {}
-
-
-def encoder_fingerprint(encoder) -> str:
-    """sha256 of the encoder's weights file, or of its parameters when it has none (random init)."""
-    if encoder.weights_sha256:
-        return encoder.weights_sha256
-    digest = hashlib.sha256(encoder.name.encode())
-    for tensor in encoder.model.state_dict().values():
-        digest.update(tensor.detach().float().cpu().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def register_encoder_extractor(encoder) -> str:
-    """Register `encoder` (a ClipEncoder, any model of the encoder registry) as a torch-fidelity
-    feature extractor and return its name, usable as `feature_extractor=` in
-    torch_fidelity.calculate_metrics (e.g. fid=True, kid=True). One name per set of weights."""
-    from torch_fidelity import register_feature_extractor
-
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in encoder.name)
-    name = f"clip-{safe}-{encoder_fingerprint(encoder)[:12]}"
-    if name not in _REGISTERED:
-        cls = type(f"EncoderFeatures_{len(_REGISTERED)}", (EncoderFeatures,), {})
-        register_feature_extractor(name, cls)
-        _REGISTERED[name] = cls
-    _REGISTERED[name].bound_encoder = encoder
-    return name
-
-
-def clip_extractor(encoder, device: torch.device) -> FeatureExtractor:
-    """The evaluation CLIP as a torch-fidelity extractor (feature "clip_image")."""
-    from torch_fidelity.utils import create_feature_extractor
-
-    name = register_encoder_extractor(encoder)
-    module = create_feature_extractor(name, ["clip"], cuda=False, verbose=False).to(device)
-    return FeatureExtractor(name, lambda x: {"clip_image": module(x.to(device))[0].float().cpu()})
-
-
-def inception_extractor(weights: str | None, device: torch.device) -> FeatureExtractor:
-    """torch-fidelity's Inception-v3 (the TF-FID-compatible one): features "inception_pool" and
-    "inception_logits". `weights` is a local copy of its weights file (parameter
-    inception_weights); None lets torch-fidelity download it, which needs internet."""
-    from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
-    from torch_fidelity.utils import create_feature_extractor
-
-    how_to = (f"Download {URL_INCEPTION_V3} on a connected machine and set parameter inception_weights "
-              f"to the file, or drop fid, kid and is from parameter metrics")
-    if weights is not None:
-        path = Path(weights)
-        if not path.is_file():
-            raise FileNotFoundError(f"parameter inception_weights = {weights!r}: no such file. {how_to}")
-        try:  # torch-fidelity loads it with weights_only=False: make sure it is a plain state dict first
-            torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise ValueError(f"parameter inception_weights = {weights!r} is not a plain PyTorch state dict "
-                             f"({type(err).__name__}: {err})") from None
-        identity = f"inception-v3-compat:{file_sha256(path)}"
-    else:
-        identity = f"inception-v3-compat:{URL_INCEPTION_V3.rsplit('/', 1)[-1]}"
-    try:
-        module = create_feature_extractor("inception-v3-compat", ["2048", "logits_unbiased"], cuda=False,
-                                          feature_extractor_weights_path=weights, verbose=False)
-    except Exception as err:
-        if weights is not None:
-            raise ValueError(f"parameter inception_weights = {weights!r} does not fit torch-fidelity's "
-                             f"Inception-v3 ({type(err).__name__}: {err})") from None
-        raise RuntimeError(f"torch-fidelity could not fetch its Inception weights (parameter inception_weights "
-                           f"is null; {type(err).__name__}: {err}). {how_to}.") from None
-    module = module.to(device)
-
-    def fn(x: Tensor) -> dict[str, Tensor]:
-        pool, logits = module(x.to(device))
-        return {"inception_pool": pool.float().cpu(), "inception_logits": logits.float().cpu()}
-
-    return FeatureExtractor(identity, fn)
-
-
-def attribute_extractor(path: str, device: torch.device) -> FeatureExtractor:
-    """The Shapes attribute classifier's predictions (feature "attributes", [N, k] value indices)."""
-    from lafite_core.attribute_classifier import load_attribute_classifier
-    from lafite_core.data.shapes import VOCABULARIES
-
-    resolved = resolve_asset(path)
-    try:
-        model = load_attribute_classifier(resolved, device)
-    except (FileNotFoundError, ValueError) as err:
-        raise type(err)(f"parameter attribute_classifier: {err}") from None
-    if model.vocabularies != {k: tuple(v) for k, v in VOCABULARIES.items()}:
-        raise ValueError(f"parameter attribute_classifier = {path!r} was trained on other Shapes vocabularies")
-    return FeatureExtractor(f"attributes:{file_sha256(resolved)}",
-                            lambda x: {"attributes": model.predict(x.to(device)).cpu()})
-
-
-def extract(batches: Iterable[Tensor], extractors: Iterable[FeatureExtractor], total: int,
-            desc: str = "images", progress: bool = True) -> dict[str, Tensor]:
-    """Run every extractor on every uint8 batch; features concatenated per name."""
-    from tqdm.auto import tqdm
-
-    extractors = list(extractors)
-    parts: dict[str, list[Tensor]] = {}
-    with tqdm(total=total, desc=desc, unit="img", disable=not progress, leave=False) as bar:
-        for batch in batches:
-            for extractor in extractors:
-                for name, value in extractor(batch).items():
-                    parts.setdefault(name, []).append(value)
-            bar.update(len(batch))
-    return {name: torch.cat(values) for name, values in parts.items()}
-
-
-# ============================================================================ reference features
-def reference_features(batches: Callable[[], Iterable[Tensor]], total: int,
-                       extractors: dict[str, FeatureExtractor], names: list[str], reference_id: dict,
-                       cache_dir: str | Path, progress: bool = True) -> dict[str, Tensor]:
-    """Features of the reference images for each feature name, from the cache when present.
-
-    A cache entry is one folder per (reference set, feature extractor): `reference_id`
-    (dataset fingerprint, items, resolution) plus the extractor's identity, hashed. Missing
-    entries are computed in one pass over the images (`batches()` is only called then) and
-    written before returning."""
-    cache_dir = Path(cache_dir)
-    found, folders = {}, {}
-    for name in names:
-        extractor = extractors[FEATURES[name]]
-        key = json.dumps({"reference": reference_id, "feature": name, "extractor": extractor.identity}, sort_keys=True)
-        folders[name] = cache_dir / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
-        path = folders[name] / "features.npy"
-        if path.is_file():
-            found[name] = torch.from_numpy(np.load(path))
-    missing = [n for n in names if n not in found]
-    if missing:
-        kinds = dict.fromkeys(FEATURES[n] for n in missing)
-        computed = extract(batches(), [extractors[k] for k in kinds], total, "reference", progress)
-        for name in missing:
-            found[name] = computed[name]
-            _save_reference(folders[name], computed[name], reference_id, extractors[FEATURES[name]].identity)
-    return found
-
-
-def _save_reference(folder: Path, features: Tensor, reference_id: dict, identity: str) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / ".features.tmp.npy"
-    np.save(tmp, features.numpy())
-    tmp.replace(folder / "features.npy")
-    (folder / "meta.json").write_text(json.dumps({"reference": reference_id, "extractor": identity,
-                                                  "shape": list(features.shape)}, indent=2))
 
 
 # ======================================================================================= prompts
@@ -264,8 +74,6 @@ class Prompts:
 
 def item_captions(dataset, index: int) -> list[str]:
     """Captions of item `index` without decoding its image where the dataset allows."""
-    from lafite_core.data.shapes import ShapesDataset, captions_for
-
     if isinstance(dataset, ShapesDataset):
         return captions_for(dataset.attributes(index))
     records = getattr(dataset, "records", None)
@@ -291,21 +99,8 @@ def plan_prompts(dataset, indices: list[int], num_samples: int) -> Prompts:
     return Prompts(captions, items, shapes_targets(dataset, items, choice))
 
 
-def caption_attributes() -> list[tuple[str, ...]]:
-    """For each Shapes caption template, the attributes it names (in ATTRIBUTE_NAMES order)."""
-    from lafite_core.data.shapes import ATTRIBUTE_NAMES, CAPTION_TEMPLATES
-
-    named = []
-    for template in CAPTION_TEMPLATES:
-        fields = {f.split("_")[0] for _, f, _, _ in string.Formatter().parse(template) if f}
-        named.append(tuple(a for a in ATTRIBUTE_NAMES if a in fields))
-    return named
-
-
 def shapes_targets(dataset, items: list[int], caption_numbers: list[int]) -> Tensor | None:
     """[N, k] value index each caption asks for (-1: not named); None for non-Shapes datasets."""
-    from lafite_core.data.shapes import ATTRIBUTE_NAMES, VOCABULARIES, ShapesDataset
-
     if not isinstance(dataset, ShapesDataset):
         return None
     named = caption_attributes()
@@ -330,22 +125,12 @@ def encode_prompts(encoder, captions: list[str]) -> tuple[Tensor, Tensor]:
     return ids, features
 
 
-# ======================================================================================== images
-def to_uint8(images: Tensor, resolution: int) -> Tensor:
-    """[-1, 1] float images -> uint8 at `resolution` (antialiased resize first, if needed)."""
-    if images.shape[-1] != resolution or images.shape[-2] != resolution:
-        images = F.interpolate(images.float(), size=(resolution, resolution), mode="bilinear",
-                               align_corners=False, antialias=True)
-    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-
-
 @torch.no_grad()
 def generated_batches(G, conditions: Tensor, protocol: ProtocolConfig, device: torch.device) -> Iterator[Tensor]:
     """G(z_k, c_k) for every condition row k, in batches, as uint8 at the protocol's resolution.
     With noise_mode "random" the noise comes from a generator seeded by the protocol (forked, so
     the caller's random state is left alone). Latent k comes from seed protocol.seed + k alone
     (sampler.latents), so the images do not depend on the batch size."""
-    from lafite_core.sampler import latents
 
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
@@ -377,12 +162,6 @@ class Context:
     progress: bool
 
 
-def resolve_device(option: str) -> torch.device:
-    if option == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(option)
-
-
 def needed_features(metric_names: list[str]) -> list[str]:
     return list(dict.fromkeys(f for n in metric_names for f in METRICS.get(n).features))
 
@@ -391,9 +170,6 @@ def build_context(cfg: EvalConfig, progress: bool = True, encoder=None) -> Conte
     """Load the generator, its training CLIP, the evaluation CLIP and the extractors the metrics
     need, checking every choice before any image is made. `encoder` overrides the training CLIP
     stored with the generator (tests: a randomly initialised one)."""
-    from lafite_core.encoders import load_encoder
-    from lafite_core.sampler import Sampler
-
     for name in cfg.metrics:
         METRICS.get(name)  # unknown names fail here, listing the known ones
     if "caption_accuracy" in cfg.metrics and cfg.data.kind != "shapes":
@@ -408,11 +184,11 @@ def build_context(cfg: EvalConfig, progress: bool = True, encoder=None) -> Conte
     needs_text = any("prompts" in METRICS.get(n).needs for n in cfg.metrics)
     eval_encoder = None
     if "clip_image" in features or needs_text:
-        enc_cfg = dataclasses.replace(cfg.eval_encoder, device=str(device),
-                                      pretrained=resolve_asset(cfg.eval_encoder.pretrained))
+        enc_cfg = dataclasses.replace(cfg.eval_encoder, device=str(device))  # beside the generator
+        weights = resolve_asset(enc_cfg.pretrained)
         same = (enc_cfg.name == sampler.encoder.name and sampler.encoder.weights_sha256 is not None
-                and enc_cfg.pretrained is not None and Path(enc_cfg.pretrained).is_file()
-                and file_sha256(Path(enc_cfg.pretrained)) == sampler.encoder.weights_sha256)
+                and weights is not None and Path(weights).is_file()
+                and file_sha256(Path(weights)) == sampler.encoder.weights_sha256)
         try:
             eval_encoder = sampler.encoder if same else load_encoder(enc_cfg)
         except (FileNotFoundError, ValueError, RuntimeError) as err:
@@ -431,9 +207,6 @@ def build_context(cfg: EvalConfig, progress: bool = True, encoder=None) -> Conte
 def evaluate(cfg: EvalConfig, progress: bool = True, encoder=None) -> list[dict]:
     """Evaluate `cfg.checkpoint` on every split; append the rows to the results table, write
     `output_dir/metrics.json` (the model's numbers per split) and sample grids; return the rows."""
-    from lafite_core.data import dataset_from_config
-    from lafite_core.training import save_image_grid
-
     ctx = build_context(cfg, progress, encoder)
     splits = [cfg.data.split] + ([cfg.heldout_split] if cfg.heldout_split else [])
     datasets = {}
@@ -451,7 +224,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True, encoder=None) -> list[dict]
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     for split, images in grids.items():
-        save_image_grid(images.float() / 127.5 - 1, 8, out / f"samples-{split}.png")
+        save_image_grid(from_uint8(images), 8, out / f"samples-{split}.png")
     summary = {"checkpoint": rows[0]["checkpoint"], "kimg": rows[0]["kimg"], "table": str(csv_path)}
     short = {label: key for key, label in SUBJECTS.items()}
     for row in rows:
@@ -470,8 +243,6 @@ def metric_columns(row: dict) -> list[str]:
 
 def evaluate_split(ctx: Context, split: str, eval_set) -> tuple[list[dict], Tensor]:
     """Rows for the model and each baseline on one split, and the model's first 64 images."""
-    from lafite_core.data import dataset_from_config
-
     cfg, protocol = ctx.cfg, ctx.cfg.protocol
     ref_split = protocol.reference_split or split
     ref_set = eval_set if ref_split == split else dataset_from_config(dataclasses.replace(cfg.data, split=ref_split))
@@ -534,8 +305,6 @@ def evaluate_split(ctx: Context, split: str, eval_set) -> tuple[list[dict], Tens
 
 
 def _scored(ctx: Context, features: dict[str, Tensor], prompts: Prompts) -> ScoredImages:
-    from lafite_core.data.shapes import ATTRIBUTE_NAMES
-
     ids = text = None
     if ctx.eval_encoder is not None:
         ids, text = encode_prompts(ctx.eval_encoder, prompts.captions)
@@ -575,8 +344,6 @@ def result_row(ctx: Context, split: str, reference_images: str, subject: str, nu
 def load_eval_config(params: str | Path | None, overrides: list[str], protocol: str | None = None) -> EvalConfig:
     """A params file (with `extends`), then the named protocol preset if given, then `key.sub=value`
     overrides (values parsed as YAML)."""
-    from lafite_core.metrics import protocol_preset
-
     preset = {} if protocol is None else {"protocol": dataclasses.asdict(protocol_preset(protocol))}
     return load_with_overrides(EvalConfig, params, overrides, replace=preset)
 

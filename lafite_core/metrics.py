@@ -37,10 +37,8 @@ from lafite_core.registry import Registry
 # ============================================================================ protocol presets
 PROTOCOLS: Registry[Callable[[], ProtocolConfig]] = Registry("protocol")
 PROTOCOLS.register("cpu", lambda: ProtocolConfig())
-PROTOCOLS.register("paper", lambda: ProtocolConfig(
-    name="paper", num_samples=30000, batch_size=64, seed=0, truncation_psi=1.0, noise_mode="random",
-    resolution=256, reference_split=None, reference_size=30000, isc_splits=10, kid_subsets=100,
-    kid_subset_size=1000, r_precision_candidates=100))
+PROTOCOLS.register("paper", lambda: ProtocolConfig(  # what differs from the cpu protocol
+    name="paper", num_samples=30000, noise_mode="random", resolution=256, reference_size=30000))
 
 
 def protocol_preset(name: str) -> ProtocolConfig:
@@ -53,7 +51,7 @@ def protocol_preset(name: str) -> ProtocolConfig:
 class ScoredImages:
     """What the metrics read about one set of N images (generated or real).
 
-    `features` maps a feature name (see evaluation.FEATURES) to [N, d]; "attributes" holds the
+    `features` maps a feature name (see features.FEATURES) to [N, d]; "attributes" holds the
     classifier's predicted value index per attribute, [N, k]. `prompt_ids` index each image's
     prompt in `prompt_features` (the evaluation CLIP's features of the distinct prompts), so
     R-precision can draw other captions of the set as distractors. `targets` [N, k] is the value

@@ -1,5 +1,6 @@
-"""Mixed precision in one place: which low-precision dtype a device gets, and the context manager
-that turns autocast on (or does nothing, so the fp32 path has no special cases).
+"""Devices and mixed precision in one place: what a `device` option ("auto", "cpu", "cuda:1")
+means, which low-precision dtype a device gets, and the context manager that turns autocast on
+(or does nothing, so the fp32 path has no special cases).
 
 CUDA runs fp16 by default (tensor cores on every generation; the networks clamp activations to
 `conv_clamp` so fp16 cannot overflow) or bf16 on request where the GPU supports it. CPUs only
@@ -10,6 +11,13 @@ from __future__ import annotations
 import contextlib
 
 import torch
+
+
+def resolve_device(option: str | torch.device) -> torch.device:
+    """"auto" -> the first CUDA device if there is one, else the CPU; anything else as torch reads it."""
+    if option == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(option)
 
 
 def autocast_dtype(device: torch.device | str, prefer_bf16: bool = False) -> torch.dtype:

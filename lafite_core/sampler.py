@@ -28,11 +28,15 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 from torch import Tensor
 
 from lafite_core import checkpoint as ckpt
 from lafite_core.assets import ASSETS_DIR, resolve_asset
+from lafite_core.config import EncoderConfig, NetworkConfig, SampleConfig, from_dict
+from lafite_core.encoders import load_encoder
+from lafite_core.grids import latents, save_grid
+from lafite_core.networks import Generator
 from lafite_core.params import run_main
 
 GENERATOR_FORMAT = "lafite-generator-v1"
@@ -68,6 +72,20 @@ def read_generator(source: str | Path) -> tuple[dict[str, Tensor], dict[str, Any
             "encoder_identity": ckpt.from_json_string(state["encoder_identity"]),
             "step": int(state.get("step", 0)), "nimg": int(state.get("nimg", 0)), "path": str(path)}
     return state["G_ema"], info
+
+
+def load_generator(source: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """(G_ema in eval mode on `device`, info) from any source: an exported file, a checkpoint or a
+    run folder; info as read_generator's."""
+    state, info = read_generator(source)
+    network = from_dict(NetworkConfig, info["config"]["network"])
+    G = Generator(network, network.feature_dim or info["encoder_identity"]["feature_dim"])
+    try:
+        G.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(f"{info['path']}: its weights do not fit the network it describes "
+                         f"({str(err).splitlines()[0]})") from None
+    return G.to(device).eval().requires_grad_(False), info
 
 
 def _read_exported(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -138,9 +156,6 @@ def encoder_for(identity: dict, device: str | torch.device = "cpu"):
 
     Loaded encoders are kept per (identity, device): switching generators that share an encoder
     costs nothing."""
-    from lafite_core.config import EncoderConfig
-    from lafite_core.encoders import load_encoder
-
     pretrained = identity.get("pretrained")
     if pretrained is None:
         raise ValueError(f"this generator was trained with a randomly initialised encoder "
@@ -178,13 +193,6 @@ def prompt_list(prompts: str | Sequence[str]) -> list[str]:
     return [p.strip() for p in items]
 
 
-def latents(seed: int, n: int, z_dim: int) -> Tensor:
-    """z for seeds seed, seed+1, ..., seed+n-1, each from its own generator (machine-independent)."""
-    if n < 1:
-        raise ValueError(f"number of images must be at least 1, got {n}")
-    return torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(seed + i)) for i in range(n)])
-
-
 def interpolate_conditions(a: Tensor, b: Tensor, t: float | Sequence[float]) -> Tensor:
     """Conditions between two unit text features: normalise((1 - t) a + t b) for each t.
 
@@ -209,26 +217,16 @@ class Sampler:
     def load(cls, source: str | Path = DEMO_GENERATOR, device: str | torch.device = "cpu", encoder=None) -> "Sampler":
         """Load a generator from an exported file, a checkpoint or a run folder (see the module
         docstring). `encoder` overrides the stored one (it is still checked against the identity)."""
-        from lafite_core.config import NetworkConfig, from_dict
-        from lafite_core.networks import Generator
-
         device = torch.device(device)
-        state, info = read_generator(source)
-        network = from_dict(NetworkConfig, info["config"]["network"])
+        G, info = load_generator(source, device)
         identity = info["encoder_identity"]
-        G = Generator(network, network.feature_dim or identity["feature_dim"])
-        try:
-            G.load_state_dict(state)
-        except RuntimeError as err:
-            raise ValueError(f"{info['path']}: its weights do not fit the network it describes "
-                             f"({str(err).splitlines()[0]})") from None
         if encoder is None:
             encoder = encoder_for(identity, device)
         else:
             check_encoder(encoder, identity)
         if encoder.feature_dim != G.feature_dim:
             raise ValueError(f"encoder gives {encoder.feature_dim}-d features, the generator expects {G.feature_dim}")
-        return cls(G.to(device).eval().requires_grad_(False), encoder, info, device)
+        return cls(G, encoder, info, device)
 
     @property
     def resolution(self) -> int:
@@ -259,58 +257,6 @@ class Sampler:
         """n images (the same latents) at each point t in [0, 1] between the two prompts' conditions."""
         a, b = self.text_features([prompt_a, prompt_b])
         return self.render(interpolate_conditions(a, b, t), seed, n, psi)
-
-
-# ------------------------------------------------------------------------------ grids
-def image_grid(images: Tensor, columns: int, captions: Sequence[str] | None = None, scale: int = 1) -> Image.Image:
-    """[N, C, H, W] in [-1, 1] -> one RGB picture, `columns` images a row, each enlarged `scale`
-    times (nearest neighbour: a 32 px sample stays crisp); `captions` (one per row) go in a band
-    above their row."""
-    if images.ndim != 4 or images.shape[0] == 0:
-        raise ValueError(f"expected images [N, C, H, W] with N >= 1, got shape {tuple(images.shape)}")
-    pixels = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    if pixels.shape[1] == 1:
-        pixels = pixels.expand(-1, 3, -1, -1)
-    n, _, h, w = pixels.shape
-    columns = max(1, min(columns, n))
-    rows = math.ceil(n / columns)
-    if captions is not None and len(captions) != rows:
-        raise ValueError(f"{len(captions)} captions for {rows} rows of images")
-    tile_h, tile_w = h * scale, w * scale
-    font = ImageFont.load_default()
-    band = _text_height(font) + 6 if captions is not None else 0
-    grid = Image.new("RGB", (columns * tile_w, rows * (tile_h + band)), (255, 255, 255))
-    draw = ImageDraw.Draw(grid)
-    for i in range(n):
-        r, col = divmod(i, columns)
-        tile = Image.fromarray(pixels[i].permute(1, 2, 0).numpy(), "RGB").resize((tile_w, tile_h), Image.NEAREST)
-        grid.paste(tile, (col * tile_w, r * (tile_h + band) + band))
-    for r, text in enumerate(captions or []):
-        draw.text((3, r * (tile_h + band) + 3), _fit(draw, text, font, grid.width - 6), fill=(0, 0, 0), font=font)
-    return grid
-
-
-def _text_height(font) -> int:
-    left, top, right, bottom = font.getbbox("Ag")
-    return bottom - top
-
-
-def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
-    """The caption, cut with an ellipsis where it would overflow the row."""
-    if draw.textlength(text, font=font) <= width:
-        return text
-    while text and draw.textlength(text + "...", font=font) > width:
-        text = text[:-1]
-    return text + "..."
-
-
-def save_grid(images: Tensor, path: str | Path, columns: int, captions: Sequence[str] | None = None,
-              scale: int = 1) -> Path:
-    """Write image_grid(...) as a PNG (folders created)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image_grid(images, columns, captions, scale).save(path, format="PNG")
-    return path
 
 
 def png_bytes(picture: Image.Image) -> bytes:
@@ -369,8 +315,6 @@ def main(argv: list[str] | None = None) -> int:
         path = export_generator(args.source, args.out)
         print(f"{path} ({path.stat().st_size / 2**20:.1f} MB)")
         return 0
-    from lafite_core.config import SampleConfig
-
     summary = sample_from_config(SampleConfig(checkpoint=args.checkpoint, prompts=args.prompts, n=args.n,
                                               seed=args.seed, psi=args.psi, out_dir=args.out))
     print(f"{summary['images']} images in {summary['seconds']} s -> {summary['grid']}")

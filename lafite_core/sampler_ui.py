@@ -14,7 +14,8 @@ from pathlib import Path
 
 import ipywidgets as widgets
 
-from lafite_core.sampler import Sampler, available_generators, image_grid, png_bytes, slug
+from lafite_core.grids import image_grid
+from lafite_core.sampler import Sampler, available_generators, png_bytes, slug
 
 COLUMNS = 4  # images per row in the shown grids
 

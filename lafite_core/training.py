@@ -32,9 +32,7 @@ import copy
 import dataclasses
 import json
 import math
-import os
 import platform
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,180 +40,38 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
-import torch.distributed as torch_dist
 import yaml
-from PIL import Image
 
 from lafite_core import checkpoint as ckpt
-from lafite_core.assets import resolve_asset
 from lafite_core.augment import AugmentedDiscriminator
+from lafite_core.conditions import SETTINGS, GatheredNegativesLoss
 from lafite_core.config import TrainConfig, to_dict
+from lafite_core.data import dataset_from_config
+from lafite_core.data.cache import CachedImageTextSet, load_cache
+from lafite_core.distributed import (
+    Distributed,
+    all_gather,
+    average_buffers,
+    average_gradients,
+    broadcast_from_main,
+    broadcast_module,
+    close_distributed,
+    init_distributed,
+    mean_over_processes,
+)
+from lafite_core.encoders import load_encoder
+from lafite_core.grids import from_uint8, save_image_grid, seed_latents
 from lafite_core.losses import LafiteLoss
+from lafite_core.networks import Discriminator, Generator, resolve_feature_dim
 from lafite_core.params import INPUT_ERRORS, load_with_overrides, run_main
-from lafite_core.registry import Registry
+from lafite_core.perturbations import build_perturbation, save_learned_perturbation, train_learned_perturbation
+from lafite_core.stats import TickStats, peak_memory_mb, plot_stats, read_stats
 
 Tensor = torch.Tensor
 
 
 class NonFiniteLossError(RuntimeError):
     """A loss term became NaN or infinite; the message names the step, the phase and the term."""
-
-
-# =============================================================================================
-# Processes and devices
-
-
-@dataclass
-class Distributed:
-    """Where this process sits: rank among world_size processes, and its device."""
-
-    rank: int
-    world_size: int
-    device: torch.device
-    owns_group: bool = False  # this module created the process group and must destroy it
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device_option: str) -> Distributed:
-    """Read torchrun's environment; start the process group (nccl on CUDA, gloo on CPU) if needed."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device_option == "auto":
-        device_option = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device_option)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"parameter device = {device_option!r}, but this machine has no CUDA device")
-        if device.index is None:
-            device = torch.device("cuda", local_rank if world_size > 1 else torch.cuda.current_device())
-        torch.cuda.set_device(device)
-    owns = False
-    if world_size > 1 and not torch_dist.is_initialized():
-        torch_dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-        owns = True
-    return Distributed(rank, world_size, device, owns)
-
-
-def average_gradients(module: torch.nn.Module, dist: Distributed, sanitize: bool) -> None:
-    """Mean of every parameter's gradient over processes (one flat all-reduce).
-
-    `sanitize` replaces NaN/inf gradients (rare fp16 overflows under mixed precision) by finite
-    values, as StyleGAN2-ADA does; the loss itself is checked before backward, so a diverging run
-    is still stopped."""
-    params = [p for p in module.parameters() if p.requires_grad]
-    if dist.world_size > 1:
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        flat = torch.cat([g.flatten() for g in grads])
-        torch_dist.all_reduce(flat)
-        flat /= dist.world_size
-        for p, g in zip(params, flat.split([p.numel() for p in params])):
-            p.grad = g.view_as(p)
-    if sanitize:
-        for p in params:
-            if p.grad is not None:
-                torch.nan_to_num(p.grad, nan=0.0, posinf=1e5, neginf=-1e5, out=p.grad)
-
-
-def average_buffers(module: torch.nn.Module, dist: Distributed) -> None:
-    """Float buffers (w_avg) are updated from each process's own samples; keep them identical."""
-    if dist.world_size == 1:
-        return
-    for buffer in module.buffers():
-        if buffer.is_floating_point():
-            torch_dist.all_reduce(buffer)
-            buffer /= dist.world_size
-
-
-def broadcast_module(module: torch.nn.Module, dist: Distributed) -> None:
-    """Start every process from rank 0's weights and buffers."""
-    if dist.world_size == 1:
-        return
-    for tensor in list(module.parameters()) + list(module.buffers()):
-        torch_dist.broadcast(tensor.data, src=0)
-
-
-def _all_gather(x: Tensor, dist: Distributed) -> list[Tensor]:
-    out = [torch.empty_like(x) for _ in range(dist.world_size)]
-    torch_dist.all_gather(out, x.contiguous())
-    return out
-
-
-# =============================================================================================
-# Conditions: the three training settings
-
-
-ConditionFn = Callable[[dict, Callable, float], Tensor]
-SETTINGS: Registry[ConditionFn] = Registry("training setting")
-
-
-@SETTINGS.register("language_free")
-def language_free_conditions(batch: dict, perturb: Callable, mixing_prob: float) -> Tensor:
-    """Pseudo text features h' from the cached CLIP image features (paper Sec. 3.1)."""
-    return perturb(batch["image_feature"], source="image")
-
-
-@SETTINGS.register("standard")
-def standard_conditions(batch: dict, perturb: Callable, mixing_prob: float) -> Tensor:
-    """The feature of one random caption per sample (drawn by the dataset each time an item is
-    read), with the official code's small perturbation (perturbation.text_alpha; 0 turns it off)."""
-    if not bool(batch["has_caption"].all()):
-        raise ValueError("setting 'standard' needs a caption for every image; this batch has images "
-                         "without captions (use setting 'mixed' for partly captioned data)")
-    return perturb(batch["caption_feature"], source="text")
-
-
-@SETTINGS.register("mixed")
-def mixed_conditions(batch: dict, perturb: Callable, mixing_prob: float) -> Tensor:
-    """Per sample: the pseudo feature with probability mixing_prob, else its caption feature
-    (samples without a caption always take the pseudo feature)."""
-    pseudo = perturb(batch["image_feature"], source="image")
-    text = perturb(batch["caption_feature"], source="text")
-    has_caption = batch["has_caption"].to(pseudo.device).bool()
-    use_pseudo = (torch.rand(len(pseudo), device=pseudo.device) < mixing_prob) | ~has_caption
-    return torch.where(use_pseudo[:, None], pseudo, text)
-
-
-# =============================================================================================
-# Contrastive negatives from every process
-
-
-class _ScaleGradient(torch.autograd.Function):
-    """Identity forward; multiplies the gradient by `scale` on the way back."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, scale: float) -> Tensor:
-        ctx.scale = scale
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        return grad * ctx.scale, None
-
-
-class GatheredNegativesLoss(LafiteLoss):
-    """LafiteLoss whose contrastive terms use the global batch of all processes as negatives.
-
-    Each process all-gathers x and y, puts its own slice back with its gradient, and computes the
-    loss of the whole global batch. Only the local slice carries gradient there, so summing over
-    processes gives the full gradient; the gradient average (division by world_size) is undone by
-    scaling the gradient by world_size. Reported values are the global means."""
-
-    def __init__(self, G, D, encoder, cfg, dist: Distributed):
-        super().__init__(G, D, encoder, cfg)
-        self.dist = dist
-
-    def _gather(self, x: Tensor) -> Tensor:
-        parts = _all_gather(x.detach(), self.dist)
-        parts[self.dist.rank] = x
-        return torch.cat(parts)
-
-    def _contrastive(self, x: Tensor, y: Tensor) -> Tensor:
-        losses = super()._contrastive(self._gather(x), self._gather(y))
-        return _ScaleGradient.apply(losses, float(self.dist.world_size))
 
 
 # =============================================================================================
@@ -277,34 +133,6 @@ def _to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
 
 
-def _image_tensor(image: Tensor) -> Tensor:
-    """Datasets give [-1, 1] floats (or uint8 0..255); the networks want float [-1, 1]."""
-    if image.dtype == torch.uint8:
-        return image.float() / 127.5 - 1
-    return image.float()
-
-
-# =============================================================================================
-# Images
-
-
-def save_image_grid(images: Tensor, columns: int, path: str | Path) -> None:
-    """[N, C, H, W] in [-1, 1] -> one PNG with `columns` images per row."""
-    images = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    n, c, h, w = images.shape
-    rows = math.ceil(n / columns)
-    canvas = torch.zeros(rows * columns, c, h, w, dtype=torch.uint8)
-    canvas[:n] = images
-    canvas = canvas.view(rows, columns, c, h, w).permute(0, 3, 1, 4, 2).reshape(rows * h, columns * w, c)
-    array = canvas.numpy()
-    Image.fromarray(array[..., 0] if c == 1 else array, "L" if c == 1 else "RGB").save(path)
-
-
-def fixed_latents(seeds: list[int], z_dim: int) -> Tensor:
-    """One z per seed from its own generator: the same latents in every run, on every machine."""
-    return torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(s)) for s in seeds])
-
-
 @torch.no_grad()
 def progress_grid(G: torch.nn.Module, prompt_features: Tensor, z: Tensor, batch: int = 32) -> Tensor:
     """G(z_j, text feature of prompt i) for every (prompt, seed): rows = prompts, columns = seeds.
@@ -314,72 +142,6 @@ def progress_grid(G: torch.nn.Module, prompt_features: Tensor, z: Tensor, batch:
     zs = z.to(device).repeat(len(prompt_features), 1)
     return torch.cat([G(zs[i:i + batch], c[i:i + batch], noise_mode="const").cpu()
                       for i in range(0, len(zs), batch)])
-
-
-# =============================================================================================
-# Statistics
-
-
-class TickStats:
-    """Mean of every loss term over a tick, plus speed and memory."""
-
-    def __init__(self):
-        self.sums: dict[str, float] = {}
-        self.counts: dict[str, int] = {}
-
-    def add(self, terms: dict[str, float]) -> None:
-        for name, value in terms.items():
-            self.sums[name] = self.sums.get(name, 0.0) + value
-            self.counts[name] = self.counts.get(name, 0) + 1
-
-    def means(self) -> dict[str, float]:
-        return {name: self.sums[name] / self.counts[name] for name in self.sums}
-
-
-def peak_memory_mb(device: torch.device) -> tuple[float | None, str]:
-    """Peak memory and what it measures: CUDA allocations, or the process's peak resident set."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_allocated"
-    try:
-        import resource
-    except ImportError:  # Windows
-        return None, "unavailable"
-    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20, "cpu_peak_rss"
-
-
-def read_stats(run_dir: str | Path) -> list[dict]:
-    path = Path(run_dir) / "stats.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
-
-
-def plot_stats(run_dir: str | Path) -> Path | None:
-    """loss_curves.png: each loss term against kimg, one panel per phase."""
-    stats = read_stats(run_dir)
-    if not stats:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    kimg = [s["kimg"] for s in stats]
-    groups = {"G": [], "D": []}
-    for name in stats[-1]:
-        if name[:2] in ("G_", "D_"):
-            groups[name[0]].append(name)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, (phase, names) in zip(axes, groups.items()):
-        for name in names:
-            ax.plot(kimg, [s.get(name, float("nan")) for s in stats], label=name)
-        ax.set_xlabel("kimg")
-        ax.set_title(f"{phase} terms (tick means)")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(run_dir) / "loss_curves.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
 
 
 # =============================================================================================
@@ -413,7 +175,6 @@ class Trainer:
 
     # ------------------------------------------------------------------------------- setup
     def _setup(self, cfg: TrainConfig, dataset) -> None:
-        from lafite_core.encoders import load_encoder
 
         dist = self.dist
         if cfg.batch_size % dist.world_size:
@@ -425,9 +186,9 @@ class Trainer:
         resume_path = self._resume_path(cfg)
 
         torch.manual_seed(cfg.seed)  # a randomly initialised encoder (tests) is the same in every run
-        self.encoder = load_encoder(dataclasses.replace(cfg.encoder, device=str(dist.device),
-                                                        pretrained=resolve_asset(cfg.encoder.pretrained)))
-        f = self.encoder.feature_dim
+        # the encoder runs where training runs (under torchrun: this process's GPU)
+        self.encoder = load_encoder(dataclasses.replace(cfg.encoder, device=str(dist.device)))
+        f = resolve_feature_dim(cfg.network, self.encoder.feature_dim)  # a feature_dim in the params must agree
         self.dataset = dataset if dataset is not None else self._cached_dataset(cfg)
         self._check_dataset(cfg, f)
 
@@ -459,7 +220,7 @@ class Trainer:
         if dist.is_main:
             self._prepare_run_dir(resume_path)
         self.prompt_features = self.encoder.encode_text(cfg.progress_prompts)
-        self.grid_z = fixed_latents(cfg.progress_seeds, cfg.network.z_dim)
+        self.grid_z = seed_latents(cfg.progress_seeds, cfg.network.z_dim)
 
         # From here on the global RNG drives training: seed it per process, build the data stream
         # (the loader draws a seed), then put back the saved state when resuming.
@@ -470,8 +231,6 @@ class Trainer:
 
     def _build_models(self, cfg: TrainConfig, f: int) -> None:
         """G, D, G_ema, the perturbation, the loss and the two (lazily corrected) optimisers."""
-        from lafite_core.networks import Discriminator, Generator
-        from lafite_core.perturbations import build_perturbation
 
         device = self.dist.device
         torch.manual_seed(cfg.seed)  # identical initial weights on every process
@@ -510,8 +269,6 @@ class Trainer:
         return path
 
     def _cached_dataset(self, cfg: TrainConfig):
-        from lafite_core.data import dataset_from_config
-        from lafite_core.data.cache import CachedImageTextSet, load_cache
 
         images = dataset_from_config(cfg.data)
         try:
@@ -575,7 +332,7 @@ class Trainer:
 
     def _write_reals(self) -> None:
         n = min(len(self.dataset), 4 * len(self.cfg.progress_seeds))
-        reals = torch.stack([_image_tensor(self.dataset[i]["image"]) for i in range(n)])
+        reals = torch.stack([from_uint8(self.dataset[i]["image"]) for i in range(n)])
         save_image_grid(reals, len(self.cfg.progress_seeds), self.run_dir / "reals.png")
 
     # ----------------------------------------------------------------- learned perturbation
@@ -585,7 +342,6 @@ class Trainer:
     def _train_perturbation(self) -> None:
         """Fit the learned perturbation on paired features, then freeze it (perturbations.py has
         the objective: symmetric InfoNCE between h' and the caption feature + KL on the noise)."""
-        from lafite_core.perturbations import save_learned_perturbation, train_learned_perturbation
 
         pcfg = self.cfg.perturbation_training
         images, captions = self._paired_features(pcfg.paired_cache)
@@ -605,7 +361,6 @@ class Trainer:
     def _paired_features(self, paired_cache: str | None) -> tuple[Tensor, Tensor]:
         """(image feature, caption feature) for every caption of the paired set: another cache
         folder, else the training cache (or, for an in-memory dataset, its captioned items)."""
-        from lafite_core.data.cache import load_cache
 
         if paired_cache is not None:
             try:
@@ -682,7 +437,7 @@ class Trainer:
         state = ckpt.capture_rng(self.dist.device)
         if self.dist.world_size == 1:
             return [state]
-        gathered = {k: _all_gather(v.to(self.dist.device) if self.dist.device.type == "cuda" else v, self.dist)
+        gathered = {k: all_gather(v.to(self.dist.device) if self.dist.device.type == "cuda" else v, self.dist)
                     for k, v in state.items()}
         return [{k: v[r].cpu() for k, v in gathered.items()} for r in range(self.dist.world_size)]
 
@@ -726,17 +481,14 @@ class Trainer:
 
     def _reduced_values(self, terms: dict[str, Tensor]) -> dict[str, float]:
         """Loss terms as floats, averaged over processes (so all of them see the same NaN)."""
-        values = torch.stack([t.detach().float().reshape([]) for t in terms.values()])
-        if self.dist.world_size > 1:
-            torch_dist.all_reduce(values)
-            values /= self.dist.world_size
+        values = mean_over_processes(torch.stack([t.detach().float().reshape([]) for t in terms.values()]), self.dist)
         return dict(zip(terms, values.tolist()))
 
     def train_step(self, batch: dict) -> dict[str, float]:
         """All phases of one step on one batch; returns the loss terms it computed."""
         cfg, device, n = self.cfg, self.dist.device, self.batch_per_process
         batch = _to_device(batch, device)
-        real = _image_tensor(batch["image"])
+        real = from_uint8(batch["image"])
         with torch.no_grad():
             c = self.conditions(batch, self.perturbation, cfg.mixing_prob).float()
         z_dim = cfg.network.z_dim
@@ -827,18 +579,14 @@ class Trainer:
         over = time.time() - started > self.cfg.max_minutes * 60
         if self.dist.world_size == 1:  # no device tensor, so no host-device sync on every step
             return over
-        flag = torch.tensor(float(over), device=self.dist.device)
-        torch_dist.broadcast(flag, src=0)
-        return bool(flag.item())
+        return bool(broadcast_from_main(torch.tensor(float(over), device=self.dist.device), self.dist).item())
 
     def _write_samples(self) -> None:
         images = progress_grid(self.G_ema, self.prompt_features, self.grid_z)
         save_image_grid(images, len(self.cfg.progress_seeds), self.run_dir / f"samples-{self.nimg:010d}.png")
 
     def close(self) -> None:
-        if self.dist.owns_group and torch_dist.is_initialized():
-            torch_dist.destroy_process_group()
-            self.dist.owns_group = False
+        close_distributed(self.dist)
 
 
 def _captioned_items(dataset) -> int:

@@ -1,5 +1,7 @@
-"""Shared test set-up: paths in params/ and notebooks are relative to the repository root."""
+"""Shared test set-up: paths in params/ and notebooks are relative to the repository root; a free
+local port for tests that start servers or process groups."""
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -13,3 +15,10 @@ def _run_from_repository_root():
     os.chdir(ROOT)
     yield
     os.chdir(previous)
+
+
+@pytest.fixture
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

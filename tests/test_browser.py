@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -49,14 +48,8 @@ def _missing() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def lab(tmp_path):
+def lab(tmp_path, free_port):
     """A JupyterLab server on a free localhost port, no token, rooted at the repository."""
     reason = _missing()
     if reason:
@@ -67,7 +60,7 @@ def lab(tmp_path):
                            "notebook-extension/tracker": {"autoStartDefaultKernel": True}}.items():
         (settings / plugin).parent.mkdir(parents=True, exist_ok=True)
         (settings / f"{plugin}.jupyterlab-settings").write_text(json.dumps(values))
-    port = _free_port()
+    port = free_port
     env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "lab-settings"),
            "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces"),
            "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "CUDA_VISIBLE_DEVICES": ""}

@@ -1,7 +1,6 @@
 """Two gloo processes on CPU: the same weights on both ranks after training, and contrastive
 negatives gathered across ranks give the gradient of the full global batch."""
 import os
-import socket
 import sys
 from pathlib import Path
 
@@ -12,17 +11,12 @@ import torch.multiprocessing as mp
 TESTS = Path(__file__).resolve().parent
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _gathered_gradient_matches_full_batch(rank: int, world: int) -> dict:
     """Each rank holds 3 of the 6 samples; compare with one process computing all 6."""
+    from lafite_core.conditions import GatheredNegativesLoss
     from lafite_core.config import LossConfig
+    from lafite_core.distributed import Distributed, average_gradients
     from lafite_core.losses import contrastive_loss
-    from lafite_core.training import Distributed, GatheredNegativesLoss, average_gradients
 
     g = torch.Generator().manual_seed(0)
     inputs, targets = torch.randn(6, 5, generator=g), torch.randn(6, 4, generator=g)
@@ -51,8 +45,9 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        from lafite_core.training import Trainer
         from training_fixtures import TinyImageTextSet, tiny_config
+
+        from lafite_core.training import Trainer
 
         check = _gathered_gradient_matches_full_batch(rank, world)
         cfg = tiny_config(out_dir, gather_negatives=True, total_kimg=0.008, seed=3)
@@ -66,8 +61,8 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
             dist.destroy_process_group()
 
 
-def test_two_processes_end_with_identical_weights(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+def test_two_processes_end_with_identical_weights(tmp_path, free_port):
+    mp.spawn(_worker, args=(2, free_port, str(tmp_path)), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     final = torch.load(sorted((tmp_path / "checkpoints").glob("checkpoint-*.pt"))[-1], weights_only=True)
     assert final["world_size"] == 2 and len(final["rng"]) == 2  # both ranks' RNG states saved

@@ -9,16 +9,14 @@ import torch
 import torch.nn.functional as F
 
 from lafite_core.config import EncoderConfig, PretrainConfig
-from lafite_core.data.shapes import VOCABULARIES, caption_for
+from lafite_core.data.shapes import VOCABULARIES, caption_for, fill_template, template_attributes
 from lafite_core.encoder_training import (
     ShapesPairs,
     caption_positives,
     clip_loss,
-    fill_template,
     make_optimizer,
     pretrain_encoder,
     save_weights,
-    template_attributes,
     train_step,
 )
 from lafite_core.encoders import file_sha256, load_encoder

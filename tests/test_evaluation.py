@@ -23,21 +23,16 @@ from lafite_core.config import (
 )
 from lafite_core.data.shapes import ShapesDataset
 from lafite_core.encoders import load_encoder
-from lafite_core.evaluation import (
+from lafite_core.evaluation import dataset_batches, encode_prompts, evaluate, load_eval_config, plan_prompts
+from lafite_core.features import (
     FeatureExtractor,
     attribute_extractor,
     clip_extractor,
-    dataset_batches,
-    encode_prompts,
-    evaluate,
     extract,
     inception_extractor,
-    load_eval_config,
-    plan_prompts,
     reference_features,
     register_encoder_extractor,
 )
-from lafite_core.params import load_params
 from lafite_core.metrics import (
     ScoredImages,
     caption_accuracy,
@@ -47,6 +42,7 @@ from lafite_core.metrics import (
     protocol_preset,
     read_table,
 )
+from lafite_core.params import load_params
 
 REPO = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")

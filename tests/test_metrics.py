@@ -3,12 +3,13 @@ behaviour, protocol presets, and the results table."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 
 import numpy as np
 import pytest
 import torch
 
-from lafite_core.config import ProtocolConfig, from_dict
+from lafite_core.config import EvalConfig, ProtocolConfig, from_dict
 from lafite_core.metrics import (
     METRICS,
     ScoredImages,
@@ -121,8 +122,11 @@ def test_registry_entries_read_declared_features_and_write_their_columns():
 
 def test_protocol_presets_by_name_and_validation():
     cpu, paper = protocol_preset("cpu"), protocol_preset("paper")
-    assert cpu == ProtocolConfig() and cpu.num_samples == 2000
-    assert (paper.name, paper.num_samples, paper.isc_splits, paper.resolution) == ("paper", 30000, 10, 256)
+    assert cpu == EvalConfig().protocol  # the default evaluation runs the cpu protocol
+    assert paper.name == "paper" and paper == from_dict(ProtocolConfig, dataclasses.asdict(paper))  # a valid protocol
+    changed = protocol_preset("paper")
+    changed.num_samples = 1
+    assert protocol_preset("paper") == paper  # each call gives a fresh copy
     with pytest.raises(KeyError, match="unknown protocol 'tiny'"):
         protocol_preset("tiny")
     with pytest.raises(ValueError, match="protocol.kid_subset_size = 1000 exceeds num_samples"):

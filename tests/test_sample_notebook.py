@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from test_sampler import make_run  # a small generator with its own saved encoder
 
 from lafite_core.config import SampleConfig
 from lafite_core.params import load_yaml
-from test_sampler import make_run  # a small generator with its own saved encoder
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "05_sample.ipynb"

@@ -15,6 +15,7 @@ from PIL import Image
 from lafite_core import checkpoint as ckpt
 from lafite_core.config import DataConfig, EncoderConfig, NetworkConfig, SampleConfig, TrainConfig, to_dict
 from lafite_core.encoders import load_encoder
+from lafite_core.grids import image_grid, latents, save_grid
 from lafite_core.networks import Generator
 from lafite_core.sampler import (
     DEMO_GENERATOR,
@@ -22,12 +23,9 @@ from lafite_core.sampler import (
     Sampler,
     available_generators,
     export_generator,
-    image_grid,
     interpolate_conditions,
-    latents,
     read_generator,
     sample_from_config,
-    save_grid,
 )
 
 NETWORK = dict(resolution=32, z_dim=16, w_dim=16, mapping_layers=2, channel_base=256, channel_max=16)

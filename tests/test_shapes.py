@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from lafite_core.config import DataConfig
-from lafite_core.data import DATASETS, build_dataset, dataset_from_config
-from lafite_core.data import shapes
+from lafite_core.data import DATASETS, build_dataset, dataset_from_config, shapes
 from lafite_core.data.shapes import (
     BACKGROUNDS,
     CAPTION_TEMPLATES,

@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from lafite_core.data.images import ImageReadError
+from lafite_core.encoders import load_encoder
 
 FORMAT_VERSION = 1
 DTYPES = ("float16", "float32")
@@ -463,14 +464,10 @@ def matching_cosines(cache: EmbeddingCache) -> np.ndarray:
 def embed_from_config(cfg, progress: bool = True) -> tuple[EmbeddingCache, dict]:
     """Build (or continue, or reuse) the cache an EmbedConfig describes; write its summary to
     `cfg.output_dir/metrics.json` and return (cache, summary)."""
-    from dataclasses import replace
-
-    from lafite_core.assets import resolve_asset
-    from lafite_core.data import dataset_from_config
-    from lafite_core.encoders import load_encoder
+    from lafite_core.data import dataset_from_config  # the package imports this module
 
     dataset = dataset_from_config(cfg.data)
-    encoder = load_encoder(replace(cfg.encoder, pretrained=resolve_asset(cfg.encoder.pretrained)))
+    encoder = load_encoder(cfg.encoder)
     start = time.time()
     cache = build_cache(dataset, encoder, cfg.cache_dir, batch_size=cfg.batch_size, dtype=cfg.dtype,
                         shard_size=cfg.shard_size, skip_bad=cfg.data.skip_bad, progress=progress,

@@ -22,6 +22,7 @@ import functools
 import hashlib
 import json
 import operator
+import string
 
 import numpy as np
 
@@ -125,17 +126,27 @@ CAPTION_TEMPLATES = (
 )
 
 
-def caption_for(attributes: dict, template_index: int = 0) -> str:
-    """One caption of an attribute dict (only the five attribute names are read)."""
+def fill_template(template: str, attributes: dict) -> str:
+    """A caption template filled with an attribute dict (only the five attribute names are read)."""
     long_phrase, short_phrase = POSITION_PHRASES[attributes["position"]]
-    return CAPTION_TEMPLATES[template_index].format(
-        size=attributes["size"],
-        colour=attributes["colour"],
-        shape=attributes["shape"],
-        background=attributes["background"],
-        position_long=long_phrase,
-        position_short=short_phrase,
-    )
+    values = {name: attributes[name] for name in ATTRIBUTE_NAMES if name != "position"}
+    return template.format(position_long=long_phrase, position_short=short_phrase, **values)
+
+
+def caption_for(attributes: dict, template_index: int = 0) -> str:
+    """One caption of an attribute dict: CAPTION_TEMPLATES[template_index] filled in."""
+    return fill_template(CAPTION_TEMPLATES[template_index], attributes)
+
+
+def template_attributes(template: str) -> frozenset[str]:
+    """The attributes a caption template names ("position_long" and "position_short" name position)."""
+    fields = {name for _, name, _, _ in string.Formatter().parse(template) if name}
+    return frozenset("position" if f.startswith("position") else f for f in fields)
+
+
+def caption_attributes() -> list[tuple[str, ...]]:
+    """For each of CAPTION_TEMPLATES, the attributes it names (in ATTRIBUTE_NAMES order)."""
+    return [tuple(a for a in ATTRIBUTE_NAMES if a in template_attributes(t)) for t in CAPTION_TEMPLATES]
 
 
 _ATTRIBUTE_VALUES = operator.itemgetter(*ATTRIBUTE_NAMES)
@@ -145,7 +156,7 @@ def captions_for(attributes: dict) -> list[str]:
     return list(_captions(*_ATTRIBUTE_VALUES(attributes)))
 
 
-@functools.lru_cache(maxsize=None)  # 960 combinations: formatting six templates per item was a tenth of its cost
+@functools.lru_cache(maxsize=None)  # 960 attribute combinations: each item's captions are formatted once
 def _captions(*values: str) -> tuple[str, ...]:
     attributes = dict(zip(ATTRIBUTE_NAMES, values))
     return tuple(caption_for(attributes, t) for t in range(len(CAPTION_TEMPLATES)))
