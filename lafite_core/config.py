@@ -11,7 +11,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, Union
 
-from lafite_core.assets import REPO_PREFIX, TINY_ENCODER_GEOMETRY, TINY_ENCODER_WEIGHTS
+from lafite_core.assets import DEMO_GENERATOR, REPO_PREFIX, TINY_ENCODER_GEOMETRY, TINY_ENCODER_WEIGHTS
 
 C = TypeVar("C")
 
@@ -333,7 +333,7 @@ class SampleConfig:
     set, the notebook writes a grid (rows = prompts, n images each) to out_dir/grid.png; the
     interactive UI starts from the first prompt and lists `runs_dir`'s runs in its menu."""
 
-    checkpoint: str = "lafite_core/assets/demo-generator.safetensors"
+    checkpoint: str = REPO_PREFIX + DEMO_GENERATOR.name
     prompts: list[str] = field(default_factory=list)
     seed: int = 0  # image i uses the latent of seed + i
     n: int = 8  # images per prompt
@@ -441,20 +441,17 @@ class AblationConfig:
 @dataclass
 class DemoConfig:
     """The whole embedded-default pipeline (lafite_core/demo.py, `make demo`): embed Shapes, train
-    the main model, evaluate it against the baselines, run a reduced perturbation ablation and
-    draw prompts (seen and held-out combinations). Every step is a notebook run by the runner,
-    so each has its executed notebook and log under results/runs/, and re-running skips
-    finished steps. `ablation_cases` are named override sets for the training config, as in a
-    sweep file's `cases`."""
+    the main language-free model for a wall-time budget (train.max_minutes), evaluate it against
+    the baselines, judge it beside a generator trained for longer (`compare_with`, the shipped one)
+    and draw both generators' prompts. Every step but the judge is a notebook run by the runner, so
+    each has its executed notebook and log under results/runs/, and re-running skips finished steps."""
 
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
-    ablation_cases: list[dict] = field(default_factory=list)
-    ablation_kimg: float = 2.0
-    ablation_evaluate: dict = field(default_factory=dict)  # overrides of `evaluate` for ablation points
+    compare_with: str | None = REPO_PREFIX + DEMO_GENERATOR.name  # None: judge the demo's model alone
     prompts: list[str] = field(default_factory=list)
     samples_per_prompt: int = 6
-    workers: int = 2
+    workers: int = 2  # parallel steps after training (training itself gets every core)
     out_dir: str = "results/demo"
     results_root: str = "results"  # run folders go to results_root/runs

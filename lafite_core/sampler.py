@@ -32,7 +32,7 @@ from PIL import Image
 from torch import Tensor
 
 from lafite_core import checkpoint as ckpt
-from lafite_core.assets import ASSETS_DIR, resolve_asset
+from lafite_core.assets import ASSETS_DIR, DEMO_GENERATOR, resolve_asset
 from lafite_core.config import EncoderConfig, NetworkConfig, SampleConfig, from_dict
 from lafite_core.encoders import load_encoder
 from lafite_core.grids import latents, save_grid
@@ -40,7 +40,6 @@ from lafite_core.networks import Generator
 from lafite_core.params import run_main
 
 GENERATOR_FORMAT = "lafite-generator-v1"
-DEMO_GENERATOR = ASSETS_DIR / "demo-generator.safetensors"
 BATCH = 32  # images per generator call
 
 

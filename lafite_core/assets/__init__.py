@@ -17,6 +17,7 @@ ASSETS_DIR = Path(__file__).resolve().parent
 TINY_ENCODER_WEIGHTS = ASSETS_DIR / "lafite-tiny-shapes.safetensors"
 TINY_ENCODER_PROVENANCE = ASSETS_DIR / "lafite-tiny-shapes.json"
 TINY_ENCODER_GEOMETRY = ASSETS_DIR / "lafite-tiny-shapes.geometry.safetensors"  # lafite_core/modality.py
+DEMO_GENERATOR = ASSETS_DIR / "demo-generator.safetensors"  # the sampler's default generator
 REPO_PREFIX = "lafite_core/assets/"
 
 
