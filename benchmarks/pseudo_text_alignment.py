@@ -24,12 +24,15 @@ from lafite_core.config import PerturbationConfig
 from lafite_core.data.cache import load_cache
 from lafite_core.perturbations import build_perturbation
 
-CASES = {  # the cases of params/ablation.yaml
+CASES = {  # the cases of params/ablation.yaml (calibrated and centred read the shipped geometry file)
     "none": PerturbationConfig(kind="none"),
     "gaussian-xi0.5": PerturbationConfig(kind="gaussian", xi=0.5),
     "gaussian-xi1": PerturbationConfig(kind="gaussian", xi=1.0),
     "gaussian-xi2": PerturbationConfig(kind="gaussian", xi=2.0),
     "official": PerturbationConfig(kind="official"),
+    "calibrated": PerturbationConfig(kind="calibrated"),
+    "centred (no noise)": PerturbationConfig(kind="centred", target_cosine=1.0),
+    "centred": PerturbationConfig(kind="centred"),
 }
 
 
