@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lafite_core.config import TrainConfig, from_dict  # noqa: E402
-from lafite_core.runner import load_params  # noqa: E402
+from lafite_core.params import load_params  # noqa: E402
 from lafite_core.training import Trainer  # noqa: E402
 
 # The official networks at 32x32 (channel sizes of conventions.md's reference, LAFITE's 8 mapping

@@ -5,10 +5,9 @@ tag (downloaded by open_clip on a connected machine), a local weights file (work
 nowhere (random init, for tests). The kit's own tiny architecture, "lafite-tiny", lives in
 `lafite_core/model_configs/` and is registered on import: a 32 px ViT (patch 8, width 128, 4
 layers) and a text transformer (width 64, 4 layers, context 32) meeting in a 128-d space, 4.2 M
-parameters (16.8 MB in fp32). Patch 8, not 4: trained from scratch with patch 4, the tower sat at
-chance on position for 600+ steps (features of the four corners had cosine 1.000); with a 4 x 4
-grid it learns position within ~100 steps, at half the cost per step. Text width is 64, not 128,
-because open_clip's tokenizer keeps its 49408-token vocabulary and the token table alone costs
+parameters (16.8 MB in fp32). Patch 8 (a 4 x 4 grid) because a patch-4 tower trained from scratch
+does not separate the four corners in a short run, and costs twice as much per step. Text width is
+64 because open_clip's tokenizer keeps its 49408-token vocabulary, and the token table costs
 vocab * width parameters.
 
 `ClipEncoder` gives the two views LAFITE needs:
