@@ -205,7 +205,9 @@ class TrainConfig:
     network: NetworkConfig = field(default_factory=lambda: NetworkConfig(
         resolution=32, z_dim=64, w_dim=64, mapping_layers=2, channel_base=1024, channel_max=64,
         condition_lr_mult=1.0))
-    perturbation: PerturbationConfig = field(default_factory=PerturbationConfig)
+    # No noise on this encoder: its matched image/caption cosine is 0.53, not CLIP's 0.3, and noise sized
+    # for CLIP slows every attribute (results/ablation.md; lafite_core/assets/demo-generator.md).
+    perturbation: PerturbationConfig = field(default_factory=lambda: PerturbationConfig(kind="none"))
     # StyleGAN2-ADA's small-image recipe (its "cifar" config): no path length, no style mixing.
     loss: LossConfig = field(default_factory=lambda: LossConfig(r1_gamma=1.0, pl_weight=0.0, style_mixing_prob=0.0))
     perturbation_training: PerturbationTrainingConfig = field(default_factory=PerturbationTrainingConfig)
