@@ -31,12 +31,7 @@ from typing import Any
 import yaml
 
 from lafite_core import config as config_module
-from lafite_core.params import (
-    deep_merge,  # noqa: F401  (demo.py reads runner.deep_merge)
-    load_params,
-    run_main,
-    set_dotted,
-)
+from lafite_core.params import load_params, run_main, set_dotted
 
 RESULTS = Path("results")
 KERNEL_START_ERRORS = ("Address already in use", "Kernel died before replying", "Kernel didn't respond")

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from lafite_core import config, runner
-from lafite_core.params import load_with_overrides
+from lafite_core.params import load_params, load_with_overrides
 
 PARAMS = sorted((Path(__file__).resolve().parents[1] / "params").glob("*.yaml"))
 HEADER = re.compile(r"#\s*(\S+)\s*->\s*lafite_core\.config\.(\w+)")
@@ -14,7 +14,7 @@ HEADER = re.compile(r"#\s*(\S+)\s*->\s*lafite_core\.config\.(\w+)")
 
 @pytest.mark.parametrize("path", PARAMS, ids=[p.name for p in PARAMS])
 def test_params_file_matches_its_schema(path):
-    data = runner.load_params(path)
+    data = load_params(path)
     if "notebook" in data:  # a sweep: every expanded run must validate against its notebook
         runs = runner.expand_sweep(path)
         assert runs

@@ -8,6 +8,7 @@ import nbformat
 import pytest
 
 from lafite_core import runner
+from lafite_core.params import load_params
 
 
 @dataclass
@@ -39,12 +40,12 @@ def write_echo_notebook(path: Path) -> Path:
 def test_params_extends_and_deep_merge(tmp_path):
     (tmp_path / "base.yaml").write_text("a: 1\nnet: {res: 32, z: 64}\n")
     (tmp_path / "child.yaml").write_text("extends: base.yaml\nnet: {res: 64}\nb: x\n")
-    assert runner.load_params(tmp_path / "child.yaml") == {"a": 1, "net": {"res": 64, "z": 64}, "b": "x"}
+    assert load_params(tmp_path / "child.yaml") == {"a": 1, "net": {"res": 64, "z": 64}, "b": "x"}
     (tmp_path / "nested.yaml").write_text("train: {extends: child.yaml, a: 2}\nout: o\n")
-    assert runner.load_params(tmp_path / "nested.yaml") == {
+    assert load_params(tmp_path / "nested.yaml") == {
         "train": {"a": 2, "net": {"res": 64, "z": 64}, "b": "x"}, "out": "o"}
     with pytest.raises(FileNotFoundError, match="nope.yaml"):
-        runner.load_params(tmp_path / "nope.yaml")
+        load_params(tmp_path / "nope.yaml")
 
 
 def test_sweep_expands_grid_into_stable_named_runs(tmp_path):
