@@ -7,9 +7,7 @@ One step (StyleGAN2's phases, Karras et al. 2020, with LAFITE's losses from loss
   4. D main   : L_adv + lambda_D L_ConD(real)                                    (paper Eq. 8)
   5. D reg    : R1 penalty, every loss.r1_interval steps (lazy)
   6. G_ema    : exponential moving average of G's weights (used for samples and evaluation).
-Each phase is its own Adam step. Because a lazily regularised network takes interval + 1 steps
-per interval instead of interval, its Adam gets lr * c and betas ** c with c = interval /
-(interval + 1) (StyleGAN2, Appendix B), so the effective step size and momentum stay as set.
+Each phase is its own Adam step, lazily corrected for the regularisation phases (optimisers.py).
 
 Scale: run `python -m lafite_core.training --params params/train.yaml` for one process, or the same
 under `torchrun --nproc_per_node N` (and `--nnodes` ...): the process group is detected from the
@@ -17,9 +15,10 @@ environment (RANK, WORLD_SIZE, LOCAL_RANK), nccl on CUDA, gloo on CPU. Gradients
 one all-reduce per phase (explicit, like StyleGAN2-ADA, rather than a DDP wrapper, because the loss
 calls G.mapping / G.synthesis directly), so every process keeps identical weights.
 
-Reproducibility: the data order is a pure function of (seed, images seen) and every process's RNG
-state goes into the checkpoints, so on the CPU path training k steps, stopping and resuming gives
-the same numbers as an uninterrupted run (exact with num_workers = 0; the same number of processes).
+Reproducibility: the data order is a pure function of (seed, images seen) (data_stream.py) and
+every process's RNG state goes into the checkpoints, so on the CPU path training k steps, stopping
+and resuming gives the same numbers as an uninterrupted run (exact with num_workers = 0; the same
+number of processes).
 
 Run folder (cfg.run_dir): config.yaml (the resolved config), run.json (environment), stats.jsonl
 (one line per tick: every loss term, kimg, img/s, s/kimg, peak memory), samples-<nimg>.png (G_ema at
@@ -36,7 +35,7 @@ import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -48,8 +47,8 @@ from lafite_core.conditions import SETTINGS, GatheredNegativesLoss
 from lafite_core.config import TrainConfig, to_dict
 from lafite_core.data import dataset_from_config
 from lafite_core.data.cache import CachedImageTextSet, load_cache
+from lafite_core.data_stream import batch_stream, to_device
 from lafite_core.distributed import (
-    Distributed,
     all_gather,
     average_buffers,
     average_gradients,
@@ -63,6 +62,7 @@ from lafite_core.encoders import load_encoder
 from lafite_core.grids import from_uint8, save_image_grid, seed_latents
 from lafite_core.losses import LafiteLoss
 from lafite_core.networks import Discriminator, Generator, resolve_feature_dim
+from lafite_core.optimisers import ema_beta, lazy_adam, update_ema
 from lafite_core.params import INPUT_ERRORS, load_with_overrides, run_main
 from lafite_core.perturbations import build_perturbation, save_learned_perturbation, train_learned_perturbation
 from lafite_core.stats import TickStats, peak_memory_mb, plot_stats, read_stats
@@ -75,62 +75,7 @@ class NonFiniteLossError(RuntimeError):
 
 
 # =============================================================================================
-# Optimisers and the EMA generator
-
-
-def lazy_adam(params, lr: float, betas: list[float], reg_interval: int | None) -> torch.optim.Adam:
-    """Adam with StyleGAN2's lazy-regularisation correction c = interval / (interval + 1)."""
-    c = reg_interval / (reg_interval + 1) if reg_interval else 1.0
-    return torch.optim.Adam(params, lr=lr * c, betas=(betas[0] ** c, betas[1] ** c), eps=1e-8)
-
-
-def ema_beta(batch_size: int, nimg: int, ema_kimg: float, ema_rampup: float | None) -> float:
-    """Per-step decay for a half-life of ema_kimg thousand images (optionally ramped up early)."""
-    ema_nimg = ema_kimg * 1000
-    if ema_rampup is not None:
-        ema_nimg = min(ema_nimg, nimg * ema_rampup)
-    return 0.5 ** (batch_size / max(ema_nimg, 1e-8))
-
-
-@torch.no_grad()
-def update_ema(G_ema: torch.nn.Module, G: torch.nn.Module, beta: float) -> None:
-    for p_ema, p in zip(G_ema.parameters(), G.parameters()):
-        p_ema.copy_(p.detach().lerp(p_ema, beta))
-    for b_ema, b in zip(G_ema.buffers(), G.buffers()):
-        b_ema.copy_(b)
-
-
-# =============================================================================================
-# Data: an endless, resumable stream of batches
-
-
-class ResumableSampler(torch.utils.data.Sampler):
-    """Indices for one process. The global stream visits a fresh permutation each epoch (seeded by
-    seed and epoch); step s takes global positions [start + s*B, start + (s+1)*B) and process r its
-    r-th slice of `per_process`. Resuming at `start` = images seen continues the same stream."""
-
-    def __init__(self, size: int, per_process: int, dist: Distributed, seed: int, start: int):
-        self.size, self.per_process, self.rank, self.world = size, per_process, dist.rank, dist.world_size
-        self.seed, self.start = seed, start
-
-    def _permutation(self, epoch: int) -> Tensor:
-        return torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
-
-    def __iter__(self) -> Iterator[int]:
-        epoch, perm = -1, None
-        step_start = self.start
-        while True:
-            first = step_start + self.rank * self.per_process
-            for position in range(first, first + self.per_process):
-                e, offset = divmod(position, self.size)
-                if e != epoch:
-                    epoch, perm = e, self._permutation(e)
-                yield int(perm[offset])
-            step_start += self.per_process * self.world
-
-
-def _to_device(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
+# Progress grids
 
 
 @torch.no_grad()
@@ -225,7 +170,8 @@ class Trainer:
         # From here on the global RNG drives training: seed it per process, build the data stream
         # (the loader draws a seed), then put back the saved state when resuming.
         torch.manual_seed(cfg.seed * 65_536 + dist.rank)
-        self.batches = self._batches(cfg)
+        self.batches = batch_stream(self.dataset, self.batch_per_process, dist, cfg.seed, self.nimg,
+                                    cfg.num_workers)
         if rng_states is not None:
             self._restore_rng(rng_states)
 
@@ -297,14 +243,6 @@ class Trainer:
         if cfg.setting == "standard" and _captioned_items(self.dataset) < len(self.dataset):
             raise ValueError("parameter setting = 'standard' needs a caption for every image; "
                              "this dataset has uncaptioned images (use 'mixed' or 'language_free')")
-
-    def _batches(self, cfg: TrainConfig) -> Iterator[dict]:
-        sampler = ResumableSampler(len(self.dataset), self.batch_per_process, self.dist, cfg.seed, self.nimg)
-        loader = torch.utils.data.DataLoader(
-            self.dataset, batch_size=self.batch_per_process, sampler=sampler, num_workers=cfg.num_workers,
-            pin_memory=self.dist.device.type == "cuda", persistent_workers=cfg.num_workers > 0,
-        )
-        return iter(loader)
 
     def _prepare_run_dir(self, resume_path: Path | None) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -487,7 +425,7 @@ class Trainer:
     def train_step(self, batch: dict) -> dict[str, float]:
         """All phases of one step on one batch; returns the loss terms it computed."""
         cfg, device, n = self.cfg, self.dist.device, self.batch_per_process
-        batch = _to_device(batch, device)
+        batch = to_device(batch, device)
         real = from_uint8(batch["image"])
         with torch.no_grad():
             c = self.conditions(batch, self.perturbation, cfg.mixing_prob).float()

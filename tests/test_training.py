@@ -18,13 +18,15 @@ from lafite_core import training
 from lafite_core.checkpoint import checkpoint_name, latest_checkpoint, list_checkpoints, load_checkpoint
 from lafite_core.conditions import mixed_conditions, standard_conditions
 from lafite_core.config import DataConfig, NetworkConfig, PerturbationConfig, TrainConfig, from_dict
+from lafite_core.data_stream import ResumableSampler
 from lafite_core.distributed import Distributed
 from lafite_core.grids import save_image_grid, seed_latents
 from lafite_core.losses import LafiteLoss
+from lafite_core.optimisers import ema_beta, lazy_adam
 from lafite_core.params import load_params, load_yaml
 from lafite_core.sampler import load_generator
 from lafite_core.stats import read_stats
-from lafite_core.training import NonFiniteLossError, ResumableSampler, Trainer, ema_beta, lazy_adam, train
+from lafite_core.training import NonFiniteLossError, Trainer, train
 
 REPO = Path(__file__).resolve().parents[1]
 LOSS_TERMS = ("G_adv", "G_con_clip", "G_con_disc", "G_total", "G_pl", "D_adv", "D_con_disc", "D_total", "D_r1")
