@@ -6,10 +6,14 @@ its own. The judge is the shipped supervised attribute classifier (assets/attrib
 trained on rendered images only: it is never the encoder the generator was trained against, so a
 generator cannot score by fooling its own training signal. `seen` combinations occur in training;
 `heldout` shape/colour pairs never do, so their figures show composition of known words.
+
+    python -m lafite_core.prompt_following lafite_core/assets/demo-generator.safetensors results/runs/train
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
 from pathlib import Path
 
@@ -19,6 +23,7 @@ from torch import Tensor
 from lafite_core.assets import ASSETS_DIR
 from lafite_core.attribute_classifier import AttributeClassifier, attribute_accuracy, load_attribute_classifier
 from lafite_core.data.shapes import VOCABULARIES, attribute_combinations, caption_for
+from lafite_core.params import run_main
 from lafite_core.sampler import Sampler, latents
 from lafite_core.zero_shot import label_indices
 
@@ -75,3 +80,21 @@ def markdown_table(rows: dict[str, dict]) -> str:
             cells = " | ".join(f"{result[which][a]:.2f}" for a in ATTRIBUTES)
             lines.append(f"| {label} | {which} ({result[which]['count']}) | {cells} |")
     return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lafite_core.prompt_following", description=__doc__.split("\n\n")[0])
+    parser.add_argument("sources", nargs="+", help="exported generators, checkpoints or run folders")
+    parser.add_argument("--seed", type=int, default=0, help="combination i uses the latent of seed + i")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args(argv)
+    classifier = load_attribute_classifier(JUDGE_WEIGHTS)
+    results = {source: judge(source, args.seed, classifier) for source in args.sources}
+    print(markdown_table({f"{Path(s).name} ({r['kimg']:.0f} kimg)": r for s, r in results.items()}))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
