@@ -22,7 +22,7 @@ class EncoderConfig:
 
     name: str = "lafite-tiny"
     pretrained: str | None = None  # tag ("openai"), a path to .safetensors/.bin/.pt, or None
-    device: str = "cpu"
+    device: str = "auto"  # auto: the run's compute device (alone: CUDA if available) | cpu | cuda:N
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"
 
 

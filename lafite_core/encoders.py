@@ -159,8 +159,25 @@ class ClipEncoder(torch.nn.Module):
         }
 
 
-def load_encoder(cfg: EncoderConfig) -> ClipEncoder:
-    """Build the frozen CLIP named by `cfg` on cfg.device ("auto": CUDA if available) in cfg.precision.
+def encoder_device(option: str, run_device: str | torch.device | None = None) -> torch.device:
+    """Where an encoder goes. "auto": the run's compute device `run_device` (without a run: CUDA if
+    available). An explicit device must be the run's, because the encoder's features meet the
+    networks' tensors: a conflict is an error rather than a silent move."""
+    if run_device is None:
+        return resolve_device(option)
+    run_device = torch.device(run_device)
+    if option == "auto":
+        return run_device
+    wanted = torch.device(option)
+    same_index = wanted.index is None or run_device.index is None or wanted.index == run_device.index
+    if wanted.type != run_device.type or not same_index:
+        raise ValueError(f"device = {option!r}, but this run computes on {run_device}; set it to 'auto' "
+                         f"(the run's device) or {str(run_device)!r}")
+    return run_device
+
+
+def load_encoder(cfg: EncoderConfig, run_device: str | torch.device | None = None) -> ClipEncoder:
+    """Build the frozen CLIP named by `cfg` in cfg.precision, on `encoder_device(cfg.device, run_device)`.
     `pretrained` may name a shipped file by its repository path (lafite_core/assets/...)."""
     if cfg.name not in open_clip.list_models():
         close = difflib.get_close_matches(cfg.name, open_clip.list_models(), n=5)
@@ -168,7 +185,7 @@ def load_encoder(cfg: EncoderConfig) -> ClipEncoder:
                          f"(all: lafite_core.encoders.list_encoders())")
     if cfg.precision not in _DTYPES:
         raise ValueError(f"unknown precision {cfg.precision!r}; known: {', '.join(_DTYPES)}")
-    kwargs = dict(precision=cfg.precision, device=str(resolve_device(cfg.device)))
+    kwargs = dict(precision=cfg.precision, device=str(encoder_device(cfg.device, run_device)))
     pretrained, sha = resolve_asset(cfg.pretrained), None
     if pretrained is None:
         model = open_clip.create_model(cfg.name, pretrained=None, **kwargs)

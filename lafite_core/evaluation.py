@@ -40,7 +40,7 @@ from lafite_core.assets import resolve_asset
 from lafite_core.config import EvalConfig, ProtocolConfig
 from lafite_core.data import dataset_from_config
 from lafite_core.data.shapes import ATTRIBUTE_NAMES, VOCABULARIES, ShapesDataset, caption_attributes, captions_for
-from lafite_core.encoders import file_sha256, load_encoder
+from lafite_core.encoders import encoder_device, file_sha256, load_encoder
 from lafite_core.features import (
     FEATURES,
     FeatureExtractor,
@@ -184,13 +184,14 @@ def build_context(cfg: EvalConfig, progress: bool = True, encoder=None) -> Conte
     needs_text = any("prompts" in METRICS.get(n).needs for n in cfg.metrics)
     eval_encoder = None
     if "clip_image" in features or needs_text:
-        enc_cfg = dataclasses.replace(cfg.eval_encoder, device=str(device))  # beside the generator
+        enc_cfg = cfg.eval_encoder
         weights = resolve_asset(enc_cfg.pretrained)
         same = (enc_cfg.name == sampler.encoder.name and sampler.encoder.weights_sha256 is not None
                 and weights is not None and Path(weights).is_file()
                 and file_sha256(Path(weights)) == sampler.encoder.weights_sha256)
         try:
-            eval_encoder = sampler.encoder if same else load_encoder(enc_cfg)
+            encoder_device(enc_cfg.device, device)  # beside the generator; a conflicting device fails
+            eval_encoder = sampler.encoder if same else load_encoder(enc_cfg, run_device=device)
         except (FileNotFoundError, ValueError, RuntimeError) as err:
             raise type(err)(f"parameter eval_encoder: {err}") from None
     extractors: dict[str, FeatureExtractor] = {}

@@ -132,14 +132,16 @@ class Trainer:
 
         torch.manual_seed(cfg.seed)  # a randomly initialised encoder (tests) is the same in every run
         # the encoder runs where training runs (under torchrun: this process's GPU)
-        self.encoder = load_encoder(dataclasses.replace(cfg.encoder, device=str(dist.device)))
+        try:
+            self.encoder = load_encoder(cfg.encoder, run_device=dist.device)
+        except ValueError as err:
+            raise ValueError(f"parameter encoder: {err}") from None
         f = resolve_feature_dim(cfg.network, self.encoder.feature_dim)  # a feature_dim in the params must agree
         self.dataset = dataset if dataset is not None else self._cached_dataset(cfg)
         self._check_dataset(cfg, f)
 
         cfg = dataclasses.replace(
             cfg,
-            encoder=dataclasses.replace(cfg.encoder, device=str(dist.device)),
             network=dataclasses.replace(cfg.network, feature_dim=f),
             ema_kimg=cfg.ema_kimg if cfg.ema_kimg is not None else cfg.batch_size * 10 / 32,
         )

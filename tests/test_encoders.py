@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from lafite_core.config import EncoderConfig
 from lafite_core.encoders import (
     _random_square_crop,
+    encoder_device,
     list_encoders,
     load_encoder,
     register_model_config,
@@ -185,3 +186,16 @@ def test_bf16_precision_returns_float32_features():
     assert features.dtype == torch.float32
     features.sum().backward()
     assert x.grad.abs().sum() > 0
+
+
+def test_encoder_device_auto_follows_the_run_and_a_conflict_is_an_error():
+    cpu, cuda1 = torch.device("cpu"), torch.device("cuda:1")
+    assert encoder_device("auto", cpu) == cpu and encoder_device("auto", cuda1) == cuda1
+    assert encoder_device("cuda", cuda1) == cuda1 and encoder_device("cpu", cpu) == cpu
+    with pytest.raises(ValueError, match="device = 'cuda:0', but this run computes on cuda:1"):
+        encoder_device("cuda:0", cuda1)
+    with pytest.raises(ValueError, match="device = 'cpu', but this run computes on cuda:1; set it to 'auto'"):
+        encoder_device("cpu", cuda1)
+    assert encoder_device("cpu") == cpu  # no run: the option as given
+    tiny = load_encoder(EncoderConfig(name="lafite-tiny", pretrained=None, device="auto"), run_device="meta")
+    assert tiny.device == torch.device("meta")  # "auto" put it on the run's device

@@ -253,6 +253,8 @@ def test_bad_choices_fail_before_any_image_is_made(tmp_path, encoder):
     with pytest.raises(FileNotFoundError, match="parameter eval_encoder: CLIP weights file not found: nowhere/x"):
         evaluate(EvalConfig(eval_encoder=EncoderConfig(pretrained="nowhere/x.safetensors"), **base),
                  progress=False, encoder=encoder)
+    with pytest.raises(ValueError, match="parameter eval_encoder: device = 'cuda', but this run computes on cpu"):
+        evaluate(EvalConfig(eval_encoder=EncoderConfig(device="cuda"), **base), progress=False, encoder=encoder)
     with pytest.raises(ValueError, match="parameter heldout_split = 'val': shapes split must be"):
         evaluate(EvalConfig(heldout_split="val", metrics=["caption_accuracy"], **base), progress=False, encoder=encoder)
     data = DataConfig(kind="fashion_mnist", resolution=32, split="test")

@@ -17,7 +17,7 @@ from training_fixtures import FEATURE_DIM, TinyImageTextSet, tiny_config
 from lafite_core import training
 from lafite_core.checkpoint import checkpoint_name, latest_checkpoint, list_checkpoints, load_checkpoint
 from lafite_core.conditions import mixed_conditions, standard_conditions
-from lafite_core.config import DataConfig, NetworkConfig, PerturbationConfig, TrainConfig, from_dict
+from lafite_core.config import DataConfig, EncoderConfig, NetworkConfig, PerturbationConfig, TrainConfig, from_dict
 from lafite_core.data_stream import ResumableSampler
 from lafite_core.distributed import Distributed
 from lafite_core.grids import save_image_grid, seed_latents
@@ -211,6 +211,14 @@ def test_cache_of_another_encoder_fails_before_any_work(tmp_path):
     run_dir = tmp_path / "run"
     with pytest.raises(ValueError, match=r"parameter cache .*image_feature has 64 dimensions.*gives 128"):
         Trainer(tiny_config(run_dir), TinyImageTextSet(feature_dim=64))
+    assert not run_dir.exists()
+
+
+def test_an_encoder_device_other_than_the_runs_is_refused(tmp_path):
+    run_dir = tmp_path / "run"
+    encoder = EncoderConfig(name="lafite-tiny", pretrained=None, device="cuda")
+    with pytest.raises(ValueError, match="parameter encoder: device = 'cuda', but this run computes on cpu"):
+        Trainer(tiny_config(run_dir, encoder=encoder), TinyImageTextSet())
     assert not run_dir.exists()
 
 
