@@ -9,7 +9,7 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar, Union
+from typing import Any, ClassVar, Literal, TypeVar, Union
 
 from lafite_core.assets import DEMO_GENERATOR, REPO_PREFIX, TINY_ENCODER_GEOMETRY, TINY_ENCODER_WEIGHTS
 
@@ -124,7 +124,7 @@ def from_dict(cls: type[C], data: dict[str, Any] | None, where: str = "") -> C:
     for key, value in data.items():
         hint = hints[key]
         if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-            value = from_dict(hint, {**_field_default(fields[key]), **value}, where=f"{where}{key}.")
+            value = from_dict(hint, {**_section_base(hint, fields[key], value), **value}, where=f"{where}{key}.")
         elif not _type_ok(value, hint):
             raise TypeError(
                 f"parameter {where}{key} = {value!r} has type {type(value).__name__}; expected {_hint_name(hint)}"
@@ -133,6 +133,15 @@ def from_dict(cls: type[C], data: dict[str, Any] | None, where: str = "") -> C:
             value = float(value)
         kwargs[key] = value
     return cls(**kwargs)
+
+
+def _section_base(hint: type, f: dataclasses.Field, value: dict[str, Any]) -> dict[str, Any]:
+    """What a section given in part is merged over: the preset its `name` picks, if its class has
+    `PRESETS` (ProtocolConfig), else the section's default in its parent."""
+    presets = getattr(hint, "PRESETS", {})
+    if value.get("name") in presets:
+        return dataclasses.asdict(hint(**presets[value["name"]]))
+    return _field_default(f)
 
 
 def _field_default(f: dataclasses.Field) -> dict[str, Any]:
@@ -360,8 +369,17 @@ class ProtocolConfig:
     k mod N (its caption number k // N, cycling): one caption per image, cycling through the set,
     as the paper's 30k-sample protocol does. `reference_split` None compares against the first
     `reference_size` images of the evaluated split itself; the "real images" baseline takes the
-    next images of that split, so it never overlaps the reference. Named presets:
-    lafite_core.metrics.protocol_preset("cpu" | "paper")."""
+    next images of that split, so it never overlaps the reference.
+
+    Named presets (`PRESETS`, `protocol_preset`): "cpu" (the defaults, sized for the embedded Shapes
+    default: 2k samples at 32 px) and "paper" (LAFITE's reported protocol: 30k samples, each from
+    one caption of the evaluation set, 256 px). A params section that gives `name: paper` starts
+    from that preset; the fields it also gives override it."""
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {  # what differs from the defaults below
+        "cpu": {},
+        "paper": dict(name="paper", num_samples=30000, noise_mode="random", resolution=256, reference_size=30000),
+    }
 
     name: str = "cpu"
     num_samples: int = 2000
@@ -387,6 +405,13 @@ class ProtocolConfig:
                              f"({self.num_samples}) or reference_size ({self.reference_size})")
         if self.r_precision_candidates < 2:
             raise ValueError("parameter protocol.r_precision_candidates must be at least 2 (the prompt and a distractor)")
+
+
+def protocol_preset(name: str) -> ProtocolConfig:
+    """A named protocol: "cpu" (embedded default) or "paper" (LAFITE's 30k-sample protocol)."""
+    if name not in ProtocolConfig.PRESETS:
+        raise KeyError(f"unknown protocol {name!r}; known: {', '.join(sorted(ProtocolConfig.PRESETS))}")
+    return ProtocolConfig(**ProtocolConfig.PRESETS[name])
 
 
 @dataclass

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from lafite_core.assets import resolve_asset
-from lafite_core.config import EvalConfig, ProtocolConfig
+from lafite_core.config import EvalConfig, ProtocolConfig, protocol_preset
 from lafite_core.data import dataset_from_config
 from lafite_core.data.shapes import ATTRIBUTE_NAMES, VOCABULARIES, ShapesDataset, caption_attributes, captions_for
 from lafite_core.encoders import encoder_device, file_sha256, load_encoder
@@ -52,7 +52,7 @@ from lafite_core.features import (
     reference_features,
 )
 from lafite_core.grids import from_uint8, latents, save_image_grid, to_uint8
-from lafite_core.metrics import METRICS, ScoredImages, append_rows, compute_metrics, protocol_columns, protocol_preset
+from lafite_core.metrics import METRICS, ScoredImages, append_rows, compute_metrics, protocol_columns
 from lafite_core.params import INPUT_ERRORS, load_with_overrides, run_main
 from lafite_core.precision import resolve_device
 from lafite_core.sampler import Sampler

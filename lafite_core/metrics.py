@@ -1,11 +1,8 @@
 """What the kit measures about a text-to-image generator, and how results are written down.
 
-Three parts, each small:
+Two parts, each small (the protocols they run under are `config.ProtocolConfig` and its presets):
 
-1. **Protocol presets** (`PROTOCOLS`, `protocol_preset`): named `ProtocolConfig`s. "cpu" is sized
-   for the embedded Shapes default (2k samples at 32 px); "paper" is LAFITE's reported protocol
-   (30k samples, each from one caption of the evaluation set, IS with 10 splits, 256 px).
-2. **Metrics** (`METRICS`): each entry names the extracted features it reads and whether it
+1. **Metrics** (`METRICS`): each entry names the extracted features it reads and whether it
    compares against the reference set, and computes one or more numbers from a `ScoredImages`.
    The feature-distance maths is torch-fidelity's own (FID, KID, IS), so the numbers match what
    `fidelity --fid ...` prints on the same features:
@@ -15,7 +12,7 @@ Three parts, each small:
    - `r_precision`: how often an image's own prompt beats 99 other captions of the set;
    - `caption_accuracy`: the share of images whose attributes, read by the independent Shapes
      classifier (attribute_classifier.py), all match what the caption asks for.
-3. **Result rows** (`append_rows`, `read_table`): one row per (subject, checkpoint, protocol,
+2. **Result rows** (`append_rows`, `read_table`): one row per (subject, checkpoint, protocol,
    split), appended to `results/<table>.csv` and re-rendered as `results/<table>.md`.
 """
 from __future__ import annotations
@@ -33,17 +30,6 @@ from torch import Tensor
 
 from lafite_core.config import ProtocolConfig
 from lafite_core.registry import Registry
-
-# ============================================================================ protocol presets
-PROTOCOLS: Registry[Callable[[], ProtocolConfig]] = Registry("protocol")
-PROTOCOLS.register("cpu", lambda: ProtocolConfig())
-PROTOCOLS.register("paper", lambda: ProtocolConfig(  # what differs from the cpu protocol
-    name="paper", num_samples=30000, noise_mode="random", resolution=256, reference_size=30000))
-
-
-def protocol_preset(name: str) -> ProtocolConfig:
-    """A named protocol: "cpu" (embedded default) or "paper" (LAFITE's 30k-sample protocol)."""
-    return PROTOCOLS.get(name)()
 
 
 # ==================================================================================== metrics

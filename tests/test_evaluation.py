@@ -19,6 +19,7 @@ from lafite_core.config import (
     NetworkConfig,
     ProtocolConfig,
     from_dict,
+    protocol_preset,
     to_dict,
 )
 from lafite_core.data.shapes import ShapesDataset
@@ -39,7 +40,6 @@ from lafite_core.metrics import (
     clip_score,
     compute_metrics,
     frechet_distance,
-    protocol_preset,
     read_table,
 )
 from lafite_core.params import load_params

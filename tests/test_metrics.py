@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from lafite_core.config import EvalConfig, ProtocolConfig, from_dict
+from lafite_core.config import EvalConfig, ProtocolConfig, from_dict, protocol_preset
 from lafite_core.metrics import (
     METRICS,
     ScoredImages,
@@ -21,7 +21,6 @@ from lafite_core.metrics import (
     inception_score,
     kernel_distance,
     protocol_columns,
-    protocol_preset,
     r_precision,
     read_table,
 )
@@ -123,16 +122,29 @@ def test_registry_entries_read_declared_features_and_write_their_columns():
 def test_protocol_presets_by_name_and_validation():
     cpu, paper = protocol_preset("cpu"), protocol_preset("paper")
     assert cpu == EvalConfig().protocol  # the default evaluation runs the cpu protocol
-    assert paper.name == "paper" and paper == from_dict(ProtocolConfig, dataclasses.asdict(paper))  # a valid protocol
+    # LAFITE's reported protocol: 30k images at 256 px, each with its own latent noise
+    assert (paper.name, paper.num_samples, paper.reference_size, paper.resolution, paper.noise_mode) == (
+        "paper", 30000, 30000, 256, "random")
     changed = protocol_preset("paper")
     changed.num_samples = 1
     assert protocol_preset("paper") == paper  # each call gives a fresh copy
-    with pytest.raises(KeyError, match="unknown protocol 'tiny'"):
+    with pytest.raises(KeyError, match="unknown protocol 'tiny'; known: cpu, paper"):
         protocol_preset("tiny")
     with pytest.raises(ValueError, match="protocol.kid_subset_size = 1000 exceeds num_samples"):
         from_dict(ProtocolConfig, {"num_samples": 500})
     columns = protocol_columns(paper)
     assert columns["protocol"] == "paper" and columns["num_samples"] == 30000 and "name" not in columns
+
+
+def test_a_protocol_section_naming_a_preset_starts_from_it():
+    named = from_dict(EvalConfig, {"protocol": {"name": "paper", "num_samples": 5000, "reference_size": 5000},
+                                   "data": {"resolution": 256}}).protocol
+    assert (named.name, named.num_samples, named.resolution, named.noise_mode) == ("paper", 5000, 256, "random")
+    unnamed = from_dict(EvalConfig, {"protocol": {"num_samples": 500, "reference_size": 500,
+                                                  "kid_subset_size": 250}}).protocol
+    assert (unnamed.name, unnamed.resolution, unnamed.noise_mode) == ("cpu", 32, "const")  # the defaults
+    other = from_dict(EvalConfig, {"protocol": {"name": "mine"}}).protocol
+    assert dataclasses.replace(other, name="cpu") == protocol_preset("cpu")  # an unknown name is just a label
 
 
 def test_results_table_appends_rows_and_reads_them_back(tmp_path):
