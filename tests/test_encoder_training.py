@@ -9,11 +9,20 @@ import torch
 import torch.nn.functional as F
 
 from lafite_core.config import EncoderConfig, PretrainConfig
-from lafite_core.data.shapes import VOCABULARIES, caption_for, fill_template, template_attributes
+from lafite_core.data.shapes import (
+    CAPTION_TEMPLATES,
+    VOCABULARIES,
+    ShapesDataset,
+    caption_for,
+    fill_template,
+    template_attributes,
+)
 from lafite_core.encoder_training import (
     ShapesPairs,
     caption_positives,
     clip_loss,
+    evaluate_encoder,
+    images_to_tensor,
     make_optimizer,
     pretrain_encoder,
     save_weights,
@@ -133,9 +142,18 @@ def test_pretrain_encoder_writes_weights_curve_and_metrics(tmp_path):
     assert [r["step"] for r in seen] == [1, 2, 3]
     assert result.weights == tmp_path / "lafite-tiny-shapes.safetensors" and result.weights.is_file()
     metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["weights_sha256"] == file_sha256(result.weights)
+    # the numbers describe the written weights: computed again from the file, the cosine directly
+    written = load_encoder(EncoderConfig(name=cfg.architecture, pretrained=str(result.weights)))
+    again = evaluate_encoder(written, cfg.resolution, cfg.dataset_seed, cfg.eval_images)
     for attribute in VOCABULARIES:
-        assert 0.0 <= metrics[f"given_others/{attribute}"] <= 1.0
-    assert -1.0 <= metrics["matching_cosine"] <= 1.0 and metrics["weights_sha256"] == file_sha256(result.weights)
+        assert metrics[f"given_others/{attribute}"] == pytest.approx(again["given_others"][attribute])
+    items = [it for it in ShapesDataset(cfg.resolution, size=cfg.eval_images, seed=cfg.dataset_seed, split="test")]
+    with torch.no_grad():
+        image = written.encode_image(images_to_tensor(np.stack([it.image for it in items])))
+        cosines = [F.cosine_similarity(image, written.encode_text([caption_for(it.attributes, t) for it in items]))
+                   for t in range(len(CAPTION_TEMPLATES))]
+    assert metrics["matching_cosine"] == pytest.approx(float(torch.stack(cosines).mean()), abs=1e-5)
     lines = (tmp_path / "history.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [1, 2, 3]
     assert json.loads((tmp_path / "provenance.json").read_text())["config"]["steps"] == 3
