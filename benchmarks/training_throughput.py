@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lafite_core.config import TrainConfig, from_dict  # noqa: E402
+from lafite_core.encoders import load_encoder  # noqa: E402
 from lafite_core.params import load_params  # noqa: E402
 from lafite_core.training import Trainer  # noqa: E402
 
@@ -116,8 +117,6 @@ _DIMS: dict[str, int] = {}
 
 def _encoder_dim(cfg: TrainConfig) -> int:
     if cfg.encoder.name not in _DIMS:
-        from lafite_core.encoders import load_encoder
-
         _DIMS[cfg.encoder.name] = load_encoder(cfg.encoder).feature_dim
     return _DIMS[cfg.encoder.name]
 

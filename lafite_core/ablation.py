@@ -12,6 +12,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from lafite_core.config import AblationConfig, EvalConfig, TrainConfig
+from lafite_core.evaluation import evaluate
+from lafite_core.training import train
 
 
 def wire(cfg: AblationConfig) -> tuple[TrainConfig, EvalConfig]:
@@ -27,9 +29,6 @@ def wire(cfg: AblationConfig) -> tuple[TrainConfig, EvalConfig]:
 def train_and_evaluate(cfg: AblationConfig, progress: bool = True) -> dict:
     """Train (resuming if this point was interrupted), evaluate, and write `output_dir/metrics.json`:
     the setting and perturbation of the point next to the model's metrics per split."""
-    from lafite_core.evaluation import evaluate
-    from lafite_core.training import train
-
     train_cfg, eval_cfg = wire(cfg)
     train(train_cfg)
     evaluate(eval_cfg, progress=progress)

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -181,8 +182,6 @@ def save_attribute_classifier(model: AttributeClassifier, path: str | Path, extr
 
 def load_attribute_classifier(path: str | Path, device: str | torch.device = "cpu") -> AttributeClassifier:
     """Rebuild a saved classifier (eval mode, no grad) on `device`."""
-    from safetensors import safe_open
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"attribute classifier weights not found: {path} (train them with "

@@ -29,9 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -301,8 +304,6 @@ def _resume(out: Path, cfg: PretrainConfig, encoder: ClipEncoder, optimizer: tor
 
 def save_weights(model: torch.nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> None:
     """A plain open_clip state dict in safetensors (no pickle, loadable by open_clip.create_model)."""
-    from safetensors.torch import save_file
-
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     save_file(state, str(path), metadata=metadata)
 
@@ -338,8 +339,6 @@ def evaluate_encoder(encoder: ClipEncoder, resolution: int, dataset_seed: int, i
 
 def accuracy_table(metrics: dict):
     """Per-attribute accuracies as a DataFrame: one row per attribute, one column per prompt form."""
-    import pandas as pd
-
     flat = _flat(metrics)
     forms = ("given_others", "best_caption", "class_prompt")
     return pd.DataFrame({form: {a: flat[f"{form}/{a}"] for a in ATTRIBUTE_NAMES} for form in forms})
@@ -347,8 +346,6 @@ def accuracy_table(metrics: dict):
 
 def plot_history(history: list[dict]):
     """Loss per step (and, where evaluated, zero-shot accuracy per attribute) as a figure."""
-    import matplotlib.pyplot as plt
-
     evaluated = [r for r in history if "given_others/shape" in r]
     fig, axes = plt.subplots(1, 2 if evaluated else 1, figsize=(11 if evaluated else 6, 3.5), squeeze=False)
     axes[0, 0].plot([r["step"] for r in history], [r["loss"] for r in history], lw=0.8)

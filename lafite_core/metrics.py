@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch import Tensor
+from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
+from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD, isc_features_to_metric
+from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
 
 from lafite_core.config import ProtocolConfig
 from lafite_core.registry import Registry
@@ -78,8 +82,6 @@ def _register(name: str, features: tuple[str, ...], uses_reference: bool = False
 def frechet_distance(features_a: Tensor, features_b: Tensor) -> float:
     """FID (Heusel et al. 2017): ||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^1/2) between Gaussians
     fitted to two feature sets, computed in float64 by torch-fidelity's own routine."""
-    from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
-
     _check_pair(features_a, features_b, minimum=2)
     stats_a = fid_features_to_statistics(features_a.double().cpu())
     stats_b = fid_features_to_statistics(features_b.double().cpu())
@@ -90,8 +92,6 @@ def kernel_distance(features_a: Tensor, features_b: Tensor, subsets: int, subset
                     seed: int) -> tuple[float, float]:
     """KID (Binkowski et al. 2018): unbiased MMD^2 with the cubic polynomial kernel, averaged over
     `subsets` random subsets of `subset_size` from each side; returns (mean, std)."""
-    from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
-
     _check_pair(features_a, features_b, minimum=subset_size)
     out = kid_features_to_metric(features_a.double().cpu(), features_b.double().cpu(), kid_subsets=subsets,
                                  kid_subset_size=subset_size, rng_seed=seed, verbose=False)
@@ -100,8 +100,6 @@ def kernel_distance(features_a: Tensor, features_b: Tensor, subsets: int, subset
 
 def inception_score(logits: Tensor, splits: int, seed: int) -> tuple[float, float]:
     """IS (Salimans et al. 2016): exp E[KL(p(y|x) || p(y))] over `splits` shuffled splits; (mean, std)."""
-    from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD, isc_features_to_metric
-
     if len(logits) < splits:
         raise ValueError(f"inception score with {splits} splits needs at least {splits} images, got {len(logits)}")
     out = isc_features_to_metric(logits.cpu(), splits=splits, shuffle=True, rng_seed=seed)
@@ -279,8 +277,6 @@ def _cell(value: Any) -> Any:
 
 
 def _csv_text(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    import io
-
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n")
     writer.writeheader()

@@ -28,7 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import yaml
+from matplotlib.figure import Figure
+from tqdm.auto import tqdm
 
 from lafite_core import config as config_module
 from lafite_core.params import load_params, run_main, set_dotted
@@ -182,7 +185,7 @@ def _last_error(log: Path) -> str:
 
 def _execute_in_child(notebook: str, folder: str) -> None:
     """Child-process body: papermill with the prepared params, output next to the log."""
-    import papermill as pm
+    import papermill as pm  # optional (the notebooks extra): only the kernel-starting child needs it
 
     folder_path = Path(folder)
     params = yaml.safe_load((folder_path / "params.yaml").read_text()) or {}
@@ -236,8 +239,6 @@ def run_all(specs: list[RunSpec], results: Path = RESULTS, workers: int | None =
 
 
 def _progress(total: int):
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, desc="runs")
 
 
@@ -271,7 +272,7 @@ def _run_on_ray(todo: list[RunSpec], results: Path, address: str | None) -> list
     """One Ray task per run, each holding one GPU when the cluster has GPUs (Ray then sets
     CUDA_VISIBLE_DEVICES for the task, and the kernel inherits it). `results` must be on a
     file system every node sees."""
-    import ray
+    import ray  # optional (the ray extra) and slow to import: only Ray runs need it
 
     if not ray.is_initialized():
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
@@ -297,8 +298,6 @@ def _ray_task(spec: RunSpec, results: str) -> dict:
 def collect(sweep: str, results: Path = RESULTS, out_dir: Path | None = None, name: str | None = None):
     """Gather metrics.json of every run of a sweep into <out_dir>/<name>.csv, .md and .png
     (default: results/<sweep>.*)."""
-    import pandas as pd
-
     rows = []  # (place in the sweep, row)
     for spec_path in sorted((results / "runs").glob("*/spec.json")):
         spec = json.loads(spec_path.read_text())
@@ -326,12 +325,6 @@ def plot_sweep(table, path: Path, label_columns: list[str] | None = None) -> Pat
     """One panel per metric, one bar per run (labelled by its case or swept values); the splits of
     a metric ("test/r_precision", "heldout/r_precision") share its panel. Where metrics carry a split,
     other numbers only describe the run and are left out, as are spreads (*_std)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import pandas as pd
-
     labels = label_columns or [c for c in table.columns if c == "case" or "." in c or c == "seed"]
     reserved = {"run_id", "status", *labels}
     split_metrics = any("/" in c for c in table.columns if c not in reserved)
@@ -349,7 +342,8 @@ def plot_sweep(table, path: Path, label_columns: list[str] | None = None) -> Pat
     columns = min(3, len(panels))
     grid_rows = -(-len(panels) // columns)
     width = max(4.0, 0.55 * len(table) + 1.5)
-    fig, axes = plt.subplots(grid_rows, columns, figsize=(width * columns, 2.6 * grid_rows), squeeze=False)
+    fig = Figure(figsize=(width * columns, 2.6 * grid_rows))  # no pyplot: any backend, no global state
+    axes = fig.subplots(grid_rows, columns, squeeze=False)
     for ax, (metric, splits) in zip(axes.flat, panels.items()):
         bar = 0.8 / len(splits)
         for k, column in enumerate(splits):
@@ -363,7 +357,6 @@ def plot_sweep(table, path: Path, label_columns: list[str] | None = None) -> Pat
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 

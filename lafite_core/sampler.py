@@ -18,7 +18,9 @@ prompts.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import io
 import json
 import math
 import re
@@ -29,6 +31,8 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import Tensor
 
 from lafite_core import checkpoint as ckpt
@@ -88,8 +92,6 @@ def load_generator(source: str | Path, device: str | torch.device = "cpu") -> tu
 
 
 def _read_exported(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    from safetensors import SafetensorError, safe_open
-
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
@@ -107,8 +109,6 @@ def _read_exported(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
 def export_generator(source: str | Path, out_path: str | Path) -> Path:
     """Write G_ema of a checkpoint (or run folder) as a small safetensors file that a sampler reads:
     no discriminator, optimiser or RNG state, only what generation needs."""
-    from safetensors.torch import save_file
-
     state, info = read_generator(source)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -137,8 +137,6 @@ def available_generators(runs_dir: str | Path = "results/runs") -> dict[str, str
 
 
 def _is_exported(path: Path) -> bool:
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as f:
             return (f.metadata() or {}).get("format") == GENERATOR_FORMAT
@@ -259,8 +257,6 @@ class Sampler:
 
 
 def png_bytes(picture: Image.Image) -> bytes:
-    import io
-
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
     return buffer.getvalue()
@@ -295,8 +291,6 @@ def sample_from_config(cfg) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ command line
 def main(argv: list[str] | None = None) -> int:
     """`export` a run's generator for shipping, or `sample` prompts into a grid."""
-    import argparse
-
     parser = argparse.ArgumentParser(prog="python -m lafite_core.sampler", description=main.__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     export = sub.add_parser("export", help="G_ema of a checkpoint or run folder -> a .safetensors generator")

@@ -13,7 +13,9 @@ import time
 from pathlib import Path
 
 import ipywidgets as widgets
+from IPython.display import display
 
+from lafite_core.assets import resolve_asset
 from lafite_core.grids import image_grid
 from lafite_core.sampler import Sampler, available_generators, png_bytes, slug
 
@@ -80,8 +82,6 @@ class SamplerUI:
                    runs_dir=cfg.runs_dir, out_dir=cfg.out_dir)
 
     def _ipython_display_(self):
-        from IPython.display import display
-
         display(self.widget)
 
     # ------------------------------------------------------------------------------ state
@@ -180,6 +180,4 @@ class SamplerUI:
 
 
 def _same_path(a: str, b: str) -> bool:
-    from lafite_core.assets import resolve_asset
-
     return Path(resolve_asset(a)).resolve() == Path(resolve_asset(b)).resolve()

@@ -40,6 +40,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import yaml
+from tqdm.auto import tqdm
 
 from lafite_core import checkpoint as ckpt
 from lafite_core.augment import AugmentedDiscriminator
@@ -460,8 +461,6 @@ class Trainer:
         total_nimg = int(round(cfg.total_kimg * 1000))
         bar = None
         if dist.is_main:
-            from tqdm.auto import tqdm
-
             bar = tqdm(total=cfg.total_kimg, initial=self.nimg / 1000, unit="kimg", dynamic_ncols=True,
                        bar_format="{l_bar}{bar}| {n:.3f}/{total:.3f} kimg [{elapsed}<{remaining}{postfix}]")
             if self.tick == 0 and self.nimg == 0:
