@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
+from lafite_core.checkpoint import read_tagged_safetensors
 from lafite_core.data.cache import load_cache
 from lafite_core.params import run_main
 from lafite_core.sampler import encoder_for
@@ -92,13 +92,9 @@ def load_geometry(path: str | Path, parameter: str = "perturbation.geometry") ->
         raise FileNotFoundError(f"parameter {parameter}: modality geometry file not found: {path} "
                                 f"(make one with `python -m lafite_core.modality --cache <cache> --out {path}`)")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError) as err:
-        raise ValueError(f"parameter {parameter}: {path} is not a safetensors file ({err})") from None
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"parameter {parameter}: {path} is not a {FORMAT} file (format: {meta.get('format')!r})")
+        tensors, meta = read_tagged_safetensors(path, FORMAT)
+    except ValueError as err:
+        raise ValueError(f"parameter {parameter}: {err}") from None
     return ModalityGeometry(tensors["image_mean"].float(), tensors["text_mean"].float(),
                             float(meta["matched_cosine"]), float(meta["centred_matched_cosine"]),
                             json.loads(meta["details"]))

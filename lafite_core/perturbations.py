@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -255,8 +256,6 @@ def train_learned_perturbation(module: LearnedPerturbation, image_features: Tens
 
 def save_learned_perturbation(module: LearnedPerturbation, path: str | Path) -> None:
     """Write the weights as safetensors, the file `PerturbationConfig.learned_weights` points to."""
-    from safetensors.torch import save_file
-
     save_file({k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}, str(path))
 
 
@@ -268,8 +267,6 @@ def load_learned_perturbation(path: str | Path, feature_dim: int, text_alpha: fl
     if not path.is_file():
         raise FileNotFoundError(f"learned perturbation weights not found: {path}")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         state = load_file(str(path))
     else:
         state = torch.load(path, map_location="cpu", weights_only=True)

@@ -31,7 +31,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from safetensors import SafetensorError, safe_open
+from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
@@ -93,14 +93,9 @@ def load_generator(source: str | Path, device: str | torch.device = "cpu") -> tu
 
 def _read_exported(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError) as err:
-        raise ValueError(f"{path} is not a readable safetensors file ({err})") from err
-    if meta.get("format") != GENERATOR_FORMAT:
-        raise ValueError(f"{path} is not a {GENERATOR_FORMAT} file (format: {meta.get('format')!r}); "
-                         f"export a generator with lafite_core.sampler.export_generator")
+        tensors, meta = ckpt.read_tagged_safetensors(path, GENERATOR_FORMAT)
+    except ValueError as err:
+        raise ValueError(f"{err}; export a generator with lafite_core.sampler.export_generator") from None
     info = {"config": json.loads(meta["config"]), "encoder_identity": json.loads(meta["encoder_identity"]),
             "step": int(meta.get("step", 0)), "nimg": int(meta.get("nimg", 0)), "path": str(path)}
     return tensors, info

@@ -272,5 +272,5 @@ def test_geometry_kinds_name_a_missing_or_mismatched_file(tmp_path):
     with pytest.raises(ValueError, match="64-d"):
         build_perturbation(PerturbationConfig(kind="centred", geometry=str(path)), 32)
     (tmp_path / "other.safetensors").write_bytes(b"not a safetensors file")
-    with pytest.raises(ValueError, match="not a safetensors"):
+    with pytest.raises(ValueError, match="not a readable safetensors"):
         build_perturbation(PerturbationConfig(kind="centred", geometry=str(tmp_path / "other.safetensors")), 64)
