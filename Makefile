@@ -10,10 +10,11 @@ STAMP  := $(VENV)/.installed
 demo: $(STAMP)
 	$(PY) -m lafite_core.demo
 
-# Lint first (ruff, configured in pyproject.toml), then the tests. The browser test needs Debian's
+# Lint and format check first (ruff, configured in pyproject.toml), then the tests. The browser test needs Debian's
 # Chromium: installed when we may (root or sudo), else that test skips.
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	bash scripts/install_browser.sh $(PY) || echo "note: Chromium not installed; the browser test will skip"
 	$(PY) -m pytest -q
 

@@ -16,6 +16,7 @@ one run, which drift hits far less (it leaves out any slowdown of the encoder it
     python benchmarks/embedding_throughput.py --encoders lafite-tiny --content images --items 60000 --repeats 3
                                                                 # the size params/embed.yaml embeds
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,10 +67,10 @@ def bare_seconds(encoder, images: torch.Tensor, captions: list[list[str]], batch
     start = time.perf_counter()
     with torch.no_grad():
         for i in range(0, len(images), batch_size):
-            encoder.encode_image(images[i:i + batch_size])
-            texts = [c for item_captions in captions[i:i + batch_size] for c in item_captions]
+            encoder.encode_image(images[i : i + batch_size])
+            texts = [c for item_captions in captions[i : i + batch_size] for c in item_captions]
             for j in range(0, len(texts), batch_size):
-                encoder.encode_text(texts[j:j + batch_size])
+                encoder.encode_text(texts[j : j + batch_size])
     return time.perf_counter() - start
 
 
@@ -102,13 +103,28 @@ def cache_seconds(dataset, encoder, batch_size: int, shard_size: int, num_worker
     timed = TimedEncoder(encoder)
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
-        build_cache(dataset, timed, Path(folder) / "cache", batch_size=batch_size, shard_size=shard_size,
-                    progress=False, num_workers=num_workers)
+        build_cache(
+            dataset,
+            timed,
+            Path(folder) / "cache",
+            batch_size=batch_size,
+            shard_size=shard_size,
+            progress=False,
+            num_workers=num_workers,
+        )
         return time.perf_counter() - start, timed.seconds
 
 
-def benchmark(name: str, resolution: int, items: int, batch_size: int, repeats: int, captions: bool,
-              num_workers: int, shard_size: int) -> dict:
+def benchmark(
+    name: str,
+    resolution: int,
+    items: int,
+    batch_size: int,
+    repeats: int,
+    captions: bool,
+    num_workers: int,
+    shard_size: int,
+) -> dict:
     torch.manual_seed(0)
     encoder = load_encoder(EncoderConfig(name=name, pretrained=None))
     shapes = ShapesDataset(resolution=resolution, size=items, seed=0, split="train")
@@ -127,15 +143,31 @@ def benchmark(name: str, resolution: int, items: int, batch_size: int, repeats: 
                 t["bare"] = bare_seconds(encoder, images, texts, batch_size)
             else:
                 t["cache"], t["inside"] = cache_seconds(dataset, encoder, batch_size, shard_size, num_workers)
-        rows.append({"bare_img_s": items / t["bare"], "cache_img_s": items / t["cache"], "ratio": t["cache"] / t["bare"],
-                     "outside_us": 1e6 * (t["cache"] - t["inside"]) / items, "inside_ratio": t["cache"] / t["inside"]})
+        rows.append(
+            {
+                "bare_img_s": items / t["bare"],
+                "cache_img_s": items / t["cache"],
+                "ratio": t["cache"] / t["bare"],
+                "outside_us": 1e6 * (t["cache"] - t["inside"]) / items,
+                "inside_ratio": t["cache"] / t["inside"],
+            }
+        )
     ratio = statistics.median(r["ratio"] for r in rows)
     inside_ratio = statistics.median(r["inside_ratio"] for r in rows)
-    return {"encoder": name, "captions": captions, "resolution": resolution, "items": items,
-            "batch_size": batch_size, "shard_size": shard_size, "feature_dim": encoder.feature_dim, "repeats": rows,
-            "median_ratio": ratio, "median_overhead_pct": 100 * (ratio - 1),
-            "median_outside_us": statistics.median(r["outside_us"] for r in rows),
-            "median_inside_ratio": inside_ratio}
+    return {
+        "encoder": name,
+        "captions": captions,
+        "resolution": resolution,
+        "items": items,
+        "batch_size": batch_size,
+        "shard_size": shard_size,
+        "feature_dim": encoder.feature_dim,
+        "repeats": rows,
+        "median_ratio": ratio,
+        "median_overhead_pct": 100 * (ratio - 1),
+        "median_outside_us": statistics.median(r["outside_us"] for r in rows),
+        "median_inside_ratio": inside_ratio,
+    }
 
 
 def main() -> None:
@@ -145,11 +177,21 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, help="default: per encoder")
     parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--num-workers", type=int, default=0, help="build_cache reader processes (default 0: in process)")
-    parser.add_argument("--shard-size", type=int, default=EmbedConfig.shard_size,
-                        help=f"items per shard file (default {EmbedConfig.shard_size}, the kit's)")
-    parser.add_argument("--content", choices=("images", "captions", "both"), default="both",
-                        help="images only, images + captions, or both cases (default)")
+    parser.add_argument(
+        "--num-workers", type=int, default=0, help="build_cache reader processes (default 0: in process)"
+    )
+    parser.add_argument(
+        "--shard-size",
+        type=int,
+        default=EmbedConfig.shard_size,
+        help=f"items per shard file (default {EmbedConfig.shard_size}, the kit's)",
+    )
+    parser.add_argument(
+        "--content",
+        choices=("images", "captions", "both"),
+        default="both",
+        help="images only, images + captions, or both cases (default)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -158,19 +200,33 @@ def main() -> None:
         resolution, image_items, caption_items, batch = DEFAULTS.get(name, (64, 256, 32, 64))
         for captions in {"images": (False,), "captions": (True,), "both": (False, True)}[args.content]:
             items = args.items or (caption_items if captions else image_items)
-            result = benchmark(name, resolution, items, args.batch_size or batch, args.repeats, captions,
-                               args.num_workers, args.shard_size)
+            result = benchmark(
+                name,
+                resolution,
+                items,
+                args.batch_size or batch,
+                args.repeats,
+                captions,
+                args.num_workers,
+                args.shard_size,
+            )
             what = "images + 6 captions each" if captions else "images only"
-            print(f"\n{name} ({what}), {result['items']} items at {resolution} px, batch {result['batch_size']}, "
-                  f"shards of {result['shard_size']}, "
-                  f"f = {result['feature_dim']}")
+            print(
+                f"\n{name} ({what}), {result['items']} items at {resolution} px, batch {result['batch_size']}, "
+                f"shards of {result['shard_size']}, "
+                f"f = {result['feature_dim']}"
+            )
             for i, row in enumerate(result["repeats"]):
-                print(f"  rep {i}: bare {row['bare_img_s']:8.1f} img/s   build_cache {row['cache_img_s']:8.1f} img/s"
-                      f"   time ratio {row['ratio']:.3f}   outside the encoder {row['outside_us']:5.1f} us/item"
-                      f" ({row['inside_ratio']:.3f})")
+                print(
+                    f"  rep {i}: bare {row['bare_img_s']:8.1f} img/s   build_cache {row['cache_img_s']:8.1f} img/s"
+                    f"   time ratio {row['ratio']:.3f}   outside the encoder {row['outside_us']:5.1f} us/item"
+                    f" ({row['inside_ratio']:.3f})"
+                )
             print(f"  median time ratio {result['median_ratio']:.3f} -> overhead {result['median_overhead_pct']:+.1f}%")
-            print(f"  within the builds: {result['median_outside_us']:.1f} us/item outside the encoder, "
-                  f"build / its own encoder time {result['median_inside_ratio']:.3f}")
+            print(
+                f"  within the builds: {result['median_outside_us']:.1f} us/item outside the encoder, "
+                f"build / its own encoder time {result['median_inside_ratio']:.3f}"
+            )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ captioned dataset, for each perturbation this prints:
     python benchmarks/pseudo_text_alignment.py                               # the embedded default's cache
     python benchmarks/pseudo_text_alignment.py --learned results/runs/<id>/out/train/learned_perturbation.safetensors
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,14 +57,27 @@ def features(cache, items: int, seed: int) -> tuple[torch.Tensor, ...]:
     def load(array, index):
         return F.normalize(torch.tensor(np.asarray(array[index], dtype=np.float32)), dim=-1)
 
-    return (load(cache.image_features, rows), load(cache.caption_features, np.concatenate(caption_rows)),
-            torch.from_numpy(owners), load(cache.caption_features, first_of_distinct), torch.from_numpy(which))
+    return (
+        load(cache.image_features, rows),
+        load(cache.caption_features, np.concatenate(caption_rows)),
+        torch.from_numpy(owners),
+        load(cache.caption_features, first_of_distinct),
+        torch.from_numpy(which),
+    )
 
 
-def alignment(pseudo: torch.Tensor, images: torch.Tensor, captions: torch.Tensor, owners: torch.Tensor,
-              distinct_firsts: torch.Tensor, which: torch.Tensor, seed: int) -> dict[str, float]:
-    other = (owners + 1 + torch.randint(len(images) - 1, owners.shape, generator=torch.Generator().manual_seed(seed))) \
-        % len(images)  # another item for every caption
+def alignment(
+    pseudo: torch.Tensor,
+    images: torch.Tensor,
+    captions: torch.Tensor,
+    owners: torch.Tensor,
+    distinct_firsts: torch.Tensor,
+    which: torch.Tensor,
+    seed: int,
+) -> dict[str, float]:
+    other = (
+        owners + 1 + torch.randint(len(images) - 1, owners.shape, generator=torch.Generator().manual_seed(seed))
+    ) % len(images)  # another item for every caption
     own = (pseudo[owners] * captions).sum(-1)
     not_own = (pseudo[other] * captions).sum(-1)
     nearest = (pseudo @ distinct_firsts.T).argmax(dim=1)
@@ -87,14 +101,20 @@ def main() -> None:
     images, captions, owners, distinct_firsts, which = features(cache, args.items, args.seed)
     cases = dict(CASES)
     for i, path in enumerate(args.learned):
-        cases[f"learned-{i}" if len(args.learned) > 1 else "learned"] = PerturbationConfig(kind="learned", learned_weights=path)
-    print(f"{args.cache}: {len(images)} items, {len(captions)} captions, {len(distinct_firsts)} distinct first captions")
+        cases[f"learned-{i}" if len(args.learned) > 1 else "learned"] = PerturbationConfig(
+            kind="learned", learned_weights=path
+        )
+    print(
+        f"{args.cache}: {len(images)} items, {len(captions)} captions, {len(distinct_firsts)} distinct first captions"
+    )
     rows = []
     for name, cfg in cases.items():
         perturbation = build_perturbation(cfg, cache.feature_dim)
         with torch.no_grad():
             pseudo = perturbation(images, source="image", generator=torch.Generator().manual_seed(args.seed))
-        rows.append({"perturbation": name, **alignment(pseudo, images, captions, owners, distinct_firsts, which, args.seed)})
+        rows.append(
+            {"perturbation": name, **alignment(pseudo, images, captions, owners, distinct_firsts, which, args.seed)}
+        )
     columns = list(rows[0])
     print("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
     for row in rows:

@@ -9,6 +9,7 @@ shows. Only the browser's drawing is left out. The first call after loading is r
 (the UI makes it while loading the generator, before the user can press anything); the figure to
 quote is the median of the next `--repeats` calls, each with a new prompt and seed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,14 @@ sys.path.insert(0, str(REPO))
 from lafite_core.sampler import DEMO_GENERATOR  # noqa: E402
 from lafite_core.sampler_ui import SamplerUI  # noqa: E402
 
-PROMPTS = ["a red circle", "a small blue square in the center", "a red star", "a large green triangle",
-           "a magenta square on a gray background", "a yellow diamond in the top left corner"]
+PROMPTS = [
+    "a red circle",
+    "a small blue square in the center",
+    "a red star",
+    "a large green triangle",
+    "a magenta square on a gray background",
+    "a yellow diamond in the top left corner",
+]
 
 
 def main() -> None:
@@ -49,8 +56,10 @@ def main() -> None:
         times.append(time.perf_counter() - started)
         if "images in" not in ui.status.value:
             raise RuntimeError(f"Generate did not draw: {ui.status.value}")
-    print(f"Generate, {args.n} images, {torch.get_num_threads()} threads: median {statistics.median(times):.3f} s, "
-          f"max {max(times):.3f} s over {len(times)} calls")
+    print(
+        f"Generate, {args.n} images, {torch.get_num_threads()} threads: median {statistics.median(times):.3f} s, "
+        f"max {max(times):.3f} s over {len(times)} calls"
+    )
 
 
 if __name__ == "__main__":

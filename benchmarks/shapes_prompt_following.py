@@ -20,6 +20,7 @@ combinations were in the training set; `heldout` ones (six shape-colour pairs) n
 accuracy shows composition of known words. Until the evaluation issue lands, this is the kit's
 check that training follows prompts (issue 4, item 7).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,8 +47,9 @@ from lafite_core.zero_shot import attribute_accuracy, combination_text_features 
 
 @torch.no_grad()
 def generate(G, text_features: torch.Tensor, z: torch.Tensor, batch: int = 64) -> torch.Tensor:
-    return torch.cat([G(z[i:i + batch], text_features[i:i + batch], noise_mode="const")
-                      for i in range(0, len(z), batch)])
+    return torch.cat(
+        [G(z[i : i + batch], text_features[i : i + batch], noise_mode="const") for i in range(0, len(z), batch)]
+    )
 
 
 @torch.no_grad()
@@ -56,21 +58,30 @@ def evaluate(checkpoint: str | Path, seed: int = 0, grid: str | Path | None = No
     enc_cfg = from_dict(EncoderConfig, info["config"]["encoder"])
     encoder = load_encoder(dataclasses.replace(enc_cfg, device="cpu", pretrained=resolve_asset(enc_cfg.pretrained)))
     if encoder.identity() != info["encoder_identity"]:
-        raise ValueError(f"{checkpoint} was trained with encoder {info['encoder_identity']}, found {encoder.identity()}")
+        raise ValueError(
+            f"{checkpoint} was trained with encoder {info['encoder_identity']}, found {encoder.identity()}"
+        )
     caption = lambda attrs: caption_for(attrs, 0)  # noqa: E731
     combos = combination_text_features(encoder.encode_text, VOCABULARIES, caption)
     resolution = G.resolution
     judge_path = ASSETS_DIR / "attribute-classifier.safetensors"
     classifier = judge.load_attribute_classifier(judge_path) if judge_path.is_file() else None
-    results = {"checkpoint": str(checkpoint), "kimg": info["nimg"] / 1000, "step": info["step"],
-               "chance": {name: 1 / len(values) for name, values in VOCABULARIES.items()}}
+    results = {
+        "checkpoint": str(checkpoint),
+        "kimg": info["nimg"] / 1000,
+        "step": info["step"],
+        "chance": {name: 1 / len(values) for name, values in VOCABULARIES.items()},
+    }
     for which in ("seen", "heldout"):
         attributes = attribute_combinations(which)
         prompts = [caption(a) for a in attributes]
         text = encoder.encode_text(prompts)
         z = fixed_latents(list(range(seed, seed + len(prompts))), G.z_dim)
         fakes = generate(G, text, z)
-        reals = torch.stack([torch.from_numpy(render(a, resolution)).permute(2, 0, 1) for a in attributes]).float() / 127.5 - 1
+        reals = (
+            torch.stack([torch.from_numpy(render(a, resolution)).permute(2, 0, 1) for a in attributes]).float() / 127.5
+            - 1
+        )
         for name, images in (("generated", fakes), ("real", reals)):
             features = encoder.encode_image(images)
             for mode in ("given_others", "best_caption"):
@@ -99,8 +110,11 @@ def markdown(results: dict) -> str:
                 acc = results.get(f"{which}/{name}/{mode}")
                 if acc is not None:
                     cells = " | ".join(f"{acc[n]:.2f}" for n in names)
-                    lines.append(f"| {which} {name} | {mode} | {cells} | {acc['all']:.2f} |" if "all" in acc
-                                 else f"| {which} {name} | {mode} | {cells} | |")
+                    lines.append(
+                        f"| {which} {name} | {mode} | {cells} | {acc['all']:.2f} |"
+                        if "all" in acc
+                        else f"| {which} {name} | {mode} | {cells} | |"
+                    )
     return "\n".join(lines)
 
 

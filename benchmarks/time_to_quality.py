@@ -66,13 +66,23 @@ def judged_rows(run_dir: Path, seed: int) -> list[dict]:
             memo[path.name] = {"checkpoint": path.name, "seed": seed, **result}
             with open(memo_path, "a") as log:
                 log.write(json.dumps(memo[path.name]) + "\n")
-            print(f"{run_dir.name} {result['kimg']:.0f} kimg: shape {result['seen']['shape']:.2f} "
-                  f"(held-out {result['heldout']['shape']:.2f}), all {result['seen']['all']:.2f}", flush=True)
+            print(
+                f"{run_dir.name} {result['kimg']:.0f} kimg: shape {result['seen']['shape']:.2f} "
+                f"(held-out {result['heldout']['shape']:.2f}), all {result['seen']['all']:.2f}",
+                flush=True,
+            )
         result = memo[path.name]
         nimg = round(result["kimg"] * 1000)
         for which in SPLITS:
-            rows.append({"run": run_dir.name, "kimg": result["kimg"], "minutes": minutes.get(nimg),
-                         "prompts": which, **{a: result[which][a] for a in ATTRIBUTES}})
+            rows.append(
+                {
+                    "run": run_dir.name,
+                    "kimg": result["kimg"],
+                    "minutes": minutes.get(nimg),
+                    "prompts": which,
+                    **{a: result[which][a] for a in ATTRIBUTES},
+                }
+            )
     return rows
 
 
@@ -119,12 +129,18 @@ def report(run_dirs: list[Path], out: Path, seed: int) -> pd.DataFrame:
     plot(table, out.with_suffix(".png"))
     chance = chance_levels()
     text = [
-        "# Time to quality (judge accuracy per attribute; higher is better)", "",
-        "chance: " + ", ".join(f"{a} {chance[a]:.2f}" for a in ATTRIBUTES), "",
-        table.to_markdown(index=False, floatfmt=".3g"), "",
-        "## First checkpoint that reaches each bar", "",
-        first_reached(table).to_markdown(index=False), "",
-        f"![curves]({out.with_suffix('.png').name})", "",
+        "# Time to quality (judge accuracy per attribute; higher is better)",
+        "",
+        "chance: " + ", ".join(f"{a} {chance[a]:.2f}" for a in ATTRIBUTES),
+        "",
+        table.to_markdown(index=False, floatfmt=".3g"),
+        "",
+        "## First checkpoint that reaches each bar",
+        "",
+        first_reached(table).to_markdown(index=False),
+        "",
+        f"![curves]({out.with_suffix('.png').name})",
+        "",
     ]
     out.with_suffix(".md").write_text("\n".join(text))
     return table

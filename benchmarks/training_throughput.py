@@ -13,6 +13,7 @@ the interval-weighted mean. Each kind takes the median of `--repeats` timings af
 Machines drift between runs (about 1.3-1.75x on the 2-core CPU): compare configs only inside one
 invocation, where they alternate (`--compare`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,8 +55,13 @@ class RandomImageTextSet(torch.utils.data.Dataset):
         return len(self.images)
 
     def __getitem__(self, i):
-        return {"image": self.images[i], "image_feature": self.features[i], "caption_feature": self.features[i],
-                "has_caption": True, "index": i}
+        return {
+            "image": self.images[i],
+            "image_feature": self.features[i],
+            "caption_feature": self.features[i],
+            "has_caption": True,
+            "index": i,
+        }
 
 
 def config_for(base: dict, resolution: int, variant: str, device: str, run_dir: str) -> TrainConfig:
@@ -97,17 +103,22 @@ def measure(cfg: TrainConfig, repeats: int) -> dict:
                 kinds.setdefault(name, [step, 0])[1] += 1
             for step, _ in kinds.values():  # warm-up (allocations, autotuning)
                 time_step(trainer, batch, step)
-            times = {k: statistics.median(time_step(trainer, batch, s) for _ in range(repeats))
-                     for k, (s, _) in kinds.items()}
+            times = {
+                k: statistics.median(time_step(trainer, batch, s) for _ in range(repeats))
+                for k, (s, _) in kinds.items()
+            }
         finally:
             trainer.close()
         per_step = sum(times[k] * count for k, (_, count) in kinds.items()) / cycle
         img_s = cfg.batch_size / per_step
         return {
-            "resolution": cfg.network.resolution, "batch_size": cfg.batch_size, "device": str(trainer.dist.device),
+            "resolution": cfg.network.resolution,
+            "batch_size": cfg.batch_size,
+            "device": str(trainer.dist.device),
             "G_params_M": round(sum(p.numel() for p in trainer.G.parameters()) / 1e6, 3),
             "D_params_M": round(sum(p.numel() for p in trainer.D.parameters()) / 1e6, 3),
-            "img_per_s": round(img_s, 2), "s_per_kimg": round(1000 / img_s, 1),
+            "img_per_s": round(img_s, 2),
+            "s_per_kimg": round(1000 / img_s, 1),
             "step_s": {k: round(v, 4) for k, v in times.items()},
         }
 
@@ -125,8 +136,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--params", default=str(REPO / "params" / "train.yaml"))
     parser.add_argument("--resolutions", type=int, nargs="+", default=[32, 64, 128, 256])
-    parser.add_argument("--compare", nargs="*", default=[], choices=["official32"],
-                        help="also time these variants at 32 px, right after the default")
+    parser.add_argument(
+        "--compare",
+        nargs="*",
+        default=[],
+        choices=["official32"],
+        help="also time these variants at 32 px, right after the default",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -151,8 +167,10 @@ def main() -> None:
     print("| variant | resolution | batch | G (M) | D (M) | img/s | s/kimg |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['variant']} | {r['resolution']} | {r['batch_size']} | {r['G_params_M']} | {r['D_params_M']} "
-              f"| {r['img_per_s']} | {r['s_per_kimg']} |")
+        print(
+            f"| {r['variant']} | {r['resolution']} | {r['batch_size']} | {r['G_params_M']} | {r['D_params_M']} "
+            f"| {r['img_per_s']} | {r['s_per_kimg']} |"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps({"device": device_name, "rows": rows}, indent=2))
 

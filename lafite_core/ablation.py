@@ -5,6 +5,7 @@ default: no perturbation, Gaussian noise at several xi, the official interpolati
 perturbation, and language-free against standard (captioned) training. The runner executes one
 notebooks/03_ablation.ipynb per point and collects each point's metrics.json into one table.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,9 @@ def wire(cfg: AblationConfig) -> tuple[TrainConfig, EvalConfig]:
     points never write to the same run folder or results table."""
     out = Path(cfg.output_dir)
     train_cfg = replace(cfg.train, run_dir=str(out / "train"))
-    eval_cfg = replace(cfg.evaluate, checkpoint=train_cfg.run_dir, output_dir=str(out / "eval"),
-                       results_dir=str(out / "eval"))
+    eval_cfg = replace(
+        cfg.evaluate, checkpoint=train_cfg.run_dir, output_dir=str(out / "eval"), results_dir=str(out / "eval")
+    )
     return train_cfg, eval_cfg
 
 

@@ -17,6 +17,7 @@ depend on the crisp edges of renders: generated images are blurrier and noisier 
 
 reproduces the shipped weights (see lafite_core/assets/attribute-classifier.md).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,8 +54,11 @@ class AttributeClassifier(nn.Module):
         layers = []
         for i in range(4):
             stride = 1 if i == 0 else 2  # 32 -> 32 -> 16 -> 8 -> 4 px
-            layers += [nn.Conv2d(channels[i], channels[i + 1], 3, stride=stride, padding=1, bias=False),
-                       nn.BatchNorm2d(channels[i + 1]), nn.ReLU()]
+            layers += [
+                nn.Conv2d(channels[i], channels[i + 1], 3, stride=stride, padding=1, bias=False),
+                nn.BatchNorm2d(channels[i + 1]),
+                nn.ReLU(),
+            ]
         self.trunk = nn.Sequential(*layers, nn.Flatten(), nn.Linear(channels[-1] * 4 * 4, hidden), nn.ReLU())
         self.heads = nn.ModuleDict({name: nn.Linear(hidden, len(values)) for name, values in self.vocabularies.items()})
 
@@ -86,13 +90,15 @@ def to_input(images: Tensor) -> Tensor:
 
 
 # ------------------------------------------------------------------------------------------ data
-def render_items(split: str, start: int, stop: int, seed: int = 0,
-                 resolution: int = INPUT_SIZE) -> tuple[Tensor, Tensor]:
+def render_items(
+    split: str, start: int, stop: int, seed: int = 0, resolution: int = INPUT_SIZE
+) -> tuple[Tensor, Tensor]:
     """Items start..stop-1 of a Shapes split: uint8 images [N, 3, R, R] and labels [N, k]."""
     ds = ShapesDataset(resolution=resolution, size=stop, seed=seed, split=split)
     images = np.stack([ds[i].image for i in range(start, stop)])
-    labels = [[VOCABULARIES[name].index(ds.attributes(i)[name]) for name in ATTRIBUTE_NAMES]
-              for i in range(start, stop)]
+    labels = [
+        [VOCABULARIES[name].index(ds.attributes(i)[name]) for name in ATTRIBUTE_NAMES] for i in range(start, stop)
+    ]
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.tensor(labels, dtype=torch.long)
 
 
@@ -127,9 +133,15 @@ def classifier_loss(model: AttributeClassifier, images: Tensor, labels: Tensor) 
     return sum(F.cross_entropy(logits[name], labels[:, j]) for j, name in enumerate(model.attribute_names))
 
 
-def train_attribute_classifier(train_size: int = 24000, steps: int = 1500, batch_size: int = 64,
-                               lr: float = 3e-3, seed: int = 0, dataset_seed: int = 0,
-                               log_every: int = 250) -> tuple[AttributeClassifier, list[dict]]:
+def train_attribute_classifier(
+    train_size: int = 24000,
+    steps: int = 1500,
+    batch_size: int = 64,
+    lr: float = 3e-3,
+    seed: int = 0,
+    dataset_seed: int = 0,
+    log_every: int = 250,
+) -> tuple[AttributeClassifier, list[dict]]:
     """Fit a fresh classifier on `training_images(train_size)`, degraded on the fly.
 
     Adam with a cosine learning-rate decay; returns the model (eval mode) and the loss history
@@ -158,10 +170,11 @@ def train_attribute_classifier(train_size: int = 24000, steps: int = 1500, batch
 
 
 @torch.no_grad()
-def attribute_accuracy(model: AttributeClassifier, images: Tensor, labels: Tensor,
-                       batch_size: int = 512) -> dict[str, float]:
+def attribute_accuracy(
+    model: AttributeClassifier, images: Tensor, labels: Tensor, batch_size: int = 512
+) -> dict[str, float]:
     """Per-attribute accuracy and `all` (every attribute right) on labelled images."""
-    predicted = torch.cat([model.predict(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+    predicted = torch.cat([model.predict(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
     correct = predicted == labels
     out = {name: float(correct[:, j].float().mean()) for j, name in enumerate(model.attribute_names)}
     out["all"] = float(correct.all(dim=1).float().mean())
@@ -173,8 +186,13 @@ def save_attribute_classifier(model: AttributeClassifier, path: str | Path, extr
     """Weights as safetensors; architecture and vocabularies in the file's metadata (no pickle)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"format": FORMAT, "vocabularies": json.dumps(model.vocabularies), "width": str(model.width),
-            "hidden": str(model.hidden), "input_size": str(INPUT_SIZE)}
+    meta = {
+        "format": FORMAT,
+        "vocabularies": json.dumps(model.vocabularies),
+        "width": str(model.width),
+        "hidden": str(model.hidden),
+        "input_size": str(INPUT_SIZE),
+    }
     meta.update({k: json.dumps(v) for k, v in (extra or {}).items()})
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(path), metadata=meta)
     return path
@@ -184,8 +202,10 @@ def load_attribute_classifier(path: str | Path, device: str | torch.device = "cp
     """Rebuild a saved classifier (eval mode, no grad) on `device`."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"attribute classifier weights not found: {path} (train them with "
-                                f"`python -m lafite_core.attribute_classifier --out {path}`)")
+        raise FileNotFoundError(
+            f"attribute classifier weights not found: {path} (train them with "
+            f"`python -m lafite_core.attribute_classifier --out {path}`)"
+        )
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
     if meta.get("format") != FORMAT:
@@ -198,29 +218,49 @@ def load_attribute_classifier(path: str | Path, device: str | torch.device = "cp
 
 # ---------------------------------------------------------------------------------- command line
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lafite_core.attribute_classifier",
-                                     description="Train the Shapes attribute classifier used by caption accuracy.")
+    parser = argparse.ArgumentParser(
+        prog="python -m lafite_core.attribute_classifier",
+        description="Train the Shapes attribute classifier used by caption accuracy.",
+    )
     parser.add_argument("--out", required=True, help="where to write the .safetensors weights")
     parser.add_argument("--train-size", type=int, default=24000)
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--eval-size", type=int, default=5000,
-                        help=f"first images of test and of heldout (at most {HELDOUT_RESERVE})")
+    parser.add_argument(
+        "--eval-size", type=int, default=5000, help=f"first images of test and of heldout (at most {HELDOUT_RESERVE})"
+    )
     args = parser.parse_args(argv)
     if args.eval_size > HELDOUT_RESERVE:
         parser.error(f"--eval-size must be at most {HELDOUT_RESERVE}: later heldout items are trained on")
 
     start = time.time()
     model, history = train_attribute_classifier(args.train_size, args.steps, args.batch_size, args.lr, args.seed)
-    accuracy = {split: attribute_accuracy(model, *render_items(split, 0, args.eval_size))
-                for split in ("test", "heldout")}
-    options = {"train_size": args.train_size, "steps": args.steps, "batch_size": args.batch_size,
-               "lr": args.lr, "seed": args.seed, "eval_size": args.eval_size}
+    accuracy = {
+        split: attribute_accuracy(model, *render_items(split, 0, args.eval_size)) for split in ("test", "heldout")
+    }
+    options = {
+        "train_size": args.train_size,
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "seed": args.seed,
+        "eval_size": args.eval_size,
+    }
     save_attribute_classifier(model, args.out, {"training": options, "accuracy": accuracy})
-    print(json.dumps({"out": args.out, "seconds": round(time.time() - start, 1), "options": options,
-                      "final_loss": history[-1]["loss"], "accuracy": accuracy}, indent=2))
+    print(
+        json.dumps(
+            {
+                "out": args.out,
+                "seconds": round(time.time() - start, 1),
+                "options": options,
+                "final_loss": history[-1]["loss"],
+                "accuracy": accuracy,
+            },
+            indent=2,
+        )
+    )
     return 0
 
 

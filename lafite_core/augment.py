@@ -9,6 +9,7 @@ the augmentation. Official LAFITE trains without augmentation (x-flip only), so 
 Images are [N, C, H, W] in [-1, 1]. Randomness comes from torch's global generator on the images'
 device, so a seeded run (and a resumed one, whose RNG state is restored) is reproducible.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Sequence

@@ -10,6 +10,7 @@ temporary file in the same folder, is flushed to disk, then renamed over the fin
 (`os.replace` is atomic on POSIX and Windows): a process killed mid-write leaves only a temporary
 file, which `list_checkpoints` ignores, so the last complete checkpoint is always the newest listed.
 """
+
 from __future__ import annotations
 
 import json

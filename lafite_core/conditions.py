@@ -1,6 +1,7 @@
 """The training settings: how a batch becomes the generator's conditions (language-free, standard,
 mixed), and the contrastive loss whose negatives come from every process's batch.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -27,8 +28,10 @@ def standard_conditions(batch: dict, perturb: Callable, mixing_prob: float) -> T
     """The feature of one random caption per sample (drawn by the dataset each time an item is
     read), with the official code's small perturbation (perturbation.text_alpha; 0 turns it off)."""
     if not bool(batch["has_caption"].all()):
-        raise ValueError("setting 'standard' needs a caption for every image; this batch has images "
-                         "without captions (use setting 'mixed' for partly captioned data)")
+        raise ValueError(
+            "setting 'standard' needs a caption for every image; this batch has images "
+            "without captions (use setting 'mixed' for partly captioned data)"
+        )
     return perturb(batch["caption_feature"], source="text")
 
 

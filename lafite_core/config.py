@@ -3,6 +3,7 @@
 Every section is a dataclass; `from_dict` rejects unknown keys and wrong types with a message
 that names the offending parameter, before any work starts.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -211,9 +212,17 @@ class TrainConfig:
     encoder: EncoderConfig = field(default_factory=tiny_encoder)
     # condition_lr_mult 1 (official: 0.01): at 0.01 the per-layer condition MLPs barely move in a
     # run of minutes, and the generator ignores the prompt.
-    network: NetworkConfig = field(default_factory=lambda: NetworkConfig(
-        resolution=32, z_dim=64, w_dim=64, mapping_layers=2, channel_base=1024, channel_max=64,
-        condition_lr_mult=1.0))
+    network: NetworkConfig = field(
+        default_factory=lambda: NetworkConfig(
+            resolution=32,
+            z_dim=64,
+            w_dim=64,
+            mapping_layers=2,
+            channel_base=1024,
+            channel_max=64,
+            condition_lr_mult=1.0,
+        )
+    )
     # No noise on this encoder: its matched image/caption cosine is 0.53, not CLIP's 0.3, and noise sized
     # for CLIP slows every attribute (results/ablation.md; lafite_core/assets/demo-generator.md).
     perturbation: PerturbationConfig = field(default_factory=lambda: PerturbationConfig(kind="none"))
@@ -246,10 +255,16 @@ class TrainConfig:
     snapshot_ticks: int = 5  # checkpoint every this many ticks (and at the end)
     image_ticks: int = 5  # progress grid every this many ticks (and at the start and end)
     keep_last: int = 3  # checkpoints kept
-    progress_prompts: list[str] = field(default_factory=lambda: [
-        "a red circle", "a blue square", "a green triangle", "a yellow star",
-        "a large white cross on a gray background", "a small cyan diamond in the top left corner",
-    ])
+    progress_prompts: list[str] = field(
+        default_factory=lambda: [
+            "a red circle",
+            "a blue square",
+            "a green triangle",
+            "a yellow star",
+            "a large white cross on a gray background",
+            "a small cyan diamond in the top left corner",
+        ]
+    )
     progress_seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4, 5])
 
     seed: int = 0
@@ -266,13 +281,23 @@ class TrainConfig:
         if not (isinstance(res, int) and res >= 4 and res & (res - 1) == 0):
             raise ValueError(f"parameter network.resolution = {res!r} must be a power of two")
         if self.data.resolution != res:
-            raise ValueError(f"parameter data.resolution = {self.data.resolution} differs from "
-                             f"network.resolution = {res}; the generator must match the images")
-        positive = {"batch_size": self.batch_size, "total_kimg": self.total_kimg, "g_lr": self.g_lr,
-                    "d_lr": self.d_lr, "tick_kimg": self.tick_kimg, "snapshot_ticks": self.snapshot_ticks,
-                    "image_ticks": self.image_ticks, "keep_last": self.keep_last,
-                    "perturbation_training.steps": self.perturbation_training.steps,
-                    "loss.r1_interval": self.loss.r1_interval, "loss.pl_interval": self.loss.pl_interval}
+            raise ValueError(
+                f"parameter data.resolution = {self.data.resolution} differs from "
+                f"network.resolution = {res}; the generator must match the images"
+            )
+        positive = {
+            "batch_size": self.batch_size,
+            "total_kimg": self.total_kimg,
+            "g_lr": self.g_lr,
+            "d_lr": self.d_lr,
+            "tick_kimg": self.tick_kimg,
+            "snapshot_ticks": self.snapshot_ticks,
+            "image_ticks": self.image_ticks,
+            "keep_last": self.keep_last,
+            "perturbation_training.steps": self.perturbation_training.steps,
+            "loss.r1_interval": self.loss.r1_interval,
+            "loss.pl_interval": self.loss.pl_interval,
+        }
         for name, value in positive.items():
             if value <= 0:
                 raise ValueError(f"parameter {name} = {value!r} must be positive")
@@ -287,13 +312,17 @@ class TrainConfig:
         if self.num_workers < 0:
             raise ValueError(f"parameter num_workers = {self.num_workers!r} must be >= 0")
         if self.mixed_precision and self.network.num_fp16_res <= 0:
-            raise ValueError("parameter mixed_precision = true needs network.num_fp16_res > 0 "
-                             "(how many of the highest resolutions run in low precision)")
+            raise ValueError(
+                "parameter mixed_precision = true needs network.num_fp16_res > 0 "
+                "(how many of the highest resolutions run in low precision)"
+            )
         if not self.progress_prompts or not self.progress_seeds:
             raise ValueError("parameters progress_prompts and progress_seeds must not be empty")
         if self.resume is not None and self.fine_tune_from is not None and self.resume != "auto":
-            raise ValueError("parameters resume and fine_tune_from are exclusive: resume continues a run, "
-                             "fine_tune_from starts a new one from another run's weights")
+            raise ValueError(
+                "parameters resume and fine_tune_from are exclusive: resume continues a run, "
+                "fine_tune_from starts a new one from another run's weights"
+            )
 
 
 @dataclass
@@ -396,15 +425,27 @@ class ProtocolConfig:
     r_precision_candidates: int = 100  # the prompt plus 99 other captions of the eval set
 
     def __post_init__(self) -> None:
-        for name in ("num_samples", "batch_size", "resolution", "reference_size", "isc_splits",
-                     "kid_subsets", "kid_subset_size", "r_precision_candidates"):
+        for name in (
+            "num_samples",
+            "batch_size",
+            "resolution",
+            "reference_size",
+            "isc_splits",
+            "kid_subsets",
+            "kid_subset_size",
+            "r_precision_candidates",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"parameter protocol.{name} = {getattr(self, name)!r} must be positive")
         if self.kid_subset_size > min(self.num_samples, self.reference_size):
-            raise ValueError(f"parameter protocol.kid_subset_size = {self.kid_subset_size} exceeds num_samples "
-                             f"({self.num_samples}) or reference_size ({self.reference_size})")
+            raise ValueError(
+                f"parameter protocol.kid_subset_size = {self.kid_subset_size} exceeds num_samples "
+                f"({self.num_samples}) or reference_size ({self.reference_size})"
+            )
         if self.r_precision_candidates < 2:
-            raise ValueError("parameter protocol.r_precision_candidates must be at least 2 (the prompt and a distractor)")
+            raise ValueError(
+                "parameter protocol.r_precision_candidates must be at least 2 (the prompt and a distractor)"
+            )
 
 
 def protocol_preset(name: str) -> ProtocolConfig:
@@ -428,12 +469,14 @@ class EvalConfig:
     `results_dir`/`table`.csv and .md; subjects are the model and the `baselines`."""
 
     checkpoint: str = "results/runs/train"  # a checkpoint file, a run folder or an exported generator
-    data: DataConfig = field(default_factory=lambda: DataConfig(
-        kind="shapes", resolution=32, size=4000, seed=0, split="test"))
+    data: DataConfig = field(
+        default_factory=lambda: DataConfig(kind="shapes", resolution=32, size=4000, seed=0, split="test")
+    )
     heldout_split: str | None = "heldout"  # evaluated like data.split; None: only data.split
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
-    metrics: list[str] = field(default_factory=lambda: [
-        "clip_fid", "clip_kid", "clip_score", "r_precision", "caption_accuracy"])
+    metrics: list[str] = field(
+        default_factory=lambda: ["clip_fid", "clip_kid", "clip_score", "r_precision", "caption_accuracy"]
+    )
     baselines: list[Literal["real", "shuffled"]] = field(default_factory=lambda: ["real", "shuffled"])
     eval_encoder: EncoderConfig = field(default_factory=tiny_encoder)
     inception_weights: str | None = None  # None: torch-fidelity downloads its own (needs internet)
@@ -446,9 +489,11 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         if self.data.resolution != self.protocol.resolution:
-            raise ValueError(f"parameter data.resolution = {self.data.resolution} differs from "
-                             f"protocol.resolution = {self.protocol.resolution}; real and generated images "
-                             f"must be compared at one size")
+            raise ValueError(
+                f"parameter data.resolution = {self.data.resolution} differs from "
+                f"protocol.resolution = {self.protocol.resolution}; real and generated images "
+                f"must be compared at one size"
+            )
         if not self.metrics:
             raise ValueError("parameter metrics is empty; name at least one (lafite_core.metrics.METRICS)")
         if not self.table or "/" in self.table:

@@ -5,6 +5,7 @@ of the dataset each epoch, and each process reads its own slice of every step's 
 the number of images seen continues the same stream, so a resumed run reads the same batches as an
 uninterrupted one.
 """
+
 from __future__ import annotations
 
 from typing import Iterator
@@ -40,13 +41,18 @@ class ResumableSampler(torch.utils.data.Sampler):
             step_start += self.per_process * self.world
 
 
-def batch_stream(dataset: torch.utils.data.Dataset, per_process: int, dist: Distributed, seed: int, start: int,
-                 num_workers: int = 0) -> Iterator[dict]:
+def batch_stream(
+    dataset: torch.utils.data.Dataset, per_process: int, dist: Distributed, seed: int, start: int, num_workers: int = 0
+) -> Iterator[dict]:
     """This process's batches of `per_process` items, from image `start` of the global stream on."""
     sampler = ResumableSampler(len(dataset), per_process, dist, seed, start)
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=per_process, sampler=sampler, num_workers=num_workers,
-        pin_memory=dist.device.type == "cuda", persistent_workers=num_workers > 0,
+        dataset,
+        batch_size=per_process,
+        sampler=sampler,
+        num_workers=num_workers,
+        pin_memory=dist.device.type == "cuda",
+        persistent_workers=num_workers > 0,
     )
     return iter(loader)
 

@@ -107,10 +107,12 @@ def verdict(label: str, result: dict) -> str:
     """One line a reader takes away: how often the model draws the prompted shape and colour."""
     chance = chance_levels()
     seen, held = result["seen"], result["heldout"]
-    return (f"- **{label}** ({result['kimg']:.0f} kimg): draws the prompted shape in {seen['shape']:.0%} of seen "
-            f"combinations (held-out pairs {held['shape']:.0%}; chance {chance['shape']:.0%}), the colour in "
-            f"{seen['colour']:.0%} ({held['colour']:.0%}; chance {chance['colour']:.0%}), every attribute right in "
-            f"{seen['all']:.0%} ({held['all']:.0%}).")
+    return (
+        f"- **{label}** ({result['kimg']:.0f} kimg): draws the prompted shape in {seen['shape']:.0%} of seen "
+        f"combinations (held-out pairs {held['shape']:.0%}; chance {chance['shape']:.0%}), the colour in "
+        f"{seen['colour']:.0%} ({held['colour']:.0%}; chance {chance['colour']:.0%}), every attribute right in "
+        f"{seen['all']:.0%} ({held['all']:.0%})."
+    )
 
 
 def copy_training_pictures(cfg: DemoConfig, out: Path) -> list[str]:
@@ -118,8 +120,10 @@ def copy_training_pictures(cfg: DemoConfig, out: Path) -> list[str]:
     copied = []
     run = train_out(cfg)
     grids = sorted(run.glob("samples-*.png"))
-    for source, name in ((run / "loss_curves.png", "train-loss-curves.png"), (grids[-1] if grids else None,
-                                                                              "train-progress-grid.png")):
+    for source, name in (
+        (run / "loss_curves.png", "train-loss-curves.png"),
+        (grids[-1] if grids else None, "train-progress-grid.png"),
+    ):
         if source is not None and source.is_file():
             shutil.copy(source, out / name)
             copied.append(name)
@@ -133,35 +137,57 @@ def write_summary(cfg: DemoConfig, judged: dict[str, dict], seconds: float) -> P
         shutil.copy(grid, out / f"samples-{_slug(label)}.png")
     stats = read_stats(train_out(cfg))
     trained = f"{stats[-1]['kimg']:.1f} kimg in {sum(s['sec_per_tick'] for s in stats) / 60:.1f} min" if stats else ""
-    lines = [f"# Embedded-default demo ({seconds / 60:.1f} min for this invocation; finished steps are skipped)", "",
-             "Language-free LAFITE on Captioned Shapes at 32 px with the shipped tiny encoder: the generator never "
-             "saw a caption in training and is prompted with text here.", "",
-             "## Does it draw what the prompt says?", "",
-             *(verdict(label, result) for label, result in judged.items()), "",
-             "The judge is the shipped supervised attribute classifier (never the encoder the generator was trained "
-             "against), reading one image per attribute combination prompted with its long caption. Accuracy, "
-             "higher is better; `all` = every attribute right.", "",
-             markdown_table(judged), "",
-             f"{THIS_RUN}: {trained} of training (params/demo.yaml: params/train.yaml with a wall-time budget). "
-             f"The {SHIPPED} is the same recipe trained for longer (lafite_core/assets/demo-generator.md).", ""]
+    lines = [
+        f"# Embedded-default demo ({seconds / 60:.1f} min for this invocation; finished steps are skipped)",
+        "",
+        "Language-free LAFITE on Captioned Shapes at 32 px with the shipped tiny encoder: the generator never "
+        "saw a caption in training and is prompted with text here.",
+        "",
+        "## Does it draw what the prompt says?",
+        "",
+        *(verdict(label, result) for label, result in judged.items()),
+        "",
+        "The judge is the shipped supervised attribute classifier (never the encoder the generator was trained "
+        "against), reading one image per attribute combination prompted with its long caption. Accuracy, "
+        "higher is better; `all` = every attribute right.",
+        "",
+        markdown_table(judged),
+        "",
+        f"{THIS_RUN}: {trained} of training (params/demo.yaml: params/train.yaml with a wall-time budget). "
+        f"The {SHIPPED} is the same recipe trained for longer (lafite_core/assets/demo-generator.md).",
+        "",
+    ]
     for label in judged:
-        lines += [f"### {label}: prompts (rows; the last rows are held-out shape/colour pairs)", "",
-                  f"![{label}](samples-{_slug(label)}.png)", ""]
+        lines += [
+            f"### {label}: prompts (rows; the last rows are held-out shape/colour pairs)",
+            "",
+            f"![{label}](samples-{_slug(label)}.png)",
+            "",
+        ]
     eval_table = out / f"{cfg.evaluate.table}.csv"
     if eval_table.is_file():
-        lines += [f"## {THIS_RUN} against the baselines (higher is better except CLIP-FID)", "",
-                  headline_table(eval_table), "",
-                  f"Every column, the protocol included: {eval_table.name} / {eval_table.with_suffix('.md').name}", ""]
+        lines += [
+            f"## {THIS_RUN} against the baselines (higher is better except CLIP-FID)",
+            "",
+            headline_table(eval_table),
+            "",
+            f"Every column, the protocol included: {eval_table.name} / {eval_table.with_suffix('.md').name}",
+            "",
+        ]
     pictures = copy_training_pictures(cfg, out)
     if pictures:
         lines += ["## Training", "", *(f"![{name}]({name})" for name in pictures), ""]
-    lines += ["The perturbation ablation (every kind, longer runs): results/ablation.md; "
-              "`python -m lafite_core.runner run params/ablation.yaml`.", "",
-              f"Run folders (executed notebooks, logs, checkpoints): {results / 'runs'}"]
+    lines += [
+        "The perturbation ablation (every kind, longer runs): results/ablation.md; "
+        "`python -m lafite_core.runner run params/ablation.yaml`.",
+        "",
+        f"Run folders (executed notebooks, logs, checkpoints): {results / 'runs'}",
+    ]
     summary = out / "summary.md"
     summary.write_text("\n".join(lines) + "\n")
-    (out / "summary.json").write_text(json.dumps({"minutes": round(seconds / 60, 2), "train_run": str(train_out(cfg)),
-                                                  "judge": judged}, indent=2))
+    (out / "summary.json").write_text(
+        json.dumps({"minutes": round(seconds / 60, 2), "train_run": str(train_out(cfg)), "judge": judged}, indent=2)
+    )
     return summary
 
 

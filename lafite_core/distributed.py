@@ -5,6 +5,7 @@ Gradients are averaged with one all-reduce per phase (explicit, like StyleGAN2-A
 DDP wrapper, because the loss calls G.mapping / G.synthesis directly), so every process keeps
 identical weights.
 """
+
 from __future__ import annotations
 
 import os

@@ -20,6 +20,7 @@ preprocessing, and saved as a plain safetensors state dict: it loads back throug
 open_clip path as a real CLIP file,
 `load_encoder(EncoderConfig(name="lafite-tiny", pretrained="lafite-tiny-shapes.safetensors"))`.
 """
+
 from __future__ import annotations
 
 import json
@@ -74,8 +75,9 @@ TRAINING_TEMPLATES = tuple(CAPTION_TEMPLATES) + EXTRA_TEMPLATES
 
 
 # ------------------------------------------------------------------------------------ the loss
-def clip_loss(image_features: Tensor, text_features: Tensor, logit_scale: Tensor,
-              positives: Tensor | None = None) -> Tensor:
+def clip_loss(
+    image_features: Tensor, text_features: Tensor, logit_scale: Tensor, positives: Tensor | None = None
+) -> Tensor:
     """CLIP's symmetric contrastive loss over a batch (Radford et al. 2021, Fig. 3).
 
     logits_ij = exp(t) * cos(image_i, text_j) for B images and M captions. Row i's targets are
@@ -83,8 +85,9 @@ def clip_loss(image_features: Tensor, text_features: Tensor, logit_scale: Tensor
     identity targets), column j's over the images that caption j describes. The two
     cross-entropies are averaged."""
     if positives is None:
-        positives = torch.eye(image_features.shape[0], text_features.shape[0], dtype=torch.bool,
-                              device=image_features.device)
+        positives = torch.eye(
+            image_features.shape[0], text_features.shape[0], dtype=torch.bool, device=image_features.device
+        )
     if not (bool(positives.any(dim=1).all()) and bool(positives.any(dim=0).all())):
         raise ValueError("every image and every caption needs at least one positive in the batch")
     logits = logit_scale.exp() * image_features @ text_features.T
@@ -123,8 +126,7 @@ class ShapesPairs:
         self.is_test[splits["test"].astype(np.int64)] = True
         self.resolution = resolution
         self.templates = templates
-        self.mentions = torch.tensor([[name in template_attributes(t) for name in ATTRIBUTE_NAMES]
-                                      for t in templates])
+        self.mentions = torch.tensor([[name in template_attributes(t) for name in ATTRIBUTE_NAMES] for t in templates])
 
     def __len__(self) -> int:
         return len(self.pool)
@@ -153,8 +155,9 @@ class ShapesPairs:
             if not self.is_test[candidate]:
                 return candidate
 
-    def batch(self, batch_size: int, generator: torch.Generator, captions_per_image: int = 1,
-              group_size: int = 1) -> dict:
+    def batch(
+        self, batch_size: int, generator: torch.Generator, captions_per_image: int = 1, group_size: int = 1
+    ) -> dict:
         """images [B, 3, R, R] in [-1, 1], labels [B, k]; captions (B * c strings, those of image
         0 first), caption_labels and mentions [B * c, k]."""
         numbers = self.numbers(batch_size, generator, group_size)
@@ -221,8 +224,9 @@ def train_step(encoder: ClipEncoder, batch: dict, optimizer: torch.optim.Optimiz
     return float(loss.detach())
 
 
-def pretrain_encoder(cfg: PretrainConfig, on_log: Callable[[dict], None] | None = None,
-                     progress: bool = True) -> PretrainResult:
+def pretrain_encoder(
+    cfg: PretrainConfig, on_log: Callable[[dict], None] | None = None, progress: bool = True
+) -> PretrainResult:
     """Train the encoder named by cfg.architecture from scratch; write weights and metrics to cfg.output_dir.
 
     Writes `history.jsonl` (one line per step, as it trains: watch it with `tail -f`),
@@ -244,13 +248,21 @@ def pretrain_encoder(cfg: PretrainConfig, on_log: Callable[[dict], None] | None 
     with open(out / "history.jsonl", "w") as log:
         for record in history:
             log.write(json.dumps(record) + "\n")
-        for step in tqdm(range(first_step, cfg.steps), desc="pre-training", disable=not progress,
-                         initial=first_step, total=cfg.steps):
+        for step in tqdm(
+            range(first_step, cfg.steps), desc="pre-training", disable=not progress, initial=first_step, total=cfg.steps
+        ):
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, cfg)
-            loss = train_step(encoder, pairs.batch(cfg.batch_size, generator, cfg.captions_per_image, cfg.group_size), optimizer)
-            record = {"step": step + 1, "loss": loss, "lr": optimizer.param_groups[0]["lr"],
-                      "logit_scale": float(encoder.model.logit_scale.detach().exp()), "seconds": time.time() - start}
+            loss = train_step(
+                encoder, pairs.batch(cfg.batch_size, generator, cfg.captions_per_image, cfg.group_size), optimizer
+            )
+            record = {
+                "step": step + 1,
+                "loss": loss,
+                "lr": optimizer.param_groups[0]["lr"],
+                "logit_scale": float(encoder.model.logit_scale.detach().exp()),
+                "seconds": time.time() - start,
+            }
             evaluate_now = cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps
             if evaluate_now:
                 record.update(_flat(evaluate_encoder(encoder, cfg.resolution, cfg.dataset_seed, cfg.eval_images)))
@@ -264,27 +276,44 @@ def pretrain_encoder(cfg: PretrainConfig, on_log: Callable[[dict], None] | None 
                 on_log(record)
     train_seconds = time.time() - start
     metrics = evaluate_encoder(encoder, cfg.resolution, cfg.dataset_seed, cfg.eval_images)
-    metrics.update(train_seconds=round(train_seconds, 1), final_loss=history[-1]["loss"] if history else None,
-                   steps=cfg.steps, images_seen=cfg.steps * cfg.batch_size)
+    metrics.update(
+        train_seconds=round(train_seconds, 1),
+        final_loss=history[-1]["loss"] if history else None,
+        steps=cfg.steps,
+        images_seen=cfg.steps * cfg.batch_size,
+    )
     weights = out / f"{cfg.architecture}-shapes.safetensors"
     save_weights(encoder.model, weights, {"config": json.dumps(to_dict(cfg))})
     metrics["weights_sha256"] = file_sha256(weights)
     (out / "metrics.json").write_text(json.dumps(_flat(metrics), indent=2))
-    (out / "provenance.json").write_text(json.dumps(
-        {"config": to_dict(cfg), "metrics": metrics, "torch": torch.__version__}, indent=2))
+    (out / "provenance.json").write_text(
+        json.dumps({"config": to_dict(cfg), "metrics": metrics, "torch": torch.__version__}, indent=2)
+    )
     return PretrainResult(weights=weights, metrics=metrics, history=history)
 
 
-def _save_state(out: Path, cfg: PretrainConfig, encoder: ClipEncoder, optimizer: torch.optim.Optimizer,
-                generator: torch.Generator, history: list[dict]) -> None:
-    state = {"config": ckpt.to_json_string(to_dict(cfg)), "history": ckpt.to_json_string(history),
-             "model": ckpt.module_state(encoder.model), "optimizer": optimizer.state_dict(),
-             "batch_rng": generator.get_state(), "rng": ckpt.capture_rng(cfg.device)}
+def _save_state(
+    out: Path,
+    cfg: PretrainConfig,
+    encoder: ClipEncoder,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    history: list[dict],
+) -> None:
+    state = {
+        "config": ckpt.to_json_string(to_dict(cfg)),
+        "history": ckpt.to_json_string(history),
+        "model": ckpt.module_state(encoder.model),
+        "optimizer": optimizer.state_dict(),
+        "batch_rng": generator.get_state(),
+        "rng": ckpt.capture_rng(cfg.device),
+    }
     ckpt.save_checkpoint(state, out / "checkpoints", nimg=len(history) * cfg.batch_size, keep_last=1)
 
 
-def _resume(out: Path, cfg: PretrainConfig, encoder: ClipEncoder, optimizer: torch.optim.Optimizer,
-            generator: torch.Generator) -> tuple[int, list[dict], float]:
+def _resume(
+    out: Path, cfg: PretrainConfig, encoder: ClipEncoder, optimizer: torch.optim.Optimizer, generator: torch.Generator
+) -> tuple[int, list[dict], float]:
     """(first step, history so far, seconds spent) from the newest checkpoint in out, if any."""
     ckpt.remove_stale_temporaries(out / "checkpoints")
     path = ckpt.latest_checkpoint(out / "checkpoints")
@@ -292,8 +321,9 @@ def _resume(out: Path, cfg: PretrainConfig, encoder: ClipEncoder, optimizer: tor
         return 0, [], 0.0
     state = ckpt.load_checkpoint(path)
     if ckpt.from_json_string(state["config"]) != to_dict(cfg):
-        raise ValueError(f"{path} was written by a run with other parameters; "
-                         f"use another output_dir or delete {out / 'checkpoints'}")
+        raise ValueError(
+            f"{path} was written by a run with other parameters; use another output_dir or delete {out / 'checkpoints'}"
+        )
     encoder.model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     generator.set_state(state["batch_rng"])
@@ -310,8 +340,9 @@ def save_weights(model: torch.nn.Module, path: str | Path, metadata: dict[str, s
 
 # ------------------------------------------------------------------------------------ evaluation
 @torch.no_grad()
-def evaluate_encoder(encoder: ClipEncoder, resolution: int, dataset_seed: int, images: int,
-                     batch_size: int = 256) -> dict:
+def evaluate_encoder(
+    encoder: ClipEncoder, resolution: int, dataset_seed: int, images: int, batch_size: int = 256
+) -> dict:
     """Zero-shot accuracy per attribute on the first `images` of the unseen Shapes `test` split.
 
     Three prompt forms (see zero_shot.py): the long caption varying one attribute with the others
@@ -320,18 +351,27 @@ def evaluate_encoder(encoder: ClipEncoder, resolution: int, dataset_seed: int, i
     encoder.eval()
     data = ShapesDataset(resolution, size=images, seed=dataset_seed, split="test")
     items = [data[i] for i in range(len(data))]
-    features = torch.cat([
-        encoder.encode_image(images_to_tensor(np.stack([it.image for it in items[i:i + batch_size]])))
-        for i in range(0, len(items), batch_size)]).cpu()
+    features = torch.cat(
+        [
+            encoder.encode_image(images_to_tensor(np.stack([it.image for it in items[i : i + batch_size]])))
+            for i in range(0, len(items), batch_size)
+        ]
+    ).cpu()
     attributes = [it.attributes for it in items]
     long_caption = lambda attrs: caption_for(attrs, 0)  # noqa: E731 - names every attribute
     combos = combination_text_features(encoder.encode_text, VOCABULARIES, long_caption)
-    result = {mode: attribute_accuracy(encoder, features, attributes, VOCABULARIES, long_caption, mode, combos)
-              for mode in ("given_others", "best_caption")}
-    result["class_prompt"] = {name: prompt_accuracy(encoder, features, [a[name] for a in attributes], class_prompts(name))
-                              for name in ATTRIBUTE_NAMES}
-    cosines = [matching_cosine(features, encoder.encode_text([caption_for(a, t) for a in attributes]).cpu())
-               for t in range(len(CAPTION_TEMPLATES))]
+    result = {
+        mode: attribute_accuracy(encoder, features, attributes, VOCABULARIES, long_caption, mode, combos)
+        for mode in ("given_others", "best_caption")
+    }
+    result["class_prompt"] = {
+        name: prompt_accuracy(encoder, features, [a[name] for a in attributes], class_prompts(name))
+        for name in ATTRIBUTE_NAMES
+    }
+    cosines = [
+        matching_cosine(features, encoder.encode_text([caption_for(a, t) for a in attributes]).cpu())
+        for t in range(len(CAPTION_TEMPLATES))
+    ]
     result["matching_cosine"] = float(np.mean(cosines))
     result["eval_images"] = len(items)
     return result

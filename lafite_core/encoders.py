@@ -16,6 +16,7 @@ vocab * width parameters.
   respect to the images, because L_ConG back-propagates through the frozen CLIP into G.
 Both return L2-normalised float32 features of size `feature_dim`, read from the model.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -50,8 +51,15 @@ _REQUIRED_CONFIG_KEYS = ("embed_dim", "vision_cfg", "text_cfg")
 class ClipEncoder(torch.nn.Module):
     """A frozen open_clip model with LAFITE's image preprocessing and caption handling."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Any, name: str, pretrained: str | None,
-                 weights_sha256: str | None, precision: str = "fp32"):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        name: str,
+        pretrained: str | None,
+        weights_sha256: str | None,
+        precision: str = "fp32",
+    ):
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer
@@ -117,8 +125,7 @@ class ClipEncoder(torch.nn.Module):
         return pieces or [caption]
 
     # ---------------------------------------------------------------------------------- image
-    def encode_image(self, images: Tensor, augment: bool = False,
-                     generator: torch.Generator | None = None) -> Tensor:
+    def encode_image(self, images: Tensor, augment: bool = False, generator: torch.Generator | None = None) -> Tensor:
         """Image features [N, f] of images in [-1, 1], [N, 3 (or 1), H, W], differentiable w.r.t. images.
 
         augment=True applies the official training-time view for images of at least CROP_MIN_SIZE
@@ -130,8 +137,7 @@ class ClipEncoder(torch.nn.Module):
         x = self.preprocess(images, augment=augment, generator=generator)
         return F.normalize(self.model.encode_image(x).float(), dim=-1)
 
-    def preprocess(self, images: Tensor, augment: bool = False,
-                   generator: torch.Generator | None = None) -> Tensor:
+    def preprocess(self, images: Tensor, augment: bool = False, generator: torch.Generator | None = None) -> Tensor:
         """[-1, 1] images -> CLIP's normalised input (differentiable: crop, bicubic resize, affine)."""
         if images.ndim != 4 or images.shape[1] not in (1, 3):
             raise ValueError(f"expected images [N, 3, H, W] (or 1 channel), got shape {tuple(images.shape)}")
@@ -143,8 +149,9 @@ class ClipEncoder(torch.nn.Module):
             x = _random_square_crop(x, generator)
         if tuple(x.shape[-2:]) != (self.image_size, self.image_size):
             # antialias matters when shrinking (PIL does it for real images) and is differentiable
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bicubic",
-                              align_corners=False, antialias=True)
+            x = F.interpolate(
+                x, size=(self.image_size, self.image_size), mode="bicubic", align_corners=False, antialias=True
+            )
         return ((x - self.mean) / self.std).to(self.dtype)
 
     # ------------------------------------------------------------------------------- identity
@@ -171,8 +178,10 @@ def encoder_device(option: str, run_device: str | torch.device | None = None) ->
     wanted = torch.device(option)
     same_index = wanted.index is None or run_device.index is None or wanted.index == run_device.index
     if wanted.type != run_device.type or not same_index:
-        raise ValueError(f"device = {option!r}, but this run computes on {run_device}; set it to 'auto' "
-                         f"(the run's device) or {str(run_device)!r}")
+        raise ValueError(
+            f"device = {option!r}, but this run computes on {run_device}; set it to 'auto' "
+            f"(the run's device) or {str(run_device)!r}"
+        )
     return run_device
 
 
@@ -181,8 +190,10 @@ def load_encoder(cfg: EncoderConfig, run_device: str | torch.device | None = Non
     `pretrained` may name a shipped file by its repository path (lafite_core/assets/...)."""
     if cfg.name not in open_clip.list_models():
         close = difflib.get_close_matches(cfg.name, open_clip.list_models(), n=5)
-        raise ValueError(f"unknown CLIP model {cfg.name!r}; close matches: {close or 'none'} "
-                         f"(all: lafite_core.encoders.list_encoders())")
+        raise ValueError(
+            f"unknown CLIP model {cfg.name!r}; close matches: {close or 'none'} "
+            f"(all: lafite_core.encoders.list_encoders())"
+        )
     if cfg.precision not in _DTYPES:
         raise ValueError(f"unknown precision {cfg.precision!r}; known: {', '.join(_DTYPES)}")
     kwargs = dict(precision=cfg.precision, device=str(encoder_device(cfg.device, run_device)))
@@ -198,8 +209,10 @@ def load_encoder(cfg: EncoderConfig, run_device: str | torch.device | None = Non
         raise FileNotFoundError(f"CLIP weights file not found: {pretrained}")
     else:
         tags = open_clip.list_pretrained_tags_by_model(cfg.name)
-        raise ValueError(f"pretrained={pretrained!r} is neither a known tag of {cfg.name} "
-                         f"(tags: {tags or 'none'}) nor an existing weights file")
+        raise ValueError(
+            f"pretrained={pretrained!r} is neither a known tag of {cfg.name} "
+            f"(tags: {tags or 'none'}) nor an existing weights file"
+        )
     tokenizer = open_clip.get_tokenizer(cfg.name)
     return ClipEncoder(model, tokenizer, cfg.name, pretrained, sha, cfg.precision)
 
@@ -305,7 +318,7 @@ def _random_square_crop(x: Tensor, generator: torch.Generator | None) -> Tensor:
     side = max(1, int(fraction.item() * min(height, width)))
     top = int(torch.randint(0, height - side + 1, (), generator=generator, device=rng_device))
     left = int(torch.randint(0, width - side + 1, (), generator=generator, device=rng_device))
-    return x[:, :, top:top + side, left:left + side]
+    return x[:, :, top : top + side, left : left + side]
 
 
 register_model_config(MODEL_CONFIG_DIR)

@@ -22,6 +22,7 @@ the baselines), the pipeline
 Images are scored as uint8 [N, 3, R, R] at `protocol.resolution`, the form torch-fidelity's
 extractors take, so generated and real images go through exactly the same quantisation.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -120,8 +121,9 @@ def encode_prompts(encoder, captions: list[str]) -> tuple[Tensor, Tensor]:
     distinct = list(dict.fromkeys(captions))
     position = {c: i for i, c in enumerate(distinct)}
     ids = torch.tensor([position[c] for c in captions], dtype=torch.long)
-    features = torch.cat([encoder.encode_text(distinct[i:i + TEXT_BATCH]).float().cpu()
-                          for i in range(0, len(distinct), TEXT_BATCH)])
+    features = torch.cat(
+        [encoder.encode_text(distinct[i : i + TEXT_BATCH]).float().cpu() for i in range(0, len(distinct), TEXT_BATCH)]
+    )
     return ids, features
 
 
@@ -136,7 +138,7 @@ def generated_batches(G, conditions: Tensor, protocol: ProtocolConfig, device: t
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(protocol.seed)
         for start in range(0, len(conditions), protocol.batch_size):
-            c = conditions[start:start + protocol.batch_size].to(device)
+            c = conditions[start : start + protocol.batch_size].to(device)
             z = latents(protocol.seed + start, len(c), G.z_dim).to(device)
             images = G(z, c, truncation_psi=protocol.truncation_psi, noise_mode=protocol.noise_mode)
             yield to_uint8(images, protocol.resolution)
@@ -145,7 +147,7 @@ def generated_batches(G, conditions: Tensor, protocol: ProtocolConfig, device: t
 def dataset_batches(dataset, indices: list[int], batch_size: int, device: torch.device) -> Iterator[Tensor]:
     """Real images of `dataset` (uint8 HWC items) as uint8 [B, 3, R, R] batches."""
     for start in range(0, len(indices), batch_size):
-        arrays = np.stack([dataset[i].image for i in indices[start:start + batch_size]])
+        arrays = np.stack([dataset[i].image for i in indices[start : start + batch_size]])
         yield torch.from_numpy(arrays).permute(0, 3, 1, 2).contiguous().to(device)
 
 
@@ -173,8 +175,10 @@ def build_context(cfg: EvalConfig, progress: bool = True, encoder=None) -> Conte
     for name in cfg.metrics:
         METRICS.get(name)  # unknown names fail here, listing the known ones
     if "caption_accuracy" in cfg.metrics and cfg.data.kind != "shapes":
-        raise ValueError(f"parameter metrics: caption_accuracy reads Shapes attributes, but data.kind = "
-                         f"{cfg.data.kind!r}; drop it for this dataset")
+        raise ValueError(
+            f"parameter metrics: caption_accuracy reads Shapes attributes, but data.kind = "
+            f"{cfg.data.kind!r}; drop it for this dataset"
+        )
     device = resolve_device(cfg.device)
     try:
         sampler = Sampler.load(cfg.checkpoint, device, encoder=encoder)
@@ -186,9 +190,13 @@ def build_context(cfg: EvalConfig, progress: bool = True, encoder=None) -> Conte
     if "clip_image" in features or needs_text:
         enc_cfg = cfg.eval_encoder
         weights = resolve_asset(enc_cfg.pretrained)
-        same = (enc_cfg.name == sampler.encoder.name and sampler.encoder.weights_sha256 is not None
-                and weights is not None and Path(weights).is_file()
-                and file_sha256(Path(weights)) == sampler.encoder.weights_sha256)
+        same = (
+            enc_cfg.name == sampler.encoder.name
+            and sampler.encoder.weights_sha256 is not None
+            and weights is not None
+            and Path(weights).is_file()
+            and file_sha256(Path(weights)) == sampler.encoder.weights_sha256
+        )
         try:
             encoder_device(enc_cfg.device, device)  # beside the generator; a conflicting device fails
             eval_encoder = sampler.encoder if same else load_encoder(enc_cfg, run_device=device)
@@ -239,7 +247,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True, encoder=None) -> list[dict]
 def metric_columns(row: dict) -> list[str]:
     """The metric columns of a row (everything after the `seconds` column)."""
     keys = list(row)
-    return keys[keys.index("seconds") + 1:]
+    return keys[keys.index("seconds") + 1 :]
 
 
 def evaluate_split(ctx: Context, split: str, eval_set) -> tuple[list[dict], Tensor]:
@@ -248,38 +256,54 @@ def evaluate_split(ctx: Context, split: str, eval_set) -> tuple[list[dict], Tens
     ref_split = protocol.reference_split or split
     ref_set = eval_set if ref_split == split else dataset_from_config(dataclasses.replace(cfg.data, split=ref_split))
     if len(ref_set) < protocol.reference_size:
-        raise ValueError(f"parameter protocol.reference_size = {protocol.reference_size}, but split {ref_split!r} "
-                         f"holds {len(ref_set)} images (data.size = {cfg.data.size})")
+        raise ValueError(
+            f"parameter protocol.reference_size = {protocol.reference_size}, but split {ref_split!r} "
+            f"holds {len(ref_set)} images (data.size = {cfg.data.size})"
+        )
     reference = None
     ref_names = needed_features([n for n in cfg.metrics if METRICS.get(n).uses_reference])
     if ref_names:
         ref_items = list(range(protocol.reference_size))
-        reference_id = {"dataset": ref_set.fingerprint(), "items": [0, protocol.reference_size],
-                        "resolution": protocol.resolution}
+        reference_id = {
+            "dataset": ref_set.fingerprint(),
+            "items": [0, protocol.reference_size],
+            "resolution": protocol.resolution,
+        }
         reference = reference_features(
             lambda: dataset_batches(ref_set, ref_items, protocol.batch_size, ctx.device),
-            len(ref_items), ctx.extractors, ref_names, reference_id, cfg.stats_cache, ctx.progress)
+            len(ref_items),
+            ctx.extractors,
+            ref_names,
+            reference_id,
+            cfg.stats_cache,
+            ctx.progress,
+        )
 
     prompts = plan_prompts(eval_set, list(range(len(eval_set))), protocol.num_samples)
     cond_ids, cond_distinct = encode_prompts(ctx.sampler.encoder, prompts.captions)
     conditions = cond_distinct[cond_ids]  # the training CLIP's text features: the generator's input
 
     subjects: list[tuple[str, Prompts, Callable[[], Iterator[Tensor]]]] = [
-        ("model", prompts, lambda: generated_batches(ctx.sampler.G, conditions, protocol, ctx.device))]
+        ("model", prompts, lambda: generated_batches(ctx.sampler.G, conditions, protocol, ctx.device))
+    ]
     if "shuffled" in cfg.baselines:
         order = torch.randperm(len(conditions), generator=torch.Generator().manual_seed(protocol.seed + 1))
-        subjects.append(("shuffled", prompts,
-                         lambda: generated_batches(ctx.sampler.G, conditions[order], protocol, ctx.device)))
+        subjects.append(
+            ("shuffled", prompts, lambda: generated_batches(ctx.sampler.G, conditions[order], protocol, ctx.device))
+        )
     if "real" in cfg.baselines:
         start = protocol.reference_size if ref_set is eval_set else 0
         real_items = list(range(start, min(len(eval_set), start + protocol.num_samples)))
         if len(real_items) < 2:
-            raise ValueError(f"baseline 'real' needs images of split {split!r} outside the reference set, but "
-                             f"its {len(eval_set)} images are all reference images; raise data.size or set "
-                             f"protocol.reference_split")
+            raise ValueError(
+                f"baseline 'real' needs images of split {split!r} outside the reference set, but "
+                f"its {len(eval_set)} images are all reference images; raise data.size or set "
+                f"protocol.reference_split"
+            )
         real_prompts = plan_prompts(eval_set, real_items, len(real_items))
-        subjects.append(("real", real_prompts,
-                         lambda: dataset_batches(eval_set, real_items, protocol.batch_size, ctx.device)))
+        subjects.append(
+            ("real", real_prompts, lambda: dataset_batches(eval_set, real_items, protocol.batch_size, ctx.device))
+        )
 
     rows, grid = [], None
     for subject, subject_prompts, batches in subjects:
@@ -293,15 +317,19 @@ def evaluate_split(ctx: Context, split: str, eval_set) -> tuple[list[dict], Tens
                     kept.append(batch.cpu())
                 yield batch
 
-        features = extract(keep_first(batches()), ctx.extractors.values(), len(subject_prompts.captions),
-                           desc, ctx.progress)
+        features = extract(
+            keep_first(batches()), ctx.extractors.values(), len(subject_prompts.captions), desc, ctx.progress
+        )
         scored = _scored(ctx, features, subject_prompts)
         values = compute_metrics(cfg.metrics, scored, reference, protocol)
         if subject == "model":
             grid = torch.cat(kept)[:64]
         reference_images = f"{ref_split}[0:{protocol.reference_size}]"
-        rows.append(result_row(ctx, split, reference_images, subject, len(subject_prompts.captions),
-                               time.time() - started, values))
+        rows.append(
+            result_row(
+                ctx, split, reference_images, subject, len(subject_prompts.captions), time.time() - started, values
+            )
+        )
     return rows, grid
 
 
@@ -309,12 +337,18 @@ def _scored(ctx: Context, features: dict[str, Tensor], prompts: Prompts) -> Scor
     ids = text = None
     if ctx.eval_encoder is not None:
         ids, text = encode_prompts(ctx.eval_encoder, prompts.captions)
-    return ScoredImages(features=features, prompt_ids=ids, prompt_features=text, targets=prompts.targets,
-                        attribute_names=tuple(ATTRIBUTE_NAMES) if prompts.targets is not None else ())
+    return ScoredImages(
+        features=features,
+        prompt_ids=ids,
+        prompt_features=text,
+        targets=prompts.targets,
+        attribute_names=tuple(ATTRIBUTE_NAMES) if prompts.targets is not None else (),
+    )
 
 
-def result_row(ctx: Context, split: str, reference_images: str, subject: str, num_images: int,
-               seconds: float, values: dict) -> dict:
+def result_row(
+    ctx: Context, split: str, reference_images: str, subject: str, num_images: int, seconds: float, values: dict
+) -> dict:
     """One table row: what was scored, with which networks, under which protocol, then the metrics."""
     cfg, info = ctx.cfg, ctx.sampler.info
     train_encoder = ctx.sampler.encoder
@@ -329,11 +363,15 @@ def result_row(ctx: Context, split: str, reference_images: str, subject: str, nu
         **protocol_columns(cfg.protocol),
         "num_images": num_images,
         "train_clip": f"{train_encoder.name}:{encoder_fingerprint(train_encoder)[:12]}",
-        "eval_clip": (f"{ctx.eval_encoder.name}:{encoder_fingerprint(ctx.eval_encoder)[:12]}"
-                      if ctx.eval_encoder is not None else None),
+        "eval_clip": (
+            f"{ctx.eval_encoder.name}:{encoder_fingerprint(ctx.eval_encoder)[:12]}"
+            if ctx.eval_encoder is not None
+            else None
+        ),
         "inception": ctx.extractors["inception"].identity if "inception" in ctx.extractors else None,
-        "attribute_classifier": (ctx.extractors["attributes"].identity.split(":")[1][:12]
-                                 if "attributes" in ctx.extractors else None),
+        "attribute_classifier": (
+            ctx.extractors["attributes"].identity.split(":")[1][:12] if "attributes" in ctx.extractors else None
+        ),
         "device": str(ctx.device),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "seconds": round(seconds, 1),
@@ -350,12 +388,20 @@ def load_eval_config(params: str | Path | None, overrides: list[str], protocol: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lafite_core.evaluation",
-                                     description="Evaluate a LAFITE generator; rows go to results/<table>.csv/.md")
+    parser = argparse.ArgumentParser(
+        prog="python -m lafite_core.evaluation",
+        description="Evaluate a LAFITE generator; rows go to results/<table>.csv/.md",
+    )
     parser.add_argument("--params", help="YAML params file (EvalConfig fields), e.g. params/evaluate.yaml")
     parser.add_argument("--protocol", help="a named protocol preset replacing the params file's (cpu, paper)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one parameter, e.g. --set checkpoint=results/runs/train")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one parameter, e.g. --set checkpoint=results/runs/train",
+    )
     args = parser.parse_args(argv)
     rows = evaluate(load_eval_config(args.params, args.overrides, args.protocol))
     for row in rows:

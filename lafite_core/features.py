@@ -5,6 +5,7 @@ reference-image features, one entry per (reference set, extractor).
 Every extractor takes uint8 [N, 3, R, R], the form torch-fidelity's extractors take, so generated
 and real images go through exactly the same quantisation.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -34,6 +35,7 @@ FEATURES = {
     "clip_image": "clip",  # the evaluation CLIP's image features: CLIP-FID/KID, CLIP score, R-precision
     "attributes": "attributes",  # the Shapes attribute classifier's predictions: caption accuracy
 }
+
 
 @dataclass
 class FeatureExtractor:
@@ -120,8 +122,10 @@ def inception_extractor(weights: str | None, device: torch.device) -> FeatureExt
     """torch-fidelity's Inception-v3 (the TF-FID-compatible one): features "inception_pool" and
     "inception_logits". `weights` is a local copy of its weights file (parameter
     inception_weights); None lets torch-fidelity download it, which needs internet."""
-    how_to = (f"Download {URL_INCEPTION_V3} on a connected machine and set parameter inception_weights "
-              f"to the file, or drop fid, kid and is from parameter metrics")
+    how_to = (
+        f"Download {URL_INCEPTION_V3} on a connected machine and set parameter inception_weights "
+        f"to the file, or drop fid, kid and is from parameter metrics"
+    )
     if weights is not None:
         path = Path(weights)
         if not path.is_file():
@@ -129,20 +133,31 @@ def inception_extractor(weights: str | None, device: torch.device) -> FeatureExt
         try:  # torch-fidelity loads it with weights_only=False: make sure it is a plain state dict first
             torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:
-            raise ValueError(f"parameter inception_weights = {weights!r} is not a plain PyTorch state dict "
-                             f"({type(err).__name__}: {err})") from None
+            raise ValueError(
+                f"parameter inception_weights = {weights!r} is not a plain PyTorch state dict "
+                f"({type(err).__name__}: {err})"
+            ) from None
         identity = f"inception-v3-compat:{file_sha256(path)}"
     else:
         identity = f"inception-v3-compat:{URL_INCEPTION_V3.rsplit('/', 1)[-1]}"
     try:
-        module = create_feature_extractor("inception-v3-compat", ["2048", "logits_unbiased"], cuda=False,
-                                          feature_extractor_weights_path=weights, verbose=False)
+        module = create_feature_extractor(
+            "inception-v3-compat",
+            ["2048", "logits_unbiased"],
+            cuda=False,
+            feature_extractor_weights_path=weights,
+            verbose=False,
+        )
     except Exception as err:
         if weights is not None:
-            raise ValueError(f"parameter inception_weights = {weights!r} does not fit torch-fidelity's "
-                             f"Inception-v3 ({type(err).__name__}: {err})") from None
-        raise RuntimeError(f"torch-fidelity could not fetch its Inception weights (parameter inception_weights "
-                           f"is null; {type(err).__name__}: {err}). {how_to}.") from None
+            raise ValueError(
+                f"parameter inception_weights = {weights!r} does not fit torch-fidelity's "
+                f"Inception-v3 ({type(err).__name__}: {err})"
+            ) from None
+        raise RuntimeError(
+            f"torch-fidelity could not fetch its Inception weights (parameter inception_weights "
+            f"is null; {type(err).__name__}: {err}). {how_to}."
+        ) from None
     module = module.to(device)
 
     def fn(x: Tensor) -> dict[str, Tensor]:
@@ -161,12 +176,18 @@ def attribute_extractor(path: str, device: torch.device) -> FeatureExtractor:
         raise type(err)(f"parameter attribute_classifier: {err}") from None
     if model.vocabularies != {k: tuple(v) for k, v in VOCABULARIES.items()}:
         raise ValueError(f"parameter attribute_classifier = {path!r} was trained on other Shapes vocabularies")
-    return FeatureExtractor(f"attributes:{file_sha256(resolved)}",
-                            lambda x: {"attributes": model.predict(x.to(device)).cpu()})
+    return FeatureExtractor(
+        f"attributes:{file_sha256(resolved)}", lambda x: {"attributes": model.predict(x.to(device)).cpu()}
+    )
 
 
-def extract(batches: Iterable[Tensor], extractors: Iterable[FeatureExtractor], total: int,
-            desc: str = "images", progress: bool = True) -> dict[str, Tensor]:
+def extract(
+    batches: Iterable[Tensor],
+    extractors: Iterable[FeatureExtractor],
+    total: int,
+    desc: str = "images",
+    progress: bool = True,
+) -> dict[str, Tensor]:
     """Run every extractor on every uint8 batch; features concatenated per name."""
     extractors = list(extractors)
     parts: dict[str, list[Tensor]] = {}
@@ -180,9 +201,15 @@ def extract(batches: Iterable[Tensor], extractors: Iterable[FeatureExtractor], t
 
 
 # ============================================================================ reference features
-def reference_features(batches: Callable[[], Iterable[Tensor]], total: int,
-                       extractors: dict[str, FeatureExtractor], names: list[str], reference_id: dict,
-                       cache_dir: str | Path, progress: bool = True) -> dict[str, Tensor]:
+def reference_features(
+    batches: Callable[[], Iterable[Tensor]],
+    total: int,
+    extractors: dict[str, FeatureExtractor],
+    names: list[str],
+    reference_id: dict,
+    cache_dir: str | Path,
+    progress: bool = True,
+) -> dict[str, Tensor]:
     """Features of the reference images for each feature name, from the cache when present.
 
     A cache entry is one folder per (reference set, feature extractor): `reference_id`
@@ -213,5 +240,6 @@ def _save_reference(folder: Path, features: Tensor, reference_id: dict, identity
     tmp = folder / ".features.tmp.npy"
     np.save(tmp, features.numpy())
     tmp.replace(folder / "features.npy")
-    (folder / "meta.json").write_text(json.dumps({"reference": reference_id, "extractor": identity,
-                                                  "shape": list(features.shape)}, indent=2))
+    (folder / "meta.json").write_text(
+        json.dumps({"reference": reference_id, "extractor": identity, "shape": list(features.shape)}, indent=2)
+    )

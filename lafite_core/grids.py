@@ -1,6 +1,7 @@
 """Images as the kit shows them: fixed latents per seed, [-1, 1] floats <-> uint8, and grids of
 images (with optional captions) saved as PNG. Training, sampling and evaluation all draw from here.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,8 +29,9 @@ def latents(seed: int, n: int, z_dim: int) -> Tensor:
 def to_uint8(images: Tensor, resolution: int | None = None) -> Tensor:
     """[-1, 1] float images -> uint8 0..255, resized to `resolution` first if given (antialiased)."""
     if resolution is not None and (images.shape[-1] != resolution or images.shape[-2] != resolution):
-        images = F.interpolate(images.float(), size=(resolution, resolution), mode="bilinear",
-                               align_corners=False, antialias=True)
+        images = F.interpolate(
+            images.float(), size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=True
+        )
     return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
@@ -38,8 +40,13 @@ def from_uint8(images: Tensor) -> Tensor:
     return images.float() / 127.5 - 1 if images.dtype == torch.uint8 else images.float()
 
 
-def image_grid(images: Tensor, columns: int, captions: Sequence[str] | None = None, scale: int = 1,
-               background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+def image_grid(
+    images: Tensor,
+    columns: int,
+    captions: Sequence[str] | None = None,
+    scale: int = 1,
+    background: tuple[int, int, int] = (255, 255, 255),
+) -> Image.Image:
     """[N, C, H, W] in [-1, 1] -> one RGB picture, `columns` images a row, each enlarged `scale`
     times (nearest neighbour: a 32 px sample stays crisp); `captions` (one per row) go in a band
     above their row; empty cells show `background`."""
@@ -81,8 +88,14 @@ def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
     return text + "..."
 
 
-def save_grid(images: Tensor, path: str | Path, columns: int, captions: Sequence[str] | None = None,
-              scale: int = 1, background: tuple[int, int, int] = (255, 255, 255)) -> Path:
+def save_grid(
+    images: Tensor,
+    path: str | Path,
+    columns: int,
+    captions: Sequence[str] | None = None,
+    scale: int = 1,
+    background: tuple[int, int, int] = (255, 255, 255),
+) -> Path:
     """Write image_grid(...) as a PNG (folders created)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

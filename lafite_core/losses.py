@@ -8,6 +8,7 @@ The condition `c` is the pseudo text feature h' of each real image in the batch 
 feature); fakes are generated from the same conditions, so row i of every similarity matrix below
 is a positive pair and the other rows of the batch are its negatives.
 """
+
 from __future__ import annotations
 
 import math

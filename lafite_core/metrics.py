@@ -15,6 +15,7 @@ Two parts, each small (the protocols they run under are `config.ProtocolConfig` 
 2. **Result rows** (`append_rows`, `read_table`): one row per (subject, checkpoint, protocol,
    split), appended to `results/<table>.csv` and re-rendered as `results/<table>.md`.
 """
+
 from __future__ import annotations
 
 import csv
@@ -75,6 +76,7 @@ def _register(name: str, features: tuple[str, ...], uses_reference: bool = False
     def decorator(fn: MetricFn) -> MetricFn:
         METRICS.register(name, Metric(name, features, uses_reference, fn, needs))
         return fn
+
     return decorator
 
 
@@ -88,13 +90,20 @@ def frechet_distance(features_a: Tensor, features_b: Tensor) -> float:
     return fid_statistics_to_metric(stats_a, stats_b, verbose=False)[KEY_METRIC_FID]
 
 
-def kernel_distance(features_a: Tensor, features_b: Tensor, subsets: int, subset_size: int,
-                    seed: int) -> tuple[float, float]:
+def kernel_distance(
+    features_a: Tensor, features_b: Tensor, subsets: int, subset_size: int, seed: int
+) -> tuple[float, float]:
     """KID (Binkowski et al. 2018): unbiased MMD^2 with the cubic polynomial kernel, averaged over
     `subsets` random subsets of `subset_size` from each side; returns (mean, std)."""
     _check_pair(features_a, features_b, minimum=subset_size)
-    out = kid_features_to_metric(features_a.double().cpu(), features_b.double().cpu(), kid_subsets=subsets,
-                                 kid_subset_size=subset_size, rng_seed=seed, verbose=False)
+    out = kid_features_to_metric(
+        features_a.double().cpu(),
+        features_b.double().cpu(),
+        kid_subsets=subsets,
+        kid_subset_size=subset_size,
+        rng_seed=seed,
+        verbose=False,
+    )
     return out[KEY_METRIC_KID_MEAN], out[KEY_METRIC_KID_STD]
 
 
@@ -119,14 +128,16 @@ def clip_score(image_features: Tensor, text_features: Tensor) -> float:
 
     (This is the plain form; the CLIPScore paper's variant clips at 0 and scales by 2.5.)"""
     if image_features.shape != text_features.shape:
-        raise ValueError(f"image and text features must pair up, got {tuple(image_features.shape)} "
-                         f"and {tuple(text_features.shape)}")
+        raise ValueError(
+            f"image and text features must pair up, got {tuple(image_features.shape)} and {tuple(text_features.shape)}"
+        )
     cos = torch.nn.functional.cosine_similarity(image_features.float(), text_features.float(), dim=1)
     return 100.0 * float(cos.mean())
 
 
-def r_precision(image_features: Tensor, prompt_ids: Tensor, prompt_features: Tensor, candidates: int,
-                seed: int) -> float:
+def r_precision(
+    image_features: Tensor, prompt_ids: Tensor, prompt_features: Tensor, candidates: int, seed: int
+) -> float:
     """R-precision with R = 1 (as in AttnGAN / DM-GAN / XMC-GAN): for each image, its prompt and
     `candidates - 1` other distinct prompts of the set, drawn at random, are ranked by cosine with
     the image; the score is the share of images whose own prompt ranks first (strictly).
@@ -141,8 +152,8 @@ def r_precision(image_features: Tensor, prompt_ids: Tensor, prompt_features: Ten
     hits = 0
     rows_per_chunk = max(1, 4_000_000 // p)
     for start in range(0, n, rows_per_chunk):
-        ids = prompt_ids[start:start + rows_per_chunk].long().cpu()
-        sims = images[start:start + len(ids)].cpu() @ texts.T  # [B, P]
+        ids = prompt_ids[start : start + rows_per_chunk].long().cpu()
+        sims = images[start : start + len(ids)].cpu() @ texts.T  # [B, P]
         own = sims.gather(1, ids[:, None])
         # k distinct distractors among the p - 1 other prompts: random ranks, shifted past the own id
         others = torch.rand(len(ids), p - 1, generator=g).topk(k, dim=1).indices
@@ -156,8 +167,10 @@ def caption_accuracy(predicted: Tensor, targets: Tensor, attribute_names: tuple[
     (`caption_accuracy`), and per attribute the share right among the images whose caption names
     it (`acc_<attribute>`, None when no caption names it). targets = -1 marks "not named"."""
     if predicted.shape != targets.shape or predicted.shape[1] != len(attribute_names):
-        raise ValueError(f"predictions {tuple(predicted.shape)} and targets {tuple(targets.shape)} must be "
-                         f"[N, {len(attribute_names)}]")
+        raise ValueError(
+            f"predictions {tuple(predicted.shape)} and targets {tuple(targets.shape)} must be "
+            f"[N, {len(attribute_names)}]"
+        )
     named = targets >= 0
     right = (predicted == targets) | ~named
     out: dict[str, float | None] = {"caption_accuracy": float(right.all(dim=1).float().mean())}
@@ -170,14 +183,16 @@ def caption_accuracy(predicted: Tensor, targets: Tensor, attribute_names: tuple[
 # ---------------------------------------------------------------------------- registry entries
 def _register_distances(prefix: str, feature: str) -> None:
     """FID and KID between generated and reference images in one feature space (Inception or CLIP)."""
+
     @_register(f"{prefix}fid", (feature,), uses_reference=True)
     def _fid(images: ScoredImages, reference, protocol: ProtocolConfig):
         return {f"{prefix}fid": frechet_distance(images.features[feature], reference[feature])}
 
     @_register(f"{prefix}kid", (feature,), uses_reference=True)
     def _kid(images: ScoredImages, reference, protocol: ProtocolConfig):
-        mean, std = kernel_distance(images.features[feature], reference[feature],
-                                    protocol.kid_subsets, protocol.kid_subset_size, protocol.seed)
+        mean, std = kernel_distance(
+            images.features[feature], reference[feature], protocol.kid_subsets, protocol.kid_subset_size, protocol.seed
+        )
         return {f"{prefix}kid": mean, f"{prefix}kid_std": std}
 
 
@@ -201,8 +216,15 @@ def _clip_score(images: ScoredImages, reference, protocol: ProtocolConfig):
 
 @_register("r_precision", ("clip_image",), needs=("prompts",))
 def _r_precision(images: ScoredImages, reference, protocol: ProtocolConfig):
-    return {"r_precision": r_precision(images.features["clip_image"], images.prompt_ids, images.prompt_features,
-                                       protocol.r_precision_candidates, protocol.seed)}
+    return {
+        "r_precision": r_precision(
+            images.features["clip_image"],
+            images.prompt_ids,
+            images.prompt_features,
+            protocol.r_precision_candidates,
+            protocol.seed,
+        )
+    }
 
 
 @_register("caption_accuracy", ("attributes",), needs=("targets",))
@@ -210,8 +232,9 @@ def _caption_accuracy(images: ScoredImages, reference, protocol: ProtocolConfig)
     return caption_accuracy(images.features["attributes"], images.targets, images.attribute_names)
 
 
-def compute_metrics(names: list[str], images: ScoredImages, reference: dict[str, Tensor] | None,
-                    protocol: ProtocolConfig) -> dict[str, float | None]:
+def compute_metrics(
+    names: list[str], images: ScoredImages, reference: dict[str, Tensor] | None, protocol: ProtocolConfig
+) -> dict[str, float | None]:
     """Every named metric's columns, in the order the names are given."""
     values: dict[str, float | None] = {}
     for name in names:
@@ -254,6 +277,7 @@ def read_table(table: str, results_dir: str | Path = "results") -> list[dict[str
 
 def markdown_table(rows: list[dict[str, str]], columns: list[str]) -> str:
     """A GitHub pipe table of CSV rows (strings); decimals shown with 4 significant digits."""
+
     def fmt(text: str | None) -> str:
         text = "" if text is None else str(text)
         try:

@@ -62,8 +62,9 @@ def noise_ratio(target_cosine: float) -> float:
     return math.sqrt(1 / target_cosine**2 - 1)
 
 
-def measure(image_features: Tensor, paired_images: Tensor, paired_texts: Tensor, texts: Tensor,
-            details: dict | None = None) -> ModalityGeometry:
+def measure(
+    image_features: Tensor, paired_images: Tensor, paired_texts: Tensor, texts: Tensor, details: dict | None = None
+) -> ModalityGeometry:
     """Geometry from image features [N, f], paired (image, caption) features [M, f] each, and
     text features [T, f] (any text: the text mean's source)."""
     image_mean = F.normalize(image_features.float(), dim=-1).mean(0)
@@ -77,9 +78,13 @@ def measure(image_features: Tensor, paired_images: Tensor, paired_texts: Tensor,
 def save_geometry(geometry: ModalityGeometry, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"format": FORMAT, "matched_cosine": repr(geometry.matched_cosine),
-            "centred_matched_cosine": repr(geometry.centred_matched_cosine), "gap": repr(geometry.gap),
-            "details": json.dumps(geometry.details, sort_keys=True)}
+    meta = {
+        "format": FORMAT,
+        "matched_cosine": repr(geometry.matched_cosine),
+        "centred_matched_cosine": repr(geometry.centred_matched_cosine),
+        "gap": repr(geometry.gap),
+        "details": json.dumps(geometry.details, sort_keys=True),
+    }
     tensors = {"image_mean": geometry.image_mean.contiguous(), "text_mean": geometry.text_mean.contiguous()}
     save_file(tensors, str(path), metadata=meta)
     return path
@@ -89,15 +94,21 @@ def load_geometry(path: str | Path, parameter: str = "perturbation.geometry") ->
     """Read a geometry file; errors name the parameter that pointed at it."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"parameter {parameter}: modality geometry file not found: {path} "
-                                f"(make one with `python -m lafite_core.modality --cache <cache> --out {path}`)")
+        raise FileNotFoundError(
+            f"parameter {parameter}: modality geometry file not found: {path} "
+            f"(make one with `python -m lafite_core.modality --cache <cache> --out {path}`)"
+        )
     try:
         tensors, meta = read_tagged_safetensors(path, FORMAT)
     except ValueError as err:
         raise ValueError(f"parameter {parameter}: {err}") from None
-    return ModalityGeometry(tensors["image_mean"].float(), tensors["text_mean"].float(),
-                            float(meta["matched_cosine"]), float(meta["centred_matched_cosine"]),
-                            json.loads(meta["details"]))
+    return ModalityGeometry(
+        tensors["image_mean"].float(),
+        tensors["text_mean"].float(),
+        float(meta["matched_cosine"]),
+        float(meta["centred_matched_cosine"]),
+        json.loads(meta["details"]),
+    )
 
 
 def measure_cache(cache_dir: str | Path, texts: Tensor | None = None) -> ModalityGeometry:
@@ -110,8 +121,14 @@ def measure_cache(cache_dir: str | Path, texts: Tensor | None = None) -> Modalit
         raise ValueError(f"cache {cache_dir} has no captions: the matched cosine needs some paired items")
     owners = torch.from_numpy(np.array(cache.caption_item, dtype=np.int64))
     text_sample = captions if texts is None else texts
-    details = {"cache": str(cache_dir), "images": len(images), "pairs": len(captions), "texts": len(text_sample),
-               "text_source": "the cache's captions" if texts is None else "a text file", "encoder": cache.meta["encoder"]}
+    details = {
+        "cache": str(cache_dir),
+        "images": len(images),
+        "pairs": len(captions),
+        "texts": len(text_sample),
+        "text_source": "the cache's captions" if texts is None else "a text file",
+        "encoder": cache.meta["encoder"],
+    }
     return measure(images, images[owners], captions, text_sample, details)
 
 
@@ -121,21 +138,24 @@ def encode_text_file(cache_dir: str | Path, path: str | Path) -> Tensor:
     if not lines:
         raise ValueError(f"{path} holds no text (one prompt or caption per line)")
     encoder = encoder_for(load_cache(cache_dir).meta["encoder"])
-    return torch.cat([encoder.encode_text(lines[i:i + 512]) for i in range(0, len(lines), 512)])
+    return torch.cat([encoder.encode_text(lines[i : i + 512]) for i in range(0, len(lines), 512)])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lafite_core.modality", description=__doc__.split("\n\n")[0])
     parser.add_argument("--cache", required=True, help="a feature cache folder with captioned items")
     parser.add_argument("--out", required=True, help="the geometry file to write (.safetensors)")
-    parser.add_argument("--texts", help="a text file, one caption or prompt per line, for the text mean "
-                                        "(default: the cache's captions)")
+    parser.add_argument(
+        "--texts", help="a text file, one caption or prompt per line, for the text mean (default: the cache's captions)"
+    )
     args = parser.parse_args(argv)
     texts = encode_text_file(args.cache, args.texts) if args.texts else None
     geometry = measure_cache(args.cache, texts)
     save_geometry(geometry, args.out)
-    print(f"matched cosine {geometry.matched_cosine:.3f}, after centring {geometry.centred_matched_cosine:.3f}, "
-          f"gap between the modality means {geometry.gap:.3f} -> {args.out}")
+    print(
+        f"matched cosine {geometry.matched_cosine:.3f}, after centring {geometry.centred_matched_cosine:.3f}, "
+        f"gap between the modality means {geometry.gap:.3f} -> {args.out}"
+    )
     return 0
 
 

@@ -22,6 +22,7 @@ under autocast (fp16 on CUDA, bf16 on CPU; see precision.py). Outputs are always
 are clamped to +-cfg.conv_clamp in every conv layer whenever conv_clamp is set (as the official
 code does), so that fp16 cannot overflow.
 """
+
 from __future__ import annotations
 
 import math
@@ -67,9 +68,7 @@ def mixed_precision_resolution(cfg: NetworkConfig) -> int:
 def resolve_feature_dim(cfg: NetworkConfig, feature_dim: int) -> int:
     """The condition size f comes from the encoder; a value in the config must agree with it."""
     if cfg.feature_dim is not None and cfg.feature_dim != feature_dim:
-        raise ValueError(
-            f"feature_dim mismatch: config says {cfg.feature_dim}, the encoder gives {feature_dim}"
-        )
+        raise ValueError(f"feature_dim mismatch: config says {cfg.feature_dim}, the encoder gives {feature_dim}")
     if feature_dim <= 0:
         raise ValueError(f"feature_dim must be positive, got {feature_dim}")
     return feature_dim
@@ -113,21 +112,29 @@ class MappingNetwork(nn.Module):
     Keeps `w_avg`, a running mean of w (EMA with `w_avg_beta`), the centre for truncation.
     """
 
-    def __init__(self, z_dim: int, w_dim: int, num_ws: int, num_layers: int, lr_multiplier: float,
-                 w_avg_beta: float = 0.995):
+    def __init__(
+        self, z_dim: int, w_dim: int, num_ws: int, num_layers: int, lr_multiplier: float, w_avg_beta: float = 0.995
+    ):
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"mapping_layers must be at least 1, got {num_layers}")
         self.z_dim, self.w_dim, self.num_ws, self.w_avg_beta = z_dim, w_dim, num_ws, w_avg_beta
         dims = [z_dim] + [w_dim] * num_layers
-        self.layers = nn.Sequential(*[
-            FullyConnected(dims[i], dims[i + 1], activation="lrelu", lr_multiplier=lr_multiplier)
-            for i in range(num_layers)
-        ])
+        self.layers = nn.Sequential(
+            *[
+                FullyConnected(dims[i], dims[i + 1], activation="lrelu", lr_multiplier=lr_multiplier)
+                for i in range(num_layers)
+            ]
+        )
         self.register_buffer("w_avg", torch.zeros(w_dim))
 
-    def forward(self, z: torch.Tensor, truncation_psi: float = 1.0, truncation_cutoff: int | None = None,
-                update_w_avg: bool = False) -> torch.Tensor:
+    def forward(
+        self,
+        z: torch.Tensor,
+        truncation_psi: float = 1.0,
+        truncation_cutoff: int | None = None,
+        update_w_avg: bool = False,
+    ) -> torch.Tensor:
         """Returns ws [N, num_ws, w_dim]; psi < 1 pulls the first `truncation_cutoff` ws (all if
         None) towards w_avg: w' = w_avg + psi * (w - w_avg)."""
         if z.ndim != 2 or z.shape[1] != self.z_dim:
@@ -166,8 +173,9 @@ class ConditionalStyle(nn.Module):
 class SynthesisLayer(nn.Module):
     """Modulated + demodulated 3x3 conv (optionally up-sampling x2), noise, bias, leaky ReLU."""
 
-    def __init__(self, in_channels: int, out_channels: int, resolution: int, up: int,
-                 feature_dim: int, cfg: NetworkConfig):
+    def __init__(
+        self, in_channels: int, out_channels: int, resolution: int, up: int, feature_dim: int, cfg: NetworkConfig
+    ):
         super().__init__()
         self.resolution, self.up, self.conv_clamp = resolution, up, cfg.conv_clamp
         self.style = ConditionalStyle(feature_dim, cfg.w_dim, in_channels, cfg.condition_lr_mult)
@@ -179,8 +187,7 @@ class SynthesisLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, c: torch.Tensor, noise_mode: str) -> torch.Tensor:
         styles = self.style(w, c)
-        x = modulated_conv2d(x, self.weight, styles, demodulate=True, up=self.up,
-                             resample_filter=self.resample_filter)
+        x = modulated_conv2d(x, self.weight, styles, demodulate=True, up=self.up, resample_filter=self.resample_filter)
         if noise_mode == "random":
             noise = torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device, dtype=x.dtype)
             x = x + noise * self.noise_strength.to(x.dtype)
@@ -209,8 +216,7 @@ class ToRGB(nn.Module):
 class SynthesisBlock(MixedPrecisionBlock):
     """One resolution: [const 4x4 | up-sampling conv], conv, toRGB added to the up-sampled image."""
 
-    def __init__(self, in_channels: int, out_channels: int, resolution: int, feature_dim: int,
-                 cfg: NetworkConfig):
+    def __init__(self, in_channels: int, out_channels: int, resolution: int, feature_dim: int, cfg: NetworkConfig):
         super().__init__()
         self.resolution = resolution
         if in_channels == 0:
@@ -224,8 +230,9 @@ class SynthesisBlock(MixedPrecisionBlock):
         self.num_conv = 1 if in_channels == 0 else 2
         self.register_buffer("resample_filter", fir_filter(), persistent=False)
 
-    def forward(self, x: torch.Tensor | None, img: torch.Tensor | None, ws: torch.Tensor,
-                c: torch.Tensor, noise_mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor | None, img: torch.Tensor | None, ws: torch.Tensor, c: torch.Tensor, noise_mode: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """ws: [N, num_conv + 1, w_dim] (the last one drives toRGB). img stays fp32."""
         w_iter = iter(ws.unbind(dim=1))
         with self.autocast(ws.device):
@@ -261,7 +268,7 @@ class SynthesisNetwork(nn.Module):
         x = img = None
         w_idx = 0
         for block in self.blocks:
-            x, img = block(x, img, ws[:, w_idx:w_idx + block.num_conv + 1], c, noise_mode)
+            x, img = block(x, img, ws[:, w_idx : w_idx + block.num_conv + 1], c, noise_mode)
             w_idx += block.num_conv
         return img
 
@@ -276,11 +283,17 @@ class Generator(nn.Module):
         self.z_dim, self.w_dim, self.resolution = cfg.z_dim, cfg.w_dim, cfg.resolution
         self.synthesis_network = SynthesisNetwork(self.feature_dim, cfg)
         self.num_ws = self.synthesis_network.num_ws
-        self.mapping_network = MappingNetwork(cfg.z_dim, cfg.w_dim, self.num_ws, cfg.mapping_layers,
-                                              cfg.mapping_lr_mult)
+        self.mapping_network = MappingNetwork(
+            cfg.z_dim, cfg.w_dim, self.num_ws, cfg.mapping_layers, cfg.mapping_lr_mult
+        )
 
-    def mapping(self, z: torch.Tensor, truncation_psi: float = 1.0, truncation_cutoff: int | None = None,
-                update_w_avg: bool = False) -> torch.Tensor:
+    def mapping(
+        self,
+        z: torch.Tensor,
+        truncation_psi: float = 1.0,
+        truncation_cutoff: int | None = None,
+        update_w_avg: bool = False,
+    ) -> torch.Tensor:
         """z [N, z_dim] -> ws [N, num_ws, w_dim]; see MappingNetwork.forward."""
         return self.mapping_network(z, truncation_psi, truncation_cutoff, update_w_avg)
 
@@ -291,8 +304,14 @@ class Generator(nn.Module):
         _check_condition(c, ws.shape[0], self.feature_dim)
         return self.synthesis_network(ws, c, noise_mode)
 
-    def forward(self, z: torch.Tensor, c: torch.Tensor, truncation_psi: float = 1.0,
-                truncation_cutoff: int | None = None, noise_mode: str = "random") -> torch.Tensor:
+    def forward(
+        self,
+        z: torch.Tensor,
+        c: torch.Tensor,
+        truncation_psi: float = 1.0,
+        truncation_cutoff: int | None = None,
+        noise_mode: str = "random",
+    ) -> torch.Tensor:
         ws = self.mapping(z, truncation_psi, truncation_cutoff)
         return self.synthesis(ws, c, noise_mode)
 
@@ -312,13 +331,15 @@ class DiscriminatorBlock(MixedPrecisionBlock):
     Both branches are scaled by sqrt(1/2) so the sum keeps unit variance.
     """
 
-    def __init__(self, in_channels: int, tmp_channels: int, out_channels: int, resolution: int,
-                 cfg: NetworkConfig):
+    def __init__(self, in_channels: int, tmp_channels: int, out_channels: int, resolution: int, cfg: NetworkConfig):
         super().__init__()
         self.resolution = resolution
         clamp = cfg.conv_clamp
-        self.fromrgb = (Conv2d(cfg.img_channels, tmp_channels, 1, activation="lrelu", conv_clamp=clamp)
-                        if in_channels == 0 else None)
+        self.fromrgb = (
+            Conv2d(cfg.img_channels, tmp_channels, 1, activation="lrelu", conv_clamp=clamp)
+            if in_channels == 0
+            else None
+        )
         self.conv0 = Conv2d(tmp_channels, tmp_channels, 3, activation="lrelu", conv_clamp=clamp)
         self.conv1 = Conv2d(tmp_channels, out_channels, 3, activation="lrelu", down=2, conv_clamp=clamp)
         self.skip = Conv2d(tmp_channels, out_channels, 1, bias=False, down=2)

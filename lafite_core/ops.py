@@ -9,6 +9,7 @@ Conventions follow StyleGAN2 (Karras et al., 2020):
 - activations are leaky ReLU (slope 0.2) times sqrt(2), which keeps the second moment unchanged,
   optionally clamped to +-conv_clamp so that fp16 cannot overflow.
 """
+
 from __future__ import annotations
 
 import math

@@ -5,6 +5,7 @@ A lazily regularised network takes interval + 1 Adam steps per interval instead 
 its Adam gets lr * c and betas ** c with c = interval / (interval + 1) (StyleGAN2, Appendix B):
 the effective step size and momentum stay as set.
 """
+
 from __future__ import annotations
 
 import torch

@@ -9,6 +9,7 @@ OmegaConf's structured configs would give merging and dotted overrides too, but 
 kit's one-line errors naming file and key for a wrong type inside a Literal/Union, and they
 add a dependency for about a hundred lines of code.
 """
+
 from __future__ import annotations
 
 import copy
@@ -77,8 +78,9 @@ def load_yaml(path: str | Path, cls: type[C]) -> C:
     return load_with_overrides(cls, path, [])
 
 
-def load_with_overrides(cls: type[C], params: str | Path | None, overrides: list[str],
-                        replace: dict[str, Any] | None = None) -> C:
+def load_with_overrides(
+    cls: type[C], params: str | Path | None, overrides: list[str], replace: dict[str, Any] | None = None
+) -> C:
     """A command line's config: a params file (with `extends`), whole sections from `replace`
     (e.g. a protocol preset), then `key.sub=value` overrides (values parsed as YAML). Errors name
     the file and the parameter."""

@@ -25,6 +25,7 @@ the interpolation above with a = text_alpha (0.1; 0 turns it off).
 Noise is drawn per sample by default; `shared_noise=True` draws one eps for the whole batch, as the
 official code does. All outputs are L2-normalised.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -149,9 +150,12 @@ class CentredPerturbation(GaussianPerturbation):
 def _mlp(feature_dim: int, hidden_dim: int) -> nn.Sequential:
     """f -> hidden -> hidden -> hidden -> f with leaky ReLU, the official inference net's shape."""
     return nn.Sequential(
-        nn.Linear(feature_dim, hidden_dim), nn.LeakyReLU(0.2),
-        nn.Linear(hidden_dim, hidden_dim), nn.LeakyReLU(0.2),
-        nn.Linear(hidden_dim, hidden_dim), nn.LeakyReLU(0.2),
+        nn.Linear(feature_dim, hidden_dim),
+        nn.LeakyReLU(0.2),
+        nn.Linear(hidden_dim, hidden_dim),
+        nn.LeakyReLU(0.2),
+        nn.Linear(hidden_dim, hidden_dim),
+        nn.LeakyReLU(0.2),
         nn.Linear(hidden_dim, feature_dim),
     )
 
@@ -166,8 +170,7 @@ class LearnedPerturbation(Perturbation):
     `train_learned_perturbation`; see `learned_perturbation_loss` for the objective.
     """
 
-    def __init__(self, feature_dim: int, hidden_dim: int = 1024, text_alpha: float = 0.1,
-                 shared_noise: bool = False):
+    def __init__(self, feature_dim: int, hidden_dim: int = 1024, text_alpha: float = 0.1, shared_noise: bool = False):
         super().__init__(text_alpha, shared_noise)
         self.feature_dim = feature_dim
         self.hidden_dim = hidden_dim
@@ -185,9 +188,14 @@ class LearnedPerturbation(Perturbation):
         return self.sample(h_unit, generator)[0]
 
 
-def learned_perturbation_loss(module: LearnedPerturbation, image_features: Tensor, text_features: Tensor,
-                              temperature: float = 0.1, kl_weight: float = 0.05,
-                              generator: torch.Generator | None = None) -> tuple[Tensor, dict]:
+def learned_perturbation_loss(
+    module: LearnedPerturbation,
+    image_features: Tensor,
+    text_features: Tensor,
+    temperature: float = 0.1,
+    kl_weight: float = 0.05,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, dict]:
     """Objective for the learned perturbation on paired (image, caption) CLIP features [N, f].
 
         loss = InfoNCE(h', t; temperature) + kl_weight * KL
@@ -227,15 +235,28 @@ def learned_perturbation_loss(module: LearnedPerturbation, image_features: Tenso
     return loss, terms
 
 
-def train_learned_perturbation(module: LearnedPerturbation, image_features: Tensor, text_features: Tensor,
-                               steps: int, batch_size: int, lr: float = 1e-4, temperature: float = 0.1,
-                               kl_weight: float = 0.05, seed: int = 0, progress: bool = True) -> list[dict]:
+def train_learned_perturbation(
+    module: LearnedPerturbation,
+    image_features: Tensor,
+    text_features: Tensor,
+    steps: int,
+    batch_size: int,
+    lr: float = 1e-4,
+    temperature: float = 0.1,
+    kl_weight: float = 0.05,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[dict]:
     """Adam on `learned_perturbation_loss` over random batches of paired features (possibly a small
     paired set unrelated to the GAN's images). Returns one dict of loss terms per step."""
     if len(image_features) != len(text_features):
-        raise ValueError(f"paired features differ in count: {len(image_features)} images, {len(text_features)} captions")
+        raise ValueError(
+            f"paired features differ in count: {len(image_features)} images, {len(text_features)} captions"
+        )
     if batch_size < 2 or batch_size > len(image_features):
-        raise ValueError(f"batch_size must be in [2, {len(image_features)}] (contrastive needs negatives), got {batch_size}")
+        raise ValueError(
+            f"batch_size must be in [2, {len(image_features)}] (contrastive needs negatives), got {batch_size}"
+        )
     device = next(module.parameters()).device
     images, texts = image_features.to(device).float(), text_features.to(device).float()
     generator = torch.Generator().manual_seed(seed)
@@ -259,8 +280,9 @@ def save_learned_perturbation(module: LearnedPerturbation, path: str | Path) -> 
     save_file({k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}, str(path))
 
 
-def load_learned_perturbation(path: str | Path, feature_dim: int, text_alpha: float = 0.1,
-                              shared_noise: bool = False) -> LearnedPerturbation:
+def load_learned_perturbation(
+    path: str | Path, feature_dim: int, text_alpha: float = 0.1, shared_noise: bool = False
+) -> LearnedPerturbation:
     """Load trained weights (.safetensors, or a torch state dict read with weights_only=True).
     The hidden width is read from the file; the result is frozen so GAN losses cannot change it."""
     path = Path(path)
@@ -307,12 +329,16 @@ def _build_official(cfg: PerturbationConfig, feature_dim: int) -> Perturbation:
 
 def _geometry(cfg: PerturbationConfig, feature_dim: int) -> ModalityGeometry:
     if cfg.geometry is None:
-        raise ValueError(f"perturbation kind {cfg.kind!r} needs perturbation.geometry, the encoder's modality "
-                         f"geometry file (python -m lafite_core.modality)")
+        raise ValueError(
+            f"perturbation kind {cfg.kind!r} needs perturbation.geometry, the encoder's modality "
+            f"geometry file (python -m lafite_core.modality)"
+        )
     geometry = load_geometry(resolve_asset(cfg.geometry))
     if geometry.image_mean.shape[-1] != feature_dim:
-        raise ValueError(f"parameter perturbation.geometry: {cfg.geometry} describes {geometry.image_mean.shape[-1]}-d "
-                         f"features; the encoder gives {feature_dim}-d (measure this encoder's geometry)")
+        raise ValueError(
+            f"parameter perturbation.geometry: {cfg.geometry} describes {geometry.image_mean.shape[-1]}-d "
+            f"features; the encoder gives {feature_dim}-d (measure this encoder's geometry)"
+        )
     return geometry
 
 

@@ -6,6 +6,7 @@ CUDA runs fp16 by default (tensor cores on every generation; the networks clamp 
 `conv_clamp` so fp16 cannot overflow) or bf16 on request where the GPU supports it. CPUs only
 accelerate bf16. Full fp32 is the default everywhere; the networks opt in per block.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -14,7 +15,7 @@ import torch
 
 
 def resolve_device(option: str | torch.device) -> torch.device:
-    """"auto" -> the first CUDA device if there is one, else the CPU; anything else as torch reads it."""
+    """ "auto" -> the first CUDA device if there is one, else the CPU; anything else as torch reads it."""
     if option == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(option)

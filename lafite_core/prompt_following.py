@@ -45,10 +45,12 @@ def generate_combinations(sampler: Sampler, which: str, seed: int = 0) -> tuple[
     attributes = attribute_combinations(which)
     conditions = sampler.text_features([caption_for(a, 0) for a in attributes])
     z = latents(seed, len(attributes), sampler.G.z_dim).to(sampler.device)
-    images = torch.cat([
-        sampler.G(z[i:i + BATCH], conditions[i:i + BATCH], noise_mode="const").cpu()
-        for i in range(0, len(z), BATCH)
-    ])
+    images = torch.cat(
+        [
+            sampler.G(z[i : i + BATCH], conditions[i : i + BATCH], noise_mode="const").cpu()
+            for i in range(0, len(z), BATCH)
+        ]
+    )
     return images, attributes
 
 
@@ -83,7 +85,9 @@ def markdown_table(rows: dict[str, dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lafite_core.prompt_following", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m lafite_core.prompt_following", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("sources", nargs="+", help="exported generators, checkpoints or run folders")
     parser.add_argument("--seed", type=int, default=0, help="combination i uses the latent of seed + i")
     parser.add_argument("--json", help="also write the results here")

@@ -1,5 +1,6 @@
 """A tiny name -> factory registry, so users pick variants (perturbations, datasets, metrics,
 training settings) by a string in their YAML params instead of by editing code."""
+
 from __future__ import annotations
 
 from typing import Generic, Iterator, TypeVar

@@ -11,6 +11,7 @@ re-executes unfinished ones (the training notebook resumes from its last checkpo
     python -m lafite_core.runner run params/ablation.yaml --workers 2
     python -m lafite_core.runner collect ablation
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,7 +64,9 @@ def expand_sweep(path: str | Path) -> list[RunSpec]:
     spec = load_params(path)
     unknown = set(spec) - {"notebook", "name", "params", "grid", "cases"}
     if unknown:
-        raise ValueError(f"{path}: unknown sweep key {sorted(unknown)[0]!r}; known: cases, grid, name, notebook, params")
+        raise ValueError(
+            f"{path}: unknown sweep key {sorted(unknown)[0]!r}; known: cases, grid, name, notebook, params"
+        )
     if "notebook" not in spec:
         raise ValueError(f"{path}: a sweep needs a 'notebook'")
     base = spec.get("params") or {}
@@ -144,13 +147,23 @@ def prepare(spec: RunSpec, results: Path = RESULTS) -> tuple[Path, dict[str, Any
         params[output_field] = str((folder / "out").resolve())
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (folder / "spec.json").write_text(
-        json.dumps({"notebook": spec.notebook, "sweep": spec.sweep, "label": spec.label, "order": spec.order,
-                    "params": spec.params}, indent=2)
+        json.dumps(
+            {
+                "notebook": spec.notebook,
+                "sweep": spec.sweep,
+                "label": spec.label,
+                "order": spec.order,
+                "params": spec.params,
+            },
+            indent=2,
+        )
     )
     return folder, params
 
 
-def execute(spec: RunSpec, results: Path = RESULTS, env: dict[str, str] | None = None, retries: int = 3) -> dict[str, Any]:
+def execute(
+    spec: RunSpec, results: Path = RESULTS, env: dict[str, str] | None = None, retries: int = 3
+) -> dict[str, Any]:
     """Execute one run in a child process (so CUDA_VISIBLE_DEVICES reaches its kernel) and record
     its status; kernel start failures (port races) are retried, other failures recorded."""
     folder, params = prepare(spec, results)
@@ -171,8 +184,12 @@ def execute(spec: RunSpec, results: Path = RESULTS, env: dict[str, str] | None =
         time.sleep(1 + attempt)
     status = "interrupted" if proc.returncode < 0 else "failed"
     _write_status(
-        folder, status=status, finished=time.time(), attempts=attempt,
-        error=_last_error(folder / "log.txt"), executed_notebook=str(folder / "notebook.ipynb"),
+        folder,
+        status=status,
+        finished=time.time(),
+        attempts=attempt,
+        error=_last_error(folder / "log.txt"),
+        executed_notebook=str(folder / "notebook.ipynb"),
     )
     return read_status(folder)
 
@@ -190,8 +207,13 @@ def _execute_in_child(notebook: str, folder: str) -> None:
     folder_path = Path(folder)
     params = yaml.safe_load((folder_path / "params.yaml").read_text()) or {}
     pm.execute_notebook(
-        notebook, str(folder_path / "notebook.ipynb"), parameters=params, kernel_name="python3",
-        progress_bar=False, log_output=True, cwd=os.getcwd(),
+        notebook,
+        str(folder_path / "notebook.ipynb"),
+        parameters=params,
+        kernel_name="python3",
+        progress_bar=False,
+        log_output=True,
+        cwd=os.getcwd(),
     )
 
 
@@ -226,8 +248,14 @@ def pending(specs: list[RunSpec], results: Path, force: bool = False) -> list[Ru
     return [s for s in specs if force or read_status(run_dir(s, results)).get("status") != "done"]
 
 
-def run_all(specs: list[RunSpec], results: Path = RESULTS, workers: int | None = None, force: bool = False,
-            backend: str = "local", ray_address: str | None = None) -> list[dict]:
+def run_all(
+    specs: list[RunSpec],
+    results: Path = RESULTS,
+    workers: int | None = None,
+    force: bool = False,
+    backend: str = "local",
+    ray_address: str | None = None,
+) -> list[dict]:
     """Execute the unfinished runs on local workers or on a Ray cluster; returns their statuses."""
     todo = pending(specs, results, force)
     print(f"{len(specs)} runs: {len(specs) - len(todo)} already done, {len(todo)} to run ({backend})", flush=True)
@@ -330,13 +358,21 @@ def plot_sweep(table, path: Path, label_columns: list[str] | None = None) -> Pat
     split_metrics = any("/" in c for c in table.columns if c not in reserved)
     panels: dict[str, list[str]] = {}
     for column in table.columns:
-        if (column not in reserved and not column.endswith("_std") and ("/" in column or not split_metrics)
-                and table[column].dtype.kind in "if" and table[column].notna().any()):
+        if (
+            column not in reserved
+            and not column.endswith("_std")
+            and ("/" in column or not split_metrics)
+            and table[column].dtype.kind in "if"
+            and table[column].notna().any()
+        ):
             panels.setdefault(column.split("/", 1)[-1], []).append(column)
     if not panels:
         return None
-    names = [" ".join(str(v) for v in row if not pd.isna(v)) for row in table[labels].itertuples(index=False)] \
-        if labels else list(table["run_id"])
+    names = (
+        [" ".join(str(v) for v in row if not pd.isna(v)) for row in table[labels].itertuples(index=False)]
+        if labels
+        else list(table["run_id"])
+    )
     if "case" in table.columns:
         names = [case if isinstance(case, str) else name for case, name in zip(table["case"], names)]
     columns = min(3, len(panels))
@@ -353,7 +389,7 @@ def plot_sweep(table, path: Path, label_columns: list[str] | None = None) -> Pat
         ax.set_xticks(range(len(table)), names, rotation=30, ha="right", fontsize=8)
         if len(splits) > 1:
             ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -16,6 +16,7 @@ conditioned on. Image i of a request uses the latent of seed `seed + i` and cons
 same seed gives the same images whatever the batch size, and only the condition differs between
 prompts.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,8 +58,10 @@ def checkpoint_path(source: str | Path) -> Path:
             raise FileNotFoundError(f"run folder {path} holds no checkpoint (looked in {path / 'checkpoints'})")
         return newest
     if not path.is_file():
-        raise FileNotFoundError(f"generator not found: {source} (give an exported .safetensors file, "
-                                f"a checkpoint-*.pt file or a run folder)")
+        raise FileNotFoundError(
+            f"generator not found: {source} (give an exported .safetensors file, "
+            f"a checkpoint-*.pt file or a run folder)"
+        )
     return path
 
 
@@ -71,9 +74,13 @@ def read_generator(source: str | Path) -> tuple[dict[str, Tensor], dict[str, Any
     missing = [k for k in ("config", "encoder_identity", "G_ema") if k not in state]
     if missing:
         raise ValueError(f"{path} is a checkpoint without {', '.join(missing)}; it cannot be sampled from")
-    info = {"config": ckpt.from_json_string(state["config"]),
-            "encoder_identity": ckpt.from_json_string(state["encoder_identity"]),
-            "step": int(state.get("step", 0)), "nimg": int(state.get("nimg", 0)), "path": str(path)}
+    info = {
+        "config": ckpt.from_json_string(state["config"]),
+        "encoder_identity": ckpt.from_json_string(state["encoder_identity"]),
+        "step": int(state.get("step", 0)),
+        "nimg": int(state.get("nimg", 0)),
+        "path": str(path),
+    }
     return state["G_ema"], info
 
 
@@ -86,8 +93,9 @@ def load_generator(source: str | Path, device: str | torch.device = "cpu") -> tu
     try:
         G.load_state_dict(state)
     except RuntimeError as err:
-        raise ValueError(f"{info['path']}: its weights do not fit the network it describes "
-                         f"({str(err).splitlines()[0]})") from None
+        raise ValueError(
+            f"{info['path']}: its weights do not fit the network it describes ({str(err).splitlines()[0]})"
+        ) from None
     return G.to(device).eval().requires_grad_(False), info
 
 
@@ -96,8 +104,13 @@ def _read_exported(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
         tensors, meta = ckpt.read_tagged_safetensors(path, GENERATOR_FORMAT)
     except ValueError as err:
         raise ValueError(f"{err}; export a generator with lafite_core.sampler.export_generator") from None
-    info = {"config": json.loads(meta["config"]), "encoder_identity": json.loads(meta["encoder_identity"]),
-            "step": int(meta.get("step", 0)), "nimg": int(meta.get("nimg", 0)), "path": str(path)}
+    info = {
+        "config": json.loads(meta["config"]),
+        "encoder_identity": json.loads(meta["encoder_identity"]),
+        "step": int(meta.get("step", 0)),
+        "nimg": int(meta.get("nimg", 0)),
+        "path": str(path),
+    }
     return tensors, info
 
 
@@ -107,9 +120,14 @@ def export_generator(source: str | Path, out_path: str | Path) -> Path:
     state, info = read_generator(source)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"format": GENERATOR_FORMAT, "config": json.dumps(info["config"], sort_keys=True),
-            "encoder_identity": json.dumps(info["encoder_identity"], sort_keys=True),
-            "step": str(info["step"]), "nimg": str(info["nimg"]), "source": Path(info["path"]).name}
+    meta = {
+        "format": GENERATOR_FORMAT,
+        "config": json.dumps(info["config"], sort_keys=True),
+        "encoder_identity": json.dumps(info["encoder_identity"], sort_keys=True),
+        "step": str(info["step"]),
+        "nimg": str(info["nimg"]),
+        "source": Path(info["path"]).name,
+    }
     save_file({k: v.contiguous() for k, v in state.items()}, str(out_path), metadata=meta)
     return out_path
 
@@ -150,14 +168,18 @@ def encoder_for(identity: dict, device: str | torch.device = "cpu"):
     costs nothing."""
     pretrained = identity.get("pretrained")
     if pretrained is None:
-        raise ValueError(f"this generator was trained with a randomly initialised encoder "
-                         f"({identity.get('name')!r}, pretrained: null); its prompts cannot be encoded")
+        raise ValueError(
+            f"this generator was trained with a randomly initialised encoder "
+            f"({identity.get('name')!r}, pretrained: null); its prompts cannot be encoded"
+        )
     key = (json.dumps(identity, sort_keys=True), str(device))
     if key not in _ENCODERS:
         resolved = resolve_asset(pretrained)
         if identity.get("weights_sha256") and not Path(resolved).is_file():
-            raise FileNotFoundError(f"the generator's encoder weights {pretrained} are missing "
-                                    f"(sha256 {identity['weights_sha256'][:12]}...)")
+            raise FileNotFoundError(
+                f"the generator's encoder weights {pretrained} are missing "
+                f"(sha256 {identity['weights_sha256'][:12]}...)"
+            )
         encoder = load_encoder(EncoderConfig(name=identity["name"], pretrained=resolved, device=str(device)))
         check_encoder(encoder, identity)
         _ENCODERS[key] = encoder
@@ -169,8 +191,10 @@ def check_encoder(encoder, identity: dict) -> None:
     ours = encoder.identity()
     for field in ("name", "weights_sha256", "feature_dim"):
         if identity.get(field) is not None and ours.get(field) != identity[field]:
-            raise ValueError(f"encoder mismatch: the generator was trained with {field} = {identity[field]!r}, "
-                             f"the encoder has {ours.get(field)!r}; its prompts would land in another feature space")
+            raise ValueError(
+                f"encoder mismatch: the generator was trained with {field} = {identity[field]!r}, "
+                f"the encoder has {ours.get(field)!r}; its prompts would land in another feature space"
+            )
 
 
 # ------------------------------------------------------------------------------ sampling
@@ -237,15 +261,20 @@ class Sampler:
         z = latents(seed, n, self.G.z_dim).to(self.device)
         c = conditions.to(self.device).float().repeat_interleave(n, dim=0)
         z = z.repeat(len(conditions), 1)
-        return torch.cat([self.G(z[i:i + BATCH], c[i:i + BATCH], truncation_psi=psi, noise_mode="const").cpu()
-                          for i in range(0, len(z), BATCH)])
+        return torch.cat(
+            [
+                self.G(z[i : i + BATCH], c[i : i + BATCH], truncation_psi=psi, noise_mode="const").cpu()
+                for i in range(0, len(z), BATCH)
+            ]
+        )
 
     def generate(self, prompts: str | Sequence[str], n: int = 8, seed: int = 0, psi: float = 1.0) -> Tensor:
         """n images per prompt, prompt-major: [P * n, 3, R, R] in [-1, 1]."""
         return self.render(self.text_features(prompts), seed, n, psi)
 
-    def interpolate(self, prompt_a: str, prompt_b: str, t: float | Sequence[float], n: int = 1,
-                    seed: int = 0, psi: float = 1.0) -> Tensor:
+    def interpolate(
+        self, prompt_a: str, prompt_b: str, t: float | Sequence[float], n: int = 1, seed: int = 0, psi: float = 1.0
+    ) -> Tensor:
         """n images (the same latents) at each point t in [0, 1] between the two prompts' conditions."""
         a, b = self.text_features([prompt_a, prompt_b])
         return self.render(interpolate_conditions(a, b, t), seed, n, psi)
@@ -273,12 +302,22 @@ def sample_from_config(cfg) -> dict[str, Any]:
     images = sampler.generate(cfg.prompts, n=cfg.n, seed=cfg.seed, psi=cfg.psi)
     seconds = time.perf_counter() - started
     out = Path(cfg.out_dir)
-    grid = save_grid(images, out / "grid.png", columns=cfg.n, captions=cfg.prompts if cfg.captions else None,
-                     scale=cfg.scale)
-    summary = {"grid": str(grid), "checkpoint": sampler.info["path"], "prompts": list(cfg.prompts),
-               "seed": cfg.seed, "n": cfg.n, "psi": cfg.psi, "resolution": sampler.resolution,
-               "images": int(images.shape[0]), "seconds": round(seconds, 3),
-               "generator_kimg": sampler.info["nimg"] / 1000, "encoder": sampler.info["encoder_identity"]}
+    grid = save_grid(
+        images, out / "grid.png", columns=cfg.n, captions=cfg.prompts if cfg.captions else None, scale=cfg.scale
+    )
+    summary = {
+        "grid": str(grid),
+        "checkpoint": sampler.info["path"],
+        "prompts": list(cfg.prompts),
+        "seed": cfg.seed,
+        "n": cfg.n,
+        "psi": cfg.psi,
+        "resolution": sampler.resolution,
+        "images": int(images.shape[0]),
+        "seconds": round(seconds, 3),
+        "generator_kimg": sampler.info["nimg"] / 1000,
+        "encoder": sampler.info["encoder_identity"],
+    }
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
     return summary
 
@@ -303,8 +342,11 @@ def main(argv: list[str] | None = None) -> int:
         path = export_generator(args.source, args.out)
         print(f"{path} ({path.stat().st_size / 2**20:.1f} MB)")
         return 0
-    summary = sample_from_config(SampleConfig(checkpoint=args.checkpoint, prompts=args.prompts, n=args.n,
-                                              seed=args.seed, psi=args.psi, out_dir=args.out))
+    summary = sample_from_config(
+        SampleConfig(
+            checkpoint=args.checkpoint, prompts=args.prompts, n=args.n, seed=args.seed, psi=args.psi, out_dir=args.out
+        )
+    )
     print(f"{summary['images']} images in {summary['seconds']} s -> {summary['grid']}")
     return 0
 

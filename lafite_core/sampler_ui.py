@@ -6,6 +6,7 @@ tests drive the callbacks from Python (set `ui.prompt.value`, call `ui.on_genera
 status line instead of a traceback. Loaded generators are kept, so only the first Generate with a
 new checkpoint pays for loading it.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,30 +27,44 @@ class SamplerUI:
     """Prompt box, checkpoint menu, seed, number of images, truncation psi, Generate, the grid,
     interpolation towards a second prompt with a slider, and Save."""
 
-    def __init__(self, checkpoint: str | None = None, prompt: str = "a red circle", seed: int = 0, n: int = 8,
-                 psi: float = 1.0, scale: int = 4, device: str = "cpu", runs_dir: str = "results/runs",
-                 out_dir: str = "results/runs/sample"):
+    def __init__(
+        self,
+        checkpoint: str | None = None,
+        prompt: str = "a red circle",
+        seed: int = 0,
+        n: int = 8,
+        psi: float = 1.0,
+        scale: int = 4,
+        device: str = "cpu",
+        runs_dir: str = "results/runs",
+        out_dir: str = "results/runs/sample",
+    ):
         self.device, self.runs_dir, self.out_dir, self.scale = device, runs_dir, Path(out_dir), scale
         self._samplers: dict[str, Sampler] = {}
         self.last: dict[str, tuple] = {}  # "grid" / "interpolation" -> (picture, settings)
 
         style = {"description_width": "110px"}
         wide = widgets.Layout(width="460px")
-        self.prompt = widgets.Text(value=prompt, description="Prompt", placeholder="a red circle",
-                                   style=style, layout=wide)
+        self.prompt = widgets.Text(
+            value=prompt, description="Prompt", placeholder="a red circle", style=style, layout=wide
+        )
         self.generate_button = widgets.Button(description="Generate", button_style="primary", icon="play")
         self.checkpoint = widgets.Dropdown(description="Checkpoint", style=style, layout=wide)
         self.refresh_button = widgets.Button(description="Rescan", tooltip=f"look for new runs in {runs_dir}")
         self.seed = widgets.IntText(value=seed, description="Seed", style=style, layout=widgets.Layout(width="220px"))
-        self.n = widgets.BoundedIntText(value=n, min=1, max=64, description="Images", style=style,
-                                        layout=widgets.Layout(width="220px"))
-        self.psi = widgets.FloatSlider(value=psi, min=0.0, max=1.5, step=0.05, description="Truncation psi",
-                                       style=style, continuous_update=False)
+        self.n = widgets.BoundedIntText(
+            value=n, min=1, max=64, description="Images", style=style, layout=widgets.Layout(width="220px")
+        )
+        self.psi = widgets.FloatSlider(
+            value=psi, min=0.0, max=1.5, step=0.05, description="Truncation psi", style=style, continuous_update=False
+        )
         self.image = widgets.Image(format="png", layout=widgets.Layout(display="none"))
-        self.prompt_b = widgets.Text(value="", description="To prompt", placeholder="a blue square",
-                                     style=style, layout=wide)
-        self.t = widgets.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="Mix",
-                                     style=style, continuous_update=False)
+        self.prompt_b = widgets.Text(
+            value="", description="To prompt", placeholder="a blue square", style=style, layout=wide
+        )
+        self.t = widgets.FloatSlider(
+            value=0.5, min=0.0, max=1.0, step=0.05, description="Mix", style=style, continuous_update=False
+        )
         self.interpolate_button = widgets.Button(description="Interpolate", icon="arrows-h")
         self.interp_image = widgets.Image(format="png", layout=widgets.Layout(display="none"))
         self.save_button = widgets.Button(description="Save", icon="save", tooltip=f"write the grids to {out_dir}")
@@ -61,25 +76,35 @@ class SamplerUI:
         self.interpolate_button.on_click(self.on_interpolate)
         self.t.observe(self.on_interpolate, names="value")
         self.save_button.on_click(self.on_save)
-        self.widget = widgets.VBox([
-            widgets.HBox([self.prompt, self.generate_button]),
-            widgets.HBox([self.checkpoint, self.refresh_button]),
-            widgets.HBox([self.seed, self.n, self.psi]),
-            self.image,
-            widgets.HTML("<b>Interpolation</b> from the prompt above (Mix 0) to a second prompt (Mix 1)"),
-            widgets.HBox([self.prompt_b, self.interpolate_button]),
-            self.t,
-            self.interp_image,
-            widgets.HBox([self.save_button, self.status]),
-        ])
+        self.widget = widgets.VBox(
+            [
+                widgets.HBox([self.prompt, self.generate_button]),
+                widgets.HBox([self.checkpoint, self.refresh_button]),
+                widgets.HBox([self.seed, self.n, self.psi]),
+                self.image,
+                widgets.HTML("<b>Interpolation</b> from the prompt above (Mix 0) to a second prompt (Mix 1)"),
+                widgets.HBox([self.prompt_b, self.interpolate_button]),
+                self.t,
+                self.interp_image,
+                widgets.HBox([self.save_button, self.status]),
+            ]
+        )
         self._preload()
 
     @classmethod
     def from_config(cls, cfg) -> "SamplerUI":
         """A UI preset from a SampleConfig (its first prompt, if any, fills the prompt box)."""
-        return cls(checkpoint=cfg.checkpoint, prompt=cfg.prompts[0] if cfg.prompts else "a red circle",
-                   seed=cfg.seed, n=cfg.n, psi=cfg.psi, scale=cfg.scale, device=cfg.device,
-                   runs_dir=cfg.runs_dir, out_dir=cfg.out_dir)
+        return cls(
+            checkpoint=cfg.checkpoint,
+            prompt=cfg.prompts[0] if cfg.prompts else "a red circle",
+            seed=cfg.seed,
+            n=cfg.n,
+            psi=cfg.psi,
+            scale=cfg.scale,
+            device=cfg.device,
+            runs_dir=cfg.runs_dir,
+            out_dir=cfg.out_dir,
+        )
 
     def _ipython_display_(self):
         display(self.widget)
@@ -113,15 +138,22 @@ class SamplerUI:
     def sampler(self) -> Sampler:
         source = self.checkpoint.value
         if not source:
-            raise FileNotFoundError("no generator found: train one (notebooks/02_train) or restore the shipped "
-                                    "lafite_core/assets/demo-generator.safetensors")
+            raise FileNotFoundError(
+                "no generator found: train one (notebooks/02_train) or restore the shipped "
+                "lafite_core/assets/demo-generator.safetensors"
+            )
         if source not in self._samplers:
             self._samplers[source] = Sampler.load(source, self.device)
         return self._samplers[source]
 
     def settings(self) -> dict:
-        return {"prompt": self.prompt.value.strip(), "checkpoint": self.checkpoint.value, "seed": self.seed.value,
-                "n": self.n.value, "psi": self.psi.value}
+        return {
+            "prompt": self.prompt.value.strip(),
+            "checkpoint": self.checkpoint.value,
+            "seed": self.seed.value,
+            "n": self.n.value,
+            "psi": self.psi.value,
+        }
 
     def _show(self, kind: str, target: widgets.Image, images, settings: dict, started: float) -> None:
         picture = image_grid(images, COLUMNS, scale=self.scale)
@@ -140,8 +172,9 @@ class SamplerUI:
         started = time.perf_counter()
         settings = self.settings()
         try:
-            images = self.sampler().generate(settings["prompt"], n=settings["n"], seed=settings["seed"],
-                                             psi=settings["psi"])
+            images = self.sampler().generate(
+                settings["prompt"], n=settings["n"], seed=settings["seed"], psi=settings["psi"]
+            )
         except (ValueError, FileNotFoundError) as err:
             self._say(str(err), error=True)
             return
@@ -155,8 +188,14 @@ class SamplerUI:
             self._say("type a second prompt ('To prompt') to interpolate towards", error=True)
             return
         try:
-            images = self.sampler().interpolate(settings["prompt"], settings["prompt_b"], settings["t"],
-                                                n=settings["n"], seed=settings["seed"], psi=settings["psi"])
+            images = self.sampler().interpolate(
+                settings["prompt"],
+                settings["prompt_b"],
+                settings["t"],
+                n=settings["n"],
+                seed=settings["seed"],
+                psi=settings["psi"],
+            )
         except (ValueError, FileNotFoundError) as err:
             self._say(str(err), error=True)
             return

@@ -1,4 +1,5 @@
 """Training statistics: per-tick means of the loss terms, peak memory, stats.jsonl and its plot."""
+
 from __future__ import annotations
 
 import json

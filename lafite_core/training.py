@@ -24,6 +24,7 @@ Run folder (cfg.run_dir): config.yaml (the resolved config), run.json (environme
 (one line per tick: every loss term, kimg, img/s, s/kimg, peak memory), samples-<nimg>.png (G_ema at
 fixed prompts x seeds), reals.png, loss_curves.png, checkpoints/checkpoint-<nimg>.pt (last N).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -86,8 +87,9 @@ def progress_grid(G: torch.nn.Module, prompt_features: Tensor, z: Tensor, batch:
     device = prompt_features.device
     c = prompt_features.repeat_interleave(len(z), dim=0)
     zs = z.to(device).repeat(len(prompt_features), 1)
-    return torch.cat([G(zs[i:i + batch], c[i:i + batch], noise_mode="const").cpu()
-                      for i in range(0, len(zs), batch)])
+    return torch.cat(
+        [G(zs[i : i + batch], c[i : i + batch], noise_mode="const").cpu() for i in range(0, len(zs), batch)]
+    )
 
 
 # =============================================================================================
@@ -124,8 +126,10 @@ class Trainer:
 
         dist = self.dist
         if cfg.batch_size % dist.world_size:
-            raise ValueError(f"parameter batch_size = {cfg.batch_size} must be a multiple of the "
-                             f"number of processes ({dist.world_size})")
+            raise ValueError(
+                f"parameter batch_size = {cfg.batch_size} must be a multiple of the "
+                f"number of processes ({dist.world_size})"
+            )
         self.batch_per_process = cfg.batch_size // dist.world_size
         self.run_dir = Path(cfg.run_dir)
         self.checkpoint_dir = self.run_dir / "checkpoints"
@@ -173,8 +177,7 @@ class Trainer:
         # From here on the global RNG drives training: seed it per process, build the data stream
         # (the loader draws a seed), then put back the saved state when resuming.
         torch.manual_seed(cfg.seed * 65_536 + dist.rank)
-        self.batches = batch_stream(self.dataset, self.batch_per_process, dist, cfg.seed, self.nimg,
-                                    cfg.num_workers)
+        self.batches = batch_stream(self.dataset, self.batch_per_process, dist, cfg.seed, self.nimg, cfg.num_workers)
         if rng_states is not None:
             self._restore_rng(rng_states)
 
@@ -209,8 +212,10 @@ class Trainer:
             return existing
         if cfg.resume is None:
             if existing is not None:
-                raise ValueError(f"parameter resume = null, but {self.checkpoint_dir} already holds checkpoints "
-                                 f"(newest {existing.name}); set resume: auto to continue or pick another run_dir")
+                raise ValueError(
+                    f"parameter resume = null, but {self.checkpoint_dir} already holds checkpoints "
+                    f"(newest {existing.name}); set resume: auto to continue or pick another run_dir"
+                )
             return None
         path = Path(cfg.resume)
         if not path.is_file():
@@ -221,8 +226,9 @@ class Trainer:
 
         images = dataset_from_config(cfg.data)
         try:
-            cache = load_cache(cfg.cache, encoder_identity=self.encoder.identity(),
-                               dataset_fingerprint=images.fingerprint())
+            cache = load_cache(
+                cfg.cache, encoder_identity=self.encoder.identity(), dataset_fingerprint=images.fingerprint()
+            )
         except (ValueError, FileNotFoundError) as err:
             raise type(err)(f"parameter cache = {cfg.cache!r}: {err}") from err
         return CachedImageTextSet(images, cache, xflip=cfg.xflip)
@@ -234,18 +240,25 @@ class Trainer:
         item = self.dataset[0]
         for key in ("image_feature", "caption_feature"):
             if item[key].shape[-1] != feature_dim:
-                raise ValueError(f"parameter cache = {cfg.cache!r}: {key} has {item[key].shape[-1]} dimensions, "
-                                 f"the encoder {cfg.encoder.name!r} gives {feature_dim}")
+                raise ValueError(
+                    f"parameter cache = {cfg.cache!r}: {key} has {item[key].shape[-1]} dimensions, "
+                    f"the encoder {cfg.encoder.name!r} gives {feature_dim}"
+                )
         expected = (cfg.network.img_channels, cfg.network.resolution, cfg.network.resolution)
         if tuple(item["image"].shape) != expected:
-            raise ValueError(f"parameter data.resolution: images have shape {tuple(item['image'].shape)}, "
-                             f"the networks expect {expected}")
+            raise ValueError(
+                f"parameter data.resolution: images have shape {tuple(item['image'].shape)}, "
+                f"the networks expect {expected}"
+            )
         if cfg.setting != "language_free" and _captioned_items(self.dataset) == 0:
-            raise ValueError(f"parameter setting = {cfg.setting!r} needs captions; the dataset has none "
-                             f"(use 'language_free')")
+            raise ValueError(
+                f"parameter setting = {cfg.setting!r} needs captions; the dataset has none (use 'language_free')"
+            )
         if cfg.setting == "standard" and _captioned_items(self.dataset) < len(self.dataset):
-            raise ValueError("parameter setting = 'standard' needs a caption for every image; "
-                             "this dataset has uncaptioned images (use 'mixed' or 'language_free')")
+            raise ValueError(
+                "parameter setting = 'standard' needs a caption for every image; "
+                "this dataset has uncaptioned images (use 'mixed' or 'language_free')"
+            )
 
     def _prepare_run_dir(self, resume_path: Path | None) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -254,11 +267,17 @@ class Trainer:
         (self.run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
         (self.run_dir / "config.json").write_text(json.dumps(resolved, indent=2))
         info = {
-            "world_size": self.dist.world_size, "device": str(self.dist.device),
-            "device_name": (torch.cuda.get_device_name(self.dist.device) if self.dist.device.type == "cuda"
-                            else platform.processor() or platform.machine()),
-            "torch": torch.__version__, "python": platform.python_version(),
-            "encoder": self.encoder.identity(), "dataset_items": len(self.dataset),
+            "world_size": self.dist.world_size,
+            "device": str(self.dist.device),
+            "device_name": (
+                torch.cuda.get_device_name(self.dist.device)
+                if self.dist.device.type == "cuda"
+                else platform.processor() or platform.machine()
+            ),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "encoder": self.encoder.identity(),
+            "dataset_items": len(self.dataset),
             "parameters": {"G": _count(self.G), "D": _count(self.D)},
             "resumed_from": str(resume_path) if resume_path else None,
         }
@@ -289,9 +308,15 @@ class Trainer:
         if self.dist.is_main:  # trained once, then broadcast
             self.perturbation.requires_grad_(True)
             history = train_learned_perturbation(
-                self.perturbation, images, captions, steps=pcfg.steps,
-                batch_size=min(pcfg.batch_size, len(images)), lr=pcfg.lr, temperature=pcfg.temperature,
-                kl_weight=pcfg.kl_weight, seed=self.cfg.seed,
+                self.perturbation,
+                images,
+                captions,
+                steps=pcfg.steps,
+                batch_size=min(pcfg.batch_size, len(images)),
+                lr=pcfg.lr,
+                temperature=pcfg.temperature,
+                kl_weight=pcfg.kl_weight,
+                seed=self.cfg.seed,
             )
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_learned_perturbation(self.perturbation, self.run_dir / "learned_perturbation.safetensors")
@@ -318,8 +343,10 @@ class Trainer:
             images = torch.stack([it["image_feature"] for it in items]) if items else torch.zeros(0)
             captions = torch.stack([it["caption_feature"] for it in items]) if items else torch.zeros(0)
         if len(images) < 2:
-            raise ValueError("perturbation_training needs at least 2 captions in the paired set "
-                             f"(found {len(images)}); set perturbation_training.paired_cache to a captioned cache")
+            raise ValueError(
+                "perturbation_training needs at least 2 captions in the paired set "
+                f"(found {len(images)}); set perturbation_training.paired_cache to a captioned cache"
+            )
         return images.float(), captions.float()
 
     # ------------------------------------------------------------------------------- state
@@ -345,16 +372,20 @@ class Trainer:
         theirs = ckpt.from_json_string(state["encoder_identity"])
         ours = self.encoder.identity()
         if theirs != ours:
-            raise ValueError(f"parameter {parameter}: {path} was trained with encoder {theirs}, "
-                             f"this run uses {ours}; conditions would live in different feature spaces")
+            raise ValueError(
+                f"parameter {parameter}: {path} was trained with encoder {theirs}, "
+                f"this run uses {ours}; conditions would live in different feature spaces"
+            )
 
     def _load_modules(self, state: dict, path: Path, names: tuple[str, ...]) -> None:
         for name in names:
             try:
                 getattr(self, name).load_state_dict(state[name])
             except RuntimeError as err:
-                raise ValueError(f"{path}: its {name} does not fit parameter network = {self.cfg.network} "
-                                 f"({str(err).splitlines()[0]})") from None
+                raise ValueError(
+                    f"{path}: its {name} does not fit parameter network = {self.cfg.network} "
+                    f"({str(err).splitlines()[0]})"
+                ) from None
 
     def _load_state(self, path: Path) -> list[dict]:
         """Continue a run: every weight, optimiser moment, counter and RNG state."""
@@ -378,8 +409,10 @@ class Trainer:
         state = ckpt.capture_rng(self.dist.device)
         if self.dist.world_size == 1:
             return [state]
-        gathered = {k: all_gather(v.to(self.dist.device) if self.dist.device.type == "cuda" else v, self.dist)
-                    for k, v in state.items()}
+        gathered = {
+            k: all_gather(v.to(self.dist.device) if self.dist.device.type == "cuda" else v, self.dist)
+            for k, v in state.items()
+        }
         return [{k: v[r].cpu() for k, v in gathered.items()} for r in range(self.dist.world_size)]
 
     def _restore_rng(self, states: list[dict]) -> None:
@@ -388,8 +421,11 @@ class Trainer:
         else:  # a different number of processes: continue, but with a fresh stream per process
             torch.manual_seed(self.cfg.seed * 65_536 + self.dist.rank + 7919 * self.step)
             if self.dist.is_main:
-                print(f"resuming {len(states)}-process checkpoint on {self.dist.world_size} processes: "
-                      f"data order is kept, random draws are not", flush=True)
+                print(
+                    f"resuming {len(states)}-process checkpoint on {self.dist.world_size} processes: "
+                    f"data order is kept, random draws are not",
+                    flush=True,
+                )
 
     def save(self) -> Path | None:
         """Checkpoint now (collective: every process contributes its RNG state; rank 0 writes)."""
@@ -400,8 +436,14 @@ class Trainer:
         return self.last_checkpoint
 
     # -------------------------------------------------------------------------------- loop
-    def _phase(self, name: str, module: torch.nn.Module, other: torch.nn.Module, opt: torch.optim.Optimizer,
-               compute: Callable[[], tuple[Tensor, dict]]) -> dict[str, float]:
+    def _phase(
+        self,
+        name: str,
+        module: torch.nn.Module,
+        other: torch.nn.Module,
+        opt: torch.optim.Optimizer,
+        compute: Callable[[], tuple[Tensor, dict]],
+    ) -> dict[str, float]:
         """One optimiser step of `module` on the loss from `compute`, with `other` frozen."""
         module.requires_grad_(True)
         other.requires_grad_(False)
@@ -413,7 +455,8 @@ class Trainer:
                 where = self.last_checkpoint or "none (no checkpoint written yet)"
                 raise NonFiniteLossError(
                     f"non-finite loss at step {self.step} (kimg {self.nimg / 1000:.3f}), phase {name}: "
-                    f"{term} = {value}. Training stopped; the last good checkpoint is {where}")
+                    f"{term} = {value}. Training stopped; the last good checkpoint is {where}"
+                )
         total.backward()
         average_gradients(module, self.dist, sanitize=self.cfg.mixed_precision)
         opt.step()
@@ -434,13 +477,24 @@ class Trainer:
             c = self.conditions(batch, self.perturbation, cfg.mixing_prob).float()
         z_dim = cfg.network.z_dim
         terms: dict[str, float] = {}
-        terms |= self._phase("G", self.G, self.D, self.G_opt,
-                             lambda: self.loss.generator_main(torch.randn(n, z_dim, device=device), c))
+        terms |= self._phase(
+            "G", self.G, self.D, self.G_opt, lambda: self.loss.generator_main(torch.randn(n, z_dim, device=device), c)
+        )
         if self.pl_enabled and self.step % cfg.loss.pl_interval == 0:
-            terms |= self._phase("G_reg", self.G, self.D, self.G_opt,
-                                 lambda: self.loss.generator_path_length(torch.randn(n, z_dim, device=device), c))
-        terms |= self._phase("D", self.D, self.G, self.D_opt,
-                             lambda: self.loss.discriminator_main(real, torch.randn(n, z_dim, device=device), c))
+            terms |= self._phase(
+                "G_reg",
+                self.G,
+                self.D,
+                self.G_opt,
+                lambda: self.loss.generator_path_length(torch.randn(n, z_dim, device=device), c),
+            )
+        terms |= self._phase(
+            "D",
+            self.D,
+            self.G,
+            self.D_opt,
+            lambda: self.loss.discriminator_main(real, torch.randn(n, z_dim, device=device), c),
+        )
         if self.r1_enabled and self.step % cfg.loss.r1_interval == 0:
             terms |= self._phase("D_reg", self.D, self.G, self.D_opt, lambda: self.loss.discriminator_r1(real, c))
         average_buffers(self.G, self.dist)
@@ -461,8 +515,13 @@ class Trainer:
         total_nimg = int(round(cfg.total_kimg * 1000))
         bar = None
         if dist.is_main:
-            bar = tqdm(total=cfg.total_kimg, initial=self.nimg / 1000, unit="kimg", dynamic_ncols=True,
-                       bar_format="{l_bar}{bar}| {n:.3f}/{total:.3f} kimg [{elapsed}<{remaining}{postfix}]")
+            bar = tqdm(
+                total=cfg.total_kimg,
+                initial=self.nimg / 1000,
+                unit="kimg",
+                dynamic_ncols=True,
+                bar_format="{l_bar}{bar}| {n:.3f}/{total:.3f} kimg [{elapsed}<{remaining}{postfix}]",
+            )
             if self.tick == 0 and self.nimg == 0:
                 self._write_samples()
         tick_start_nimg, stats = self.nimg, TickStats()
@@ -488,11 +547,16 @@ class Trainer:
                 continue
             self.tick += 1
             images = self.nimg - tick_start_nimg
-            line = {"tick": self.tick, "step": self.step, "nimg": self.nimg, "kimg": self.nimg / 1000,
-                    **{k: round(v, 6) for k, v in stats.means().items()},
-                    "img_per_s": images / max(train_seconds, 1e-9),
-                    "s_per_kimg": train_seconds / max(images / 1000, 1e-9),
-                    "sec_per_tick": time.time() - tick_start_time}
+            line = {
+                "tick": self.tick,
+                "step": self.step,
+                "nimg": self.nimg,
+                "kimg": self.nimg / 1000,
+                **{k: round(v, 6) for k, v in stats.means().items()},
+                "img_per_s": images / max(train_seconds, 1e-9),
+                "s_per_kimg": train_seconds / max(images / 1000, 1e-9),
+                "sec_per_tick": time.time() - tick_start_time,
+            }
             line["peak_mem_mb"], line["peak_mem_kind"] = peak_memory_mb(dist.device)
             if done or self.tick % cfg.snapshot_ticks == 0:
                 self.save()
@@ -508,8 +572,9 @@ class Trainer:
             bar.close()
         if dist.is_main:
             plot_stats(self.run_dir)
-        return TrainResult(self.run_dir, self.step, self.nimg, self.last_checkpoint,
-                           read_stats(self.run_dir) if dist.is_main else [])
+        return TrainResult(
+            self.run_dir, self.step, self.nimg, self.last_checkpoint, read_stats(self.run_dir) if dist.is_main else []
+        )
 
     def _out_of_time(self, started: float) -> bool:
         """cfg.max_minutes passed? Rank 0's clock decides for every process."""
@@ -558,18 +623,27 @@ def load_train_config(params: str | Path | None, overrides: list[str]) -> TrainC
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lafite_core.training",
-                                     description="Train LAFITE (one process, or several under torchrun).")
+    parser = argparse.ArgumentParser(
+        prog="python -m lafite_core.training", description="Train LAFITE (one process, or several under torchrun)."
+    )
     parser.add_argument("--params", help="YAML params file (TrainConfig fields)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one parameter, e.g. --set total_kimg=10 --set network.resolution=64")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one parameter, e.g. --set total_kimg=10 --set network.resolution=64",
+    )
     args = parser.parse_args(argv)
     cfg = load_train_config(args.params, args.overrides)
     result = train(cfg)
     if result.stats:
         last = result.stats[-1]
-        print(f"done: {result.nimg / 1000:.3f} kimg, {last['img_per_s']:.1f} img/s, "
-              f"checkpoint {result.last_checkpoint}", flush=True)
+        print(
+            f"done: {result.nimg / 1000:.3f} kimg, {last['img_per_s']:.1f} img/s, checkpoint {result.last_checkpoint}",
+            flush=True,
+        )
     return 0
 
 

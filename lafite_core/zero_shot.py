@@ -13,6 +13,7 @@ those captions once and each image is scored against all of them:
 
 `prompt_accuracy` is the one-prompt-per-class form ("a red shape", "a blue shape", ...).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -34,26 +35,34 @@ def label_indices(attributes: Sequence[dict], vocabularies: dict[str, Sequence[s
             try:
                 row.append(list(vocabularies[name]).index(attrs[name]))
             except (KeyError, ValueError):
-                raise ValueError(f"item {i}: attribute {name!r} = {attrs.get(name)!r} is not in its "
-                                 f"vocabulary {list(vocabularies[name])}") from None
+                raise ValueError(
+                    f"item {i}: attribute {name!r} = {attrs.get(name)!r} is not in its "
+                    f"vocabulary {list(vocabularies[name])}"
+                ) from None
         rows.append(row)
     return torch.tensor(rows, dtype=torch.long).reshape(len(rows), len(names))
 
 
 @torch.no_grad()
-def combination_text_features(encode_text: Callable[[list[str]], Tensor], vocabularies: dict[str, Sequence[str]],
-                              caption_fn: Callable[[dict], str], batch_size: int = 256) -> Tensor:
+def combination_text_features(
+    encode_text: Callable[[list[str]], Tensor],
+    vocabularies: dict[str, Sequence[str]],
+    caption_fn: Callable[[dict], str],
+    batch_size: int = 256,
+) -> Tensor:
     """Text features of one caption per attribute combination, shaped [n_1, ..., n_k, f]."""
     names = list(vocabularies)
     combos = [dict(zip(names, values)) for values in itertools.product(*vocabularies.values())]
     captions = [caption_fn(c) for c in combos]
-    features = torch.cat([encode_text(captions[i:i + batch_size]).float().cpu()
-                          for i in range(0, len(captions), batch_size)])
+    features = torch.cat(
+        [encode_text(captions[i : i + batch_size]).float().cpu() for i in range(0, len(captions), batch_size)]
+    )
     return features.reshape(*[len(v) for v in vocabularies.values()], features.shape[-1])
 
 
-def predict_attributes(image_features: Tensor, labels: Tensor, combo_features: Tensor,
-                       mode: str = "given_others") -> Tensor:
+def predict_attributes(
+    image_features: Tensor, labels: Tensor, combo_features: Tensor, mode: str = "given_others"
+) -> Tensor:
     """[N, k] predicted value index per attribute (see the module docstring for the modes).
 
     image_features [N, f] and combo_features [n_1, ..., n_k, f] are L2-normalised; labels [N, k]
@@ -79,12 +88,18 @@ def predict_attributes(image_features: Tensor, labels: Tensor, combo_features: T
 def _gather(sims: Tensor, index: list, keep: int) -> Tensor:
     """sims[rows, l_0, ..., :, ..., l_k] -> [N, n_keep] (advanced indexing around one full axis)."""
     moved = sims.movedim(keep + 1, -1)  # the kept axis last, so advanced indices stay adjacent
-    return moved[tuple(index[:keep + 1] + index[keep + 2:])]
+    return moved[tuple(index[: keep + 1] + index[keep + 2 :])]
 
 
-def attribute_accuracy(encoder, image_features: Tensor, attributes: Sequence[dict],
-                       vocabularies: dict[str, Sequence[str]], caption_fn: Callable[[dict], str],
-                       mode: str = "given_others", combo_features: Tensor | None = None) -> dict[str, float]:
+def attribute_accuracy(
+    encoder,
+    image_features: Tensor,
+    attributes: Sequence[dict],
+    vocabularies: dict[str, Sequence[str]],
+    caption_fn: Callable[[dict], str],
+    mode: str = "given_others",
+    combo_features: Tensor | None = None,
+) -> dict[str, float]:
     """Fraction of images whose each attribute is classified right, per attribute name.
 
     `encoder` needs `encode_text(list[str])` (a ClipEncoder); `caption_fn` turns an attribute

@@ -1,5 +1,6 @@
 """Shared test set-up: paths in params/ and notebooks are relative to the repository root; a free
 local port for tests that start servers or process groups."""
+
 import os
 import socket
 from pathlib import Path

@@ -1,6 +1,7 @@
 """The Shapes attribute classifier (lafite_core/attribute_classifier.py): the shipped weights read
 real held-out images at >= 98% per attribute, inputs of other sizes work, training lowers the loss,
 and files round-trip with clear errors."""
+
 from __future__ import annotations
 
 import pytest

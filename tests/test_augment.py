@@ -1,4 +1,5 @@
 """DiffAugment: each transform keeps shapes, does what it says, and passes gradients."""
+
 import pytest
 import torch
 

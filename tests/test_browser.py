@@ -7,6 +7,7 @@ Chromium and never downloads a browser of its own). JupyterLab comes with the no
 JupyterLab's autosave is turned off (a settings folder of the test's own), and the test checks
 that the committed notebook is byte-for-byte unchanged afterwards.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,16 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "05_sample.ipynb"
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--no-first-run",
+]
 SERVER_START_S = 60
 LAB_LOAD_MS = 60_000
 KERNEL_MS = 60_000
@@ -55,19 +64,36 @@ def lab(tmp_path, free_port):
     if reason:
         pytest.skip(reason)
     settings = tmp_path / "lab-settings" / "@jupyterlab"
-    for plugin, values in {"docmanager-extension/plugin": {"autosave": False},
-                           "apputils-extension/notification": {"fetchNews": "false"},
-                           "notebook-extension/tracker": {"autoStartDefaultKernel": True}}.items():
+    for plugin, values in {
+        "docmanager-extension/plugin": {"autosave": False},
+        "apputils-extension/notification": {"fetchNews": "false"},
+        "notebook-extension/tracker": {"autoStartDefaultKernel": True},
+    }.items():
         (settings / plugin).parent.mkdir(parents=True, exist_ok=True)
         (settings / f"{plugin}.jupyterlab-settings").write_text(json.dumps(values))
     port = free_port
-    env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "lab-settings"),
-           "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces"),
-           "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "CUDA_VISIBLE_DEVICES": ""}
-    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
-           "--IdentityProvider.token=", "--ServerApp.password=", f"--ServerApp.root_dir={REPO}",
-           "--ServerApp.port_retries=0", "--ServerApp.allow_root=True", "--LabApp.news_url=None",
-           "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    env = {
+        **os.environ,
+        "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "lab-settings"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces"),
+        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+        "CUDA_VISIBLE_DEVICES": "",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        f"--port={port}",
+        "--ServerApp.ip=127.0.0.1",
+        "--IdentityProvider.token=",
+        "--ServerApp.password=",
+        f"--ServerApp.root_dir={REPO}",
+        "--ServerApp.port_retries=0",
+        "--ServerApp.allow_root=True",
+        "--LabApp.news_url=None",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+    ]
     log = open(tmp_path / "jupyterlab.log", "w")
     server = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -81,8 +107,10 @@ def lab(tmp_path, free_port):
             except OSError:
                 pass
             if server.poll() is not None or time.time() > deadline:
-                pytest.fail(f"JupyterLab did not start in {SERVER_START_S} s:\n"
-                            + (tmp_path / "jupyterlab.log").read_text()[-3000:])
+                pytest.fail(
+                    f"JupyterLab did not start in {SERVER_START_S} s:\n"
+                    + (tmp_path / "jupyterlab.log").read_text()[-3000:]
+                )
             time.sleep(0.5)
         yield url
     finally:
@@ -114,7 +142,8 @@ def test_prompt_and_generate_in_jupyterlab_shows_an_image(lab, tmp_path):
                 page.wait_for_function(
                     """() => [...document.querySelectorAll('.jp-OutputArea img.widget-image')]
                               .some(img => img.complete && img.naturalWidth > 0)""",
-                    timeout=GENERATE_MS)
+                    timeout=GENERATE_MS,
+                )
                 status = page.locator(".jp-OutputArea .widget-html-content", has_text="images in").first
                 status.wait_for(timeout=GENERATE_MS)
                 page.locator(".jp-OutputArea img.widget-image").first.scroll_into_view_if_needed()
@@ -153,5 +182,9 @@ def _run_all_cells(page, lab: str) -> None:
 def _kernel_ready(lab: str) -> bool:
     with urllib.request.urlopen(f"{lab}/api/sessions", timeout=5) as response:
         sessions = json.loads(response.read())
-    return any(s["path"].endswith(NOTEBOOK.name) and s["kernel"]["execution_state"] == "idle"
-               and s["kernel"].get("connections", 0) >= 1 for s in sessions)
+    return any(
+        s["path"].endswith(NOTEBOOK.name)
+        and s["kernel"]["execution_state"] == "idle"
+        and s["kernel"].get("connections", 0) >= 1
+        for s in sessions
+    )

@@ -1,4 +1,5 @@
 """The embedding cache: contents, resume after interruption, mismatch checks, bad input."""
+
 from __future__ import annotations
 
 import csv

@@ -1,4 +1,5 @@
 """Checkpoint files: plain-tensor format, atomic writes, keep-last-N, RNG state round trip."""
+
 import os
 import pickle
 from pathlib import Path

@@ -1,5 +1,6 @@
 """Two gloo processes on CPU: the same weights on both ranks after training, and contrastive
 negatives gathered across ranks give the gradient of the full global batch."""
+
 import os
 import sys
 from pathlib import Path
@@ -34,15 +35,19 @@ def _gathered_gradient_matches_full_batch(rank: int, world: int) -> dict:
     weight.zero_grad()
     full = contrastive_loss(weight(inputs), targets, cfg.temperature, lam=cfg.contrastive_lam).mean()
     full.backward()
-    return {"value": value.item(), "full_value": full.item(),
-            "grad_error": (gathered_grad - weight.weight.grad).abs().max().item()}
+    return {
+        "value": value.item(),
+        "full_value": full.item(),
+        "grad_error": (gathered_grad - weight.weight.grad).abs().max().item(),
+    }
 
 
 def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     sys.path.insert(0, str(TESTS))
     torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
+    )
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         from training_fixtures import TinyImageTextSet, tiny_config
@@ -54,8 +59,15 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
         trainer = Trainer(cfg, TinyImageTextSet())
         assert trainer.batch_per_process == 2
         trainer.run()
-        torch.save({"G": trainer.G.state_dict(), "D": trainer.D.state_dict(), "G_ema": trainer.G_ema.state_dict(),
-                    "check": check}, Path(out_dir) / f"rank{rank}.pt")
+        torch.save(
+            {
+                "G": trainer.G.state_dict(),
+                "D": trainer.D.state_dict(),
+                "G_ema": trainer.G_ema.state_dict(),
+                "check": check,
+            },
+            Path(out_dir) / f"rank{rank}.pt",
+        )
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -1,5 +1,6 @@
 """The main job's pipeline at its smoke preset: every step runs as a notebook through the runner,
 the tables and pictures land in the demo folder, and a second run skips the finished steps."""
+
 import json
 
 import pandas as pd
@@ -25,10 +26,15 @@ def random_encoder_file(tmp_path):
 def smoke_config(tmp_path) -> DemoConfig:
     weights = random_encoder_file(tmp_path)
     params = load_params("params/demo_smoke.yaml")
-    for key, value in {"embed.encoder.pretrained": weights, "train.encoder.pretrained": weights,
-                       "evaluate.eval_encoder.pretrained": weights, "embed.cache_dir": str(tmp_path / "cache"),
-                       "evaluate.stats_cache": str(tmp_path / "reference"), "out_dir": str(tmp_path / "demo"),
-                       "results_root": str(tmp_path / "results")}.items():
+    for key, value in {
+        "embed.encoder.pretrained": weights,
+        "train.encoder.pretrained": weights,
+        "evaluate.eval_encoder.pretrained": weights,
+        "embed.cache_dir": str(tmp_path / "cache"),
+        "evaluate.stats_cache": str(tmp_path / "reference"),
+        "out_dir": str(tmp_path / "demo"),
+        "results_root": str(tmp_path / "results"),
+    }.items():
         params = set_dotted(params, key, value)
     return from_dict(DemoConfig, params)
 

@@ -1,4 +1,5 @@
 """Contrastive pre-training of the tiny encoder, its loss, saving/loading, and zero-shot scoring."""
+
 from __future__ import annotations
 
 import json
@@ -46,7 +47,9 @@ def test_clip_loss_is_clips_symmetric_cross_entropy():
 def test_clip_loss_spreads_targets_over_all_captions_that_describe_an_image():
     img = torch.eye(3)
     txt = torch.eye(3)
-    positives = torch.tensor([[True, True, False], [False, True, False], [False, False, True]])  # caption 1 fits images 0, 1
+    positives = torch.tensor(
+        [[True, True, False], [False, True, False], [False, False, True]]
+    )  # caption 1 fits images 0, 1
     logits = img @ txt.T  # scale exp(0) = 1
     log_rows, log_cols = F.log_softmax(logits, 1), F.log_softmax(logits, 0)
     image_to_text = [-(log_rows[0, 0] + log_rows[0, 1]) / 2, -log_rows[1, 1], -log_rows[2, 2]]
@@ -62,26 +65,29 @@ def test_clip_loss_spreads_targets_over_all_captions_that_describe_an_image():
 def test_caption_positives_follow_the_attributes_a_caption_names():
     labels = torch.tensor([[0, 0], [0, 1], [1, 1]])  # (shape, colour) of three images
     mentions = torch.tensor([[True, True], [False, True], [True, False]])  # caption 1 names only colour
-    expected = torch.tensor([
-        [True, False, False],   # image 0: own caption only (caption 1 says colour 1, caption 2 shape 1)
-        [False, True, False],   # image 1: caption 1 (colour 1) is its own
-        [False, True, True],    # image 2: colour 1 like caption 1, shape 1 like caption 2
-    ])
+    expected = torch.tensor(
+        [
+            [True, False, False],  # image 0: own caption only (caption 1 says colour 1, caption 2 shape 1)
+            [False, True, False],  # image 1: caption 1 (colour 1) is its own
+            [False, True, True],  # image 2: colour 1 like caption 1, shape 1 like caption 2
+        ]
+    )
     assert torch.equal(caption_positives(labels, labels, mentions), expected)
     # two captions per image: captions 0, 1 written for image 0, captions 2, 3 for image 1
     caption_labels = labels[[0, 0, 1, 1]]
     two = torch.tensor([[True, True], [True, False], [True, True], [False, True]])
     assert caption_positives(labels[:2], caption_labels, two).tolist() == [
-        [True, True, False, False],   # caption 3 ("colour 1") does not fit image 0 (colour 0)
-        [False, True, True, True],    # caption 1 ("shape 0") fits image 1 too
+        [True, True, False, False],  # caption 3 ("colour 1") does not fit image 0 (colour 0)
+        [False, True, True, True],  # caption 1 ("shape 0") fits image 1 too
     ]
 
 
 def test_templates_name_their_attributes():
     assert template_attributes("{colour} {shape}, {position_short}") == {"colour", "shape", "position"}
     assert fill_template("a {colour} {shape} {position_long}", RED_STAR) == "a red star in the top left corner"
-    assert fill_template("a {size} {colour} {shape} {position_long} on a {background} background",
-                         RED_STAR) == caption_for(RED_STAR, 0)
+    assert fill_template(
+        "a {size} {colour} {shape} {position_long} on a {background} background", RED_STAR
+    ) == caption_for(RED_STAR, 0)
 
 
 def test_pairs_exclude_the_test_split_and_come_in_range():
@@ -151,8 +157,10 @@ def test_pretrain_encoder_writes_weights_curve_and_metrics(tmp_path):
     items = [it for it in ShapesDataset(cfg.resolution, size=cfg.eval_images, seed=cfg.dataset_seed, split="test")]
     with torch.no_grad():
         image = written.encode_image(images_to_tensor(np.stack([it.image for it in items])))
-        cosines = [F.cosine_similarity(image, written.encode_text([caption_for(it.attributes, t) for it in items]))
-                   for t in range(len(CAPTION_TEMPLATES))]
+        cosines = [
+            F.cosine_similarity(image, written.encode_text([caption_for(it.attributes, t) for it in items]))
+            for t in range(len(CAPTION_TEMPLATES))
+        ]
     assert metrics["matching_cosine"] == pytest.approx(float(torch.stack(cosines).mean()), abs=1e-5)
     lines = (tmp_path / "history.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [1, 2, 3]
@@ -229,12 +237,21 @@ class CodeEncoder:
 
 
 def test_attribute_accuracy_counts_right_answers_per_attribute():
-    attributes = [{"shape": "circle", "colour": "red"}, {"shape": "square", "colour": "blue"},
-                  {"shape": "square", "colour": "green"}, {"shape": "circle", "colour": "blue"}]
+    attributes = [
+        {"shape": "circle", "colour": "red"},
+        {"shape": "square", "colour": "blue"},
+        {"shape": "square", "colour": "green"},
+        {"shape": "circle", "colour": "blue"},
+    ]
     codes = _combo_codes()
-    images = torch.stack([codes[0, 0], codes[1, 2],
-                          codes[1, 2] + 0.5 * codes[1, 1],   # a square, but bluer than green: colour wrong
-                          codes[1, 2] + 0.5 * codes[0, 2]])  # blue, but more square than circle: shape wrong
+    images = torch.stack(
+        [
+            codes[0, 0],
+            codes[1, 2],
+            codes[1, 2] + 0.5 * codes[1, 1],  # a square, but bluer than green: colour wrong
+            codes[1, 2] + 0.5 * codes[0, 2],
+        ]
+    )  # blue, but more square than circle: shape wrong
     accuracy = attribute_accuracy(CodeEncoder(), images, attributes, VOCAB, lambda a: f"a {a['colour']} {a['shape']}")
     assert accuracy == {"shape": 0.75, "colour": 0.75}
     assert label_indices(attributes, VOCAB).tolist() == [[0, 0], [1, 2], [1, 1], [0, 2]]
@@ -261,7 +278,9 @@ def test_shipped_weights_load_like_a_clip_file_and_classify_unseen_shapes():
 
     assert TINY_ENCODER_WEIGHTS.stat().st_size <= 20 * 2**20
     assert resolve_asset("lafite_core/assets/lafite-tiny-shapes.safetensors") in (
-        "lafite_core/assets/lafite-tiny-shapes.safetensors", str(TINY_ENCODER_WEIGHTS))
+        "lafite_core/assets/lafite-tiny-shapes.safetensors",
+        str(TINY_ENCODER_WEIGHTS),
+    )
     assert resolve_asset("/no/such/weights.safetensors") == "/no/such/weights.safetensors"
     encoder = load_encoder(EncoderConfig(name="lafite-tiny", pretrained=str(TINY_ENCODER_WEIGHTS)))
     provenance = json.loads(TINY_ENCODER_PROVENANCE.read_text())

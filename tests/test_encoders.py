@@ -1,5 +1,6 @@
 """ClipEncoder: the tiny architecture, normalised features, gradients through the frozen CLIP,
 long-caption splitting, caption errors, local weights files and the offline tag error."""
+
 import hashlib
 import re
 
@@ -37,8 +38,13 @@ def test_tiny_is_registered_and_small(tiny):
     assert tiny.tokenizer.context_length == 32  # the config's context length reaches the tokenizer
     n_params = sum(p.numel() for p in tiny.model.parameters())
     assert n_params * 4 <= 20e6, f"{n_params} fp32 parameters exceed 20 MB"
-    assert tiny.identity() == {"name": "lafite-tiny", "pretrained": None, "weights_sha256": None,
-                               "feature_dim": 128, "image_size": 32}
+    assert tiny.identity() == {
+        "name": "lafite-tiny",
+        "pretrained": None,
+        "weights_sha256": None,
+        "feature_dim": 128,
+        "image_size": 32,
+    }
 
 
 def test_features_are_unit_norm(tiny):

@@ -1,6 +1,7 @@
 """Generate-and-score (lafite_core/evaluation.py): CLIP-space FID through torch-fidelity, the
 reference cache, the Inception weights error, caption accuracy and CLIP score of real images,
 and one end-to-end evaluation of a tiny generator with its baselines and results table."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -71,8 +72,7 @@ def test_clip_fid_is_zero_for_a_set_against_itself_and_grows_with_a_shift(encode
     assert features.shape == (64, encoder.feature_dim)
     itself = abs(frechet_distance(features, features))
     assert itself < 1e-4
-    shifted = [frechet_distance(features, extractor(_blend_to_grey(images, t))["clip_image"])
-               for t in (0.1, 0.3, 0.6)]
+    shifted = [frechet_distance(features, extractor(_blend_to_grey(images, t))["clip_image"]) for t in (0.1, 0.3, 0.6)]
     # the trained encoder barely minds a 10% blend (7e-4), so "grows" is measured against the self-distance
     assert shifted[0] > max(1e-5, 10 * itself) and shifted[0] < shifted[1] < shifted[2]
 
@@ -95,8 +95,16 @@ def test_encoder_extractor_plugs_into_torch_fidelity_calculate_metrics(encoder, 
     name = register_encoder_extractor(encoder)
     assert register_encoder_extractor(encoder) == name  # one registration per set of weights
     a, b = images[:32], _blend_to_grey(images[32:], 0.3)
-    out = torch_fidelity.calculate_metrics(input1=Images(a), input2=Images(b), fid=True, feature_extractor=name,
-                                           cuda=False, save_cpu_ram=True, cache=False, verbose=False)
+    out = torch_fidelity.calculate_metrics(
+        input1=Images(a),
+        input2=Images(b),
+        fid=True,
+        feature_extractor=name,
+        cuda=False,
+        save_cpu_ram=True,
+        cache=False,
+        verbose=False,
+    )
     ours = clip_extractor(encoder, CPU)
     expected = frechet_distance(ours(a)["clip_image"], ours(b)["clip_image"])
     assert out["frechet_inception_distance"] == pytest.approx(expected, rel=1e-3)
@@ -191,31 +199,58 @@ def test_clip_score_of_real_images_with_their_captions_beats_shuffled_captions(e
 
 # ----------------------------------------------------------------------------------- end to end
 def _tiny_run(folder: Path, encoder) -> Path:
-    network = NetworkConfig(resolution=32, z_dim=16, w_dim=16, mapping_layers=1, channel_base=256,
-                            channel_max=16, feature_dim=encoder.feature_dim)
+    network = NetworkConfig(
+        resolution=32,
+        z_dim=16,
+        w_dim=16,
+        mapping_layers=1,
+        channel_base=256,
+        channel_max=16,
+        feature_dim=encoder.feature_dim,
+    )
     from lafite_core.networks import Generator
 
     torch.manual_seed(0)
     G = Generator(network, encoder.feature_dim)
-    state = {"config": to_json_string({"network": dataclasses.asdict(network)}),
-             "encoder_identity": to_json_string(encoder.identity()), "G_ema": module_state(G),
-             "step": 3, "nimg": 1500}
+    state = {
+        "config": to_json_string({"network": dataclasses.asdict(network)}),
+        "encoder_identity": to_json_string(encoder.identity()),
+        "G_ema": module_state(G),
+        "step": 3,
+        "nimg": 1500,
+    }
     save_checkpoint(state, folder / "checkpoints", 1500)
     return folder
 
 
 def test_evaluate_writes_rows_with_the_protocol_for_model_and_baselines(tmp_path, encoder):
     run = _tiny_run(tmp_path / "run", encoder)
-    protocol = ProtocolConfig(name="test", num_samples=32, batch_size=16, reference_size=32, kid_subsets=5,
-                              kid_subset_size=16, r_precision_candidates=10, isc_splits=2)
-    cfg = EvalConfig(checkpoint=str(run), data=DataConfig(kind="shapes", resolution=32, size=64, split="test"),
-                     protocol=protocol, eval_encoder=EncoderConfig(name="lafite-tiny", pretrained=encoder.pretrained),
-                     stats_cache=str(tmp_path / "stats"), results_dir=str(tmp_path / "results"),
-                     output_dir=str(tmp_path / "out"), table="tiny", device="cpu")
+    protocol = ProtocolConfig(
+        name="test",
+        num_samples=32,
+        batch_size=16,
+        reference_size=32,
+        kid_subsets=5,
+        kid_subset_size=16,
+        r_precision_candidates=10,
+        isc_splits=2,
+    )
+    cfg = EvalConfig(
+        checkpoint=str(run),
+        data=DataConfig(kind="shapes", resolution=32, size=64, split="test"),
+        protocol=protocol,
+        eval_encoder=EncoderConfig(name="lafite-tiny", pretrained=encoder.pretrained),
+        stats_cache=str(tmp_path / "stats"),
+        results_dir=str(tmp_path / "results"),
+        output_dir=str(tmp_path / "out"),
+        table="tiny",
+        device="cpu",
+    )
     torch.manual_seed(0)  # the same global random state both times
     rows = evaluate(cfg, progress=False, encoder=encoder)
     assert [(r["eval_split"], r["subject"]) for r in rows] == [
-        (s, subject) for s in ("test", "heldout") for subject in ("model", "shuffled conditions", "real images")]
+        (s, subject) for s in ("test", "heldout") for subject in ("model", "shuffled conditions", "real images")
+    ]
     for row in rows:
         assert row["num_samples"] == 32 and row["protocol"] == "test" and row["seed"] == 0
         assert row["kimg"] == 1.5 and row["checkpoint"].endswith("checkpoint-0000001500.pt")
@@ -251,8 +286,11 @@ def test_bad_choices_fail_before_any_image_is_made(tmp_path, encoder):
     with pytest.raises(FileNotFoundError, match="parameter checkpoint = .*holds no checkpoint"):
         evaluate(EvalConfig(**{**base, "checkpoint": str(tmp_path)}), progress=False, encoder=encoder)
     with pytest.raises(FileNotFoundError, match="parameter eval_encoder: CLIP weights file not found: nowhere/x"):
-        evaluate(EvalConfig(eval_encoder=EncoderConfig(pretrained="nowhere/x.safetensors"), **base),
-                 progress=False, encoder=encoder)
+        evaluate(
+            EvalConfig(eval_encoder=EncoderConfig(pretrained="nowhere/x.safetensors"), **base),
+            progress=False,
+            encoder=encoder,
+        )
     with pytest.raises(ValueError, match="parameter eval_encoder: device = 'cuda', but this run computes on cpu"):
         evaluate(EvalConfig(eval_encoder=EncoderConfig(device="cuda"), **base), progress=False, encoder=encoder)
     with pytest.raises(ValueError, match="parameter heldout_split = 'val': shapes split must be"):

@@ -1,4 +1,5 @@
 """The pieces together: one G step and one D step at 32x32 with the tiny open_clip encoder on CPU."""
+
 import pytest
 import torch
 

@@ -1,4 +1,5 @@
 """Each loss term against a hand computation on small tensors."""
+
 import math
 
 import pytest

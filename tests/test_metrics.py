@@ -1,5 +1,6 @@
 """Metric definitions (lafite_core/metrics.py): values against hand computations and known
 behaviour, protocol presets, and the results table."""
+
 from __future__ import annotations
 
 import csv
@@ -102,15 +103,33 @@ def test_registry_entries_read_declared_features_and_write_their_columns():
     n = 64
     text = torch.nn.functional.normalize(_gaussian(n, 16, 0), dim=1)
     scored = ScoredImages(
-        features={"clip_image": text.clone(), "inception_pool": _gaussian(n, 8, 1),
-                  "inception_logits": _gaussian(n, 5, 2), "attributes": torch.zeros(n, 1, dtype=torch.long)},
-        prompt_ids=torch.arange(n), prompt_features=text, targets=torch.zeros(n, 1, dtype=torch.long),
-        attribute_names=("shape",))
+        features={
+            "clip_image": text.clone(),
+            "inception_pool": _gaussian(n, 8, 1),
+            "inception_logits": _gaussian(n, 5, 2),
+            "attributes": torch.zeros(n, 1, dtype=torch.long),
+        },
+        prompt_ids=torch.arange(n),
+        prompt_features=text,
+        targets=torch.zeros(n, 1, dtype=torch.long),
+        attribute_names=("shape",),
+    )
     reference = {"clip_image": text, "inception_pool": _gaussian(n, 8, 3)}
     protocol = ProtocolConfig(num_samples=n, reference_size=n, kid_subset_size=32, kid_subsets=5)
     values = compute_metrics(METRICS.names(), scored, reference, protocol)
-    assert set(values) >= {"fid", "kid", "kid_std", "is", "is_std", "clip_fid", "clip_kid", "clip_score",
-                           "r_precision", "caption_accuracy", "acc_shape"}
+    assert set(values) >= {
+        "fid",
+        "kid",
+        "kid_std",
+        "is",
+        "is_std",
+        "clip_fid",
+        "clip_kid",
+        "clip_score",
+        "r_precision",
+        "caption_accuracy",
+        "acc_shape",
+    }
     assert values["clip_score"] == pytest.approx(100.0) and values["r_precision"] == 1.0
     assert abs(values["clip_fid"]) < 1e-6 and values["caption_accuracy"] == 1.0
     for name in METRICS.names():
@@ -124,7 +143,12 @@ def test_protocol_presets_by_name_and_validation():
     assert cpu == EvalConfig().protocol  # the default evaluation runs the cpu protocol
     # LAFITE's reported protocol: 30k images at 256 px, each with its own latent noise
     assert (paper.name, paper.num_samples, paper.reference_size, paper.resolution, paper.noise_mode) == (
-        "paper", 30000, 30000, 256, "random")
+        "paper",
+        30000,
+        30000,
+        256,
+        "random",
+    )
     changed = protocol_preset("paper")
     changed.num_samples = 1
     assert protocol_preset("paper") == paper  # each call gives a fresh copy
@@ -137,11 +161,14 @@ def test_protocol_presets_by_name_and_validation():
 
 
 def test_a_protocol_section_naming_a_preset_starts_from_it():
-    named = from_dict(EvalConfig, {"protocol": {"name": "paper", "num_samples": 5000, "reference_size": 5000},
-                                   "data": {"resolution": 256}}).protocol
+    named = from_dict(
+        EvalConfig,
+        {"protocol": {"name": "paper", "num_samples": 5000, "reference_size": 5000}, "data": {"resolution": 256}},
+    ).protocol
     assert (named.name, named.num_samples, named.resolution, named.noise_mode) == ("paper", 5000, 256, "random")
-    unnamed = from_dict(EvalConfig, {"protocol": {"num_samples": 500, "reference_size": 500,
-                                                  "kid_subset_size": 250}}).protocol
+    unnamed = from_dict(
+        EvalConfig, {"protocol": {"num_samples": 500, "reference_size": 500, "kid_subset_size": 250}}
+    ).protocol
     assert (unnamed.name, unnamed.resolution, unnamed.noise_mode) == ("cpu", 32, "const")  # the defaults
     other = from_dict(EvalConfig, {"protocol": {"name": "mine"}}).protocol
     assert dataclasses.replace(other, name="cpu") == protocol_preset("cpu")  # an unknown name is just a label

@@ -22,8 +22,14 @@ def encoder():
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory, encoder):
     folder = tmp_path_factory.mktemp("geometry") / "cache"
-    build_cache(ShapesDataset(resolution=32, size=24, seed=0, split="train"), encoder, folder, batch_size=12,
-                shard_size=12, progress=False)
+    build_cache(
+        ShapesDataset(resolution=32, size=24, seed=0, split="train"),
+        encoder,
+        folder,
+        batch_size=12,
+        shard_size=12,
+        progress=False,
+    )
     return folder
 
 
@@ -46,8 +52,11 @@ def test_command_line_with_a_text_file_round_trips(tmp_path, cache_dir, encoder)
     (tmp_path / "texts.txt").write_text("\n".join(texts) + "\n\n")
     out = tmp_path / "g.safetensors"
     with pytest.raises(SystemExit) as done:
-        modality.run_main(lambda: modality.main(["--cache", str(cache_dir), "--texts", str(tmp_path / "texts.txt"),
-                                                 "--out", str(out)]))
+        modality.run_main(
+            lambda: modality.main(
+                ["--cache", str(cache_dir), "--texts", str(tmp_path / "texts.txt"), "--out", str(out)]
+            )
+        )
     assert done.value.code == 0
     loaded = modality.load_geometry(out)
     torch.testing.assert_close(loaded.text_mean, F.normalize(encoder.encode_text(texts), dim=-1).mean(0))

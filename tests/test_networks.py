@@ -1,4 +1,5 @@
 """Conditional StyleGAN2 generator and projection discriminator (LAFITE structure 2)."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,8 +11,9 @@ F_DIM = 16  # condition size; deliberately not 512
 
 
 def small_cfg(resolution: int = 32, **overrides) -> NetworkConfig:
-    kwargs = dict(resolution=resolution, z_dim=32, w_dim=32, mapping_layers=2,
-                  channel_base=resolution * 8, channel_max=32)
+    kwargs = dict(
+        resolution=resolution, z_dim=32, w_dim=32, mapping_layers=2, channel_base=resolution * 8, channel_max=32
+    )
     kwargs.update(overrides)
     return NetworkConfig(**kwargs)
 
@@ -54,8 +56,7 @@ def test_generator_and_discriminator_shapes(resolution, batch):
 def test_paper_config_parameter_counts():
     # LAFITE at 256x256: channel_base 32768, channel_max 512, z = w = 512, 8 mapping layers, f = 512.
     # Measured: G 44,997,026 and D 29,126,785 parameters.
-    cfg = NetworkConfig(resolution=256, channel_base=32768, channel_max=512, z_dim=512, w_dim=512,
-                        mapping_layers=8)
+    cfg = NetworkConfig(resolution=256, channel_base=32768, channel_max=512, z_dim=512, w_dim=512, mapping_layers=8)
     with torch.device("meta"):
         G, D = Generator(cfg, 512), Discriminator(cfg, 512)
     assert abs(n_params(G) - 45.0e6) < 0.03 * 45.0e6
@@ -233,8 +234,10 @@ def test_mixed_precision_bf16_on_cpu_is_close_to_fp32():
 
     # The 2 highest resolutions (16, 32) run in bf16; lower ones stay fp32.
     dtypes = {}
-    hooks = [block.conv1.register_forward_hook(lambda m, i, o, r=block.resolution: dtypes.update({r: o.dtype}))
-             for block in G.synthesis_network.blocks]
+    hooks = [
+        block.conv1.register_forward_hook(lambda m, i, o, r=block.resolution: dtypes.update({r: o.dtype}))
+        for block in G.synthesis_network.blocks
+    ]
     G.set_mixed_precision(True)
     D.set_mixed_precision(True)
     img16 = G(z, c, noise_mode="const")

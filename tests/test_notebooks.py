@@ -1,5 +1,6 @@
 """Every committed notebook: clean (no outputs), a python3 kernel, and one `parameters` cell that
 holds a `params` path and commented examples only, so its config is the dataclass defaults."""
+
 from __future__ import annotations
 
 import json
@@ -12,6 +13,8 @@ from lafite_core.params import from_namespace
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+
+
 def test_all_six_notebooks_are_checked():
     assert [p.stem[:2] for p in NOTEBOOKS] == ["00", "01", "02", "03", "04", "05"]
 

@@ -1,5 +1,6 @@
 """Notebooks 00 (pre-train the encoder) and 01 (embed a dataset): a papermill run of both at a
 tiny preset (their committed form: test_notebooks.py)."""
+
 from __future__ import annotations
 
 import json
@@ -19,9 +20,12 @@ def test_notebooks_pretrain_then_embed_at_a_tiny_preset(tmp_path):
     papermill = pytest.importorskip("papermill")
     pretrain_out = tmp_path / "pretrain"
     papermill.execute_notebook(
-        str(REPO / "notebooks" / "00_pretrain_encoder.ipynb"), str(tmp_path / "00.ipynb"),
+        str(REPO / "notebooks" / "00_pretrain_encoder.ipynb"),
+        str(tmp_path / "00.ipynb"),
         parameters=dict(steps=20, batch_size=16, warmup_steps=2, eval_images=40, output_dir=str(pretrain_out)),
-        kernel_name="python3", cwd=str(REPO), progress_bar=False,
+        kernel_name="python3",
+        cwd=str(REPO),
+        progress_bar=False,
     )
     metrics = json.loads((pretrain_out / "metrics.json").read_text())
     for key in ("given_others/shape", "best_caption/colour", "class_prompt/position", "matching_cosine"):
@@ -30,13 +34,30 @@ def test_notebooks_pretrain_then_embed_at_a_tiny_preset(tmp_path):
     weights = pretrain_out / "lafite-tiny-shapes.safetensors"
     assert metrics["weights_sha256"] == file_sha256(weights)
 
-    data = {"kind": "shapes", "root": None, "resolution": 32, "size": 200, "seed": 0, "split": "train", "skip_bad": False}
+    data = {
+        "kind": "shapes",
+        "root": None,
+        "resolution": 32,
+        "size": 200,
+        "seed": 0,
+        "split": "train",
+        "skip_bad": False,
+    }
     embed_out, cache_dir = tmp_path / "embed", tmp_path / "cache"
     papermill.execute_notebook(
-        str(REPO / "notebooks" / "01_embed.ipynb"), str(tmp_path / "01.ipynb"),
-        parameters=dict(data=data, encoder={"name": "lafite-tiny", "pretrained": str(weights)},
-                        cache_dir=str(cache_dir), batch_size=64, shard_size=128, output_dir=str(embed_out)),
-        kernel_name="python3", cwd=str(REPO), progress_bar=False,
+        str(REPO / "notebooks" / "01_embed.ipynb"),
+        str(tmp_path / "01.ipynb"),
+        parameters=dict(
+            data=data,
+            encoder={"name": "lafite-tiny", "pretrained": str(weights)},
+            cache_dir=str(cache_dir),
+            batch_size=64,
+            shard_size=128,
+            output_dir=str(embed_out),
+        ),
+        kernel_name="python3",
+        cwd=str(REPO),
+        progress_bar=False,
     )
     shapes = ShapesDataset(resolution=32, size=200, seed=0, split="train")
     cache = load_cache(cache_dir, dataset_fingerprint=shapes.fingerprint())

@@ -1,4 +1,5 @@
 """StyleGAN2 building blocks: resampling, equalised-lr layers, modulated conv, precision helper."""
+
 import math
 
 import pytest

@@ -1,5 +1,6 @@
 """Every shipped params file matches the schema of what it drives: a typo in a key or a wrong
 type in params/ fails here, not an hour into a sweep."""
+
 import re
 from pathlib import Path
 
@@ -39,8 +40,9 @@ def test_a_section_given_in_part_is_merged_over_the_parents_default(tmp_path):
     assert train.network == config.NetworkConfig(**{**config.to_dict(default.network), "z_dim": 32})
     assert train.network.channel_base != config.NetworkConfig().channel_base  # the parent's, not the class's
     assert train.data == config.DataConfig(size=64)
-    demo = config.from_dict(config.DemoConfig, {"train": {"loss": {"r1_gamma": 2.0}},
-                                                "evaluate": {"data": {"size": 10}}})
+    demo = config.from_dict(
+        config.DemoConfig, {"train": {"loss": {"r1_gamma": 2.0}}, "evaluate": {"data": {"size": 10}}}
+    )
     assert demo.train.loss == config.LossConfig(**{**config.to_dict(default.loss), "r1_gamma": 2.0})
     assert demo.evaluate.data == config.DataConfig(**{**config.to_dict(config.EvalConfig().data), "size": 10})
     with pytest.raises(ValueError, match="p.yaml: unknown parameter network.'z_dimm'"):

@@ -1,5 +1,6 @@
 """Pseudo text features: norms, the noise levels the paper's formulas predict, the official/paper
 equivalence, shared noise, the learned net's training objective, weights files and the registry."""
+
 import math
 
 import pytest
@@ -116,10 +117,12 @@ def test_shared_noise_direction_is_exactly_the_noise_at_alpha_one():
 def test_generator_makes_draws_reproducible():
     p = build_perturbation(PerturbationConfig(kind="gaussian"), 32)
     h = features(4, 32)
-    torch.testing.assert_close(p(h, generator=torch.Generator().manual_seed(9)),
-                               p(h, generator=torch.Generator().manual_seed(9)))
-    assert not torch.allclose(p(h, generator=torch.Generator().manual_seed(9)),
-                              p(h, generator=torch.Generator().manual_seed(10)))
+    torch.testing.assert_close(
+        p(h, generator=torch.Generator().manual_seed(9)), p(h, generator=torch.Generator().manual_seed(9))
+    )
+    assert not torch.allclose(
+        p(h, generator=torch.Generator().manual_seed(9)), p(h, generator=torch.Generator().manual_seed(10))
+    )
 
 
 def test_registry_lists_kinds_and_rejects_unknown():
@@ -142,7 +145,12 @@ def test_learned_net_has_the_official_shape():
     p = LearnedPerturbation(feature_dim=48, hidden_dim=1024)
     for head in (p.mu, p.log_std):
         linears = [m for m in head if isinstance(m, torch.nn.Linear)]
-        assert [(m.in_features, m.out_features) for m in linears] == [(48, 1024), (1024, 1024), (1024, 1024), (1024, 48)]
+        assert [(m.in_features, m.out_features) for m in linears] == [
+            (48, 1024),
+            (1024, 1024),
+            (1024, 1024),
+            (1024, 48),
+        ]
 
 
 def synthetic_pairs(n=1024, d=32, seed=0):
@@ -186,8 +194,9 @@ def test_kl_term_keeps_the_noise_from_collapsing(one_thread):
     for kl_weight in (0.0, 0.2):
         torch.manual_seed(0)
         module = LearnedPerturbation(32, hidden_dim=64)
-        train_learned_perturbation(module, image, text, steps=100, batch_size=64, lr=3e-3,
-                                   kl_weight=kl_weight, progress=False)
+        train_learned_perturbation(
+            module, image, text, steps=100, batch_size=64, lr=3e-3, kl_weight=kl_weight, progress=False
+        )
         spreads[kl_weight] = evaluate(module, image[:256], text[:256])["spread"]
     assert spreads[0.2] > 0.03
     assert spreads[0.0] < spreads[0.2] / 3
@@ -206,8 +215,9 @@ def test_learned_weights_round_trip(tmp_path, suffix):
     assert loaded.hidden_dim == 32
     assert all(not p.requires_grad for p in loaded.parameters())
     h = features(5, 16)
-    torch.testing.assert_close(loaded(h, generator=torch.Generator().manual_seed(1)),
-                               module(h, generator=torch.Generator().manual_seed(1)))
+    torch.testing.assert_close(
+        loaded(h, generator=torch.Generator().manual_seed(1)), module(h, generator=torch.Generator().manual_seed(1))
+    )
     with pytest.raises(ValueError, match="16-d features; the encoder gives 24-d"):
         build_perturbation(PerturbationConfig(kind="learned", learned_weights=str(path)), 24)
 

@@ -1,6 +1,7 @@
 """Readers on small fixtures written in each dataset's real on-disk format, image
 conversion (grey, RGBA, centre crop), and every bad-input case: a clear error naming the
 file, or (skip_bad=True) a skip listed in ds.skipped."""
+
 import gzip
 import json
 import pickle
@@ -264,15 +265,28 @@ def test_cub_bad_inputs(tmp_path):
 
 
 def narrative(image_id: str, caption: str) -> str:
-    return json.dumps({"dataset_id": "mscoco_train2017", "image_id": image_id, "annotator_id": 93,
-                       "caption": caption, "timed_caption": [], "traces": [], "voice_recording": "coco_train/x.ogg"})
+    return json.dumps(
+        {
+            "dataset_id": "mscoco_train2017",
+            "image_id": image_id,
+            "annotator_id": 93,
+            "caption": caption,
+            "timed_caption": [],
+            "traces": [],
+            "voice_recording": "coco_train/x.ogg",
+        }
+    )
 
 
 def make_ln_coco(root: Path) -> Path:
-    write_lines(root / "annotations" / "coco_train_localized_narratives-00000-of-00002.jsonl",
-                [narrative("139", "In this image we can see a table."), narrative("285", "This is a bear.")])
-    write_lines(root / "annotations" / "coco_train_localized_narratives-00001-of-00002.jsonl",
-                [narrative("139", "There is a  room with chairs.")])
+    write_lines(
+        root / "annotations" / "coco_train_localized_narratives-00000-of-00002.jsonl",
+        [narrative("139", "In this image we can see a table."), narrative("285", "This is a bear.")],
+    )
+    write_lines(
+        root / "annotations" / "coco_train_localized_narratives-00001-of-00002.jsonl",
+        [narrative("139", "There is a  room with chairs.")],
+    )
     solid(root / "train2017" / "000000000139.jpg", RED, fmt="JPEG")
     solid(root / "train2017" / "000000000285.jpg", GREEN, fmt="JPEG")
     return root

@@ -1,5 +1,6 @@
 """Params files, sweep expansion, validation before a kernel starts, parallel execution with one
 failing run, skipping finished runs, and collection into a table."""
+
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +44,9 @@ def test_params_extends_and_deep_merge(tmp_path):
     assert load_params(tmp_path / "child.yaml") == {"a": 1, "net": {"res": 64, "z": 64}, "b": "x"}
     (tmp_path / "nested.yaml").write_text("train: {extends: child.yaml, a: 2}\nout: o\n")
     assert load_params(tmp_path / "nested.yaml") == {
-        "train": {"a": 2, "net": {"res": 64, "z": 64}, "b": "x"}, "out": "o"}
+        "train": {"a": 2, "net": {"res": 64, "z": 64}, "b": "x"},
+        "out": "o",
+    }
     with pytest.raises(FileNotFoundError, match="nope.yaml"):
         load_params(tmp_path / "nope.yaml")
 
@@ -105,7 +108,8 @@ def test_collect_lists_runs_in_sweep_order_and_plots_cases_with_different_keys(t
     nb = write_echo_notebook(tmp_path / "echo.ipynb")
     (tmp_path / "s.yaml").write_text(
         f"notebook: {nb}\nname: abl\nparams: {{}}\ncases:\n"
-        "  - {name: zeta, kind: none}\n  - {name: alpha, kind: gaussian, xi: 0.5}\n  - {name: mid, kind: official}\n")
+        "  - {name: zeta, kind: none}\n  - {name: alpha, kind: gaussian, xi: 0.5}\n  - {name: mid, kind: official}\n"
+    )
     specs = runner.expand_sweep(tmp_path / "s.yaml")
     assert [s.order for s in specs] == [0, 1, 2]
     results = tmp_path / "results"
@@ -123,7 +127,10 @@ def test_collect_lists_runs_in_sweep_order_and_plots_cases_with_different_keys(t
 
 def test_one_worker_per_gpu_each_seeing_only_its_own():
     assert runner.worker_envs(None, gpus=["0", "1", "3"]) == [
-        {"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}, {"CUDA_VISIBLE_DEVICES": "3"}]
+        {"CUDA_VISIBLE_DEVICES": "0"},
+        {"CUDA_VISIBLE_DEVICES": "1"},
+        {"CUDA_VISIBLE_DEVICES": "3"},
+    ]
     assert runner.worker_envs(2, gpus=["0", "1", "3"]) == [{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}]
     assert runner.worker_envs(2, gpus=[], cores=8) == [{"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "4"}] * 2
     assert runner.worker_envs(3, gpus=[], cores=2) == [{"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}] * 3

@@ -1,6 +1,7 @@
 """notebooks/05_sample.ipynb and its widgets: the committed form, a papermill run with a prompt
 parameter that saves a grid, and the UI's callbacks driven from Python (no browser; see
 test_browser.py for the real one)."""
+
 from __future__ import annotations
 
 import io
@@ -37,10 +38,20 @@ def test_papermill_run_with_a_prompt_saves_a_grid(runs, tmp_path):
     papermill = pytest.importorskip("papermill")
     out = tmp_path / "samples"
     papermill.execute_notebook(
-        str(NOTEBOOK), str(tmp_path / "05.ipynb"),
-        parameters=dict(checkpoint=str(runs / "tiny-run"), prompts=["a red star", "a blue square"], n=3, seed=4,
-                        scale=2, runs_dir=str(runs), out_dir=str(out)),
-        kernel_name="python3", cwd=str(REPO), progress_bar=False,
+        str(NOTEBOOK),
+        str(tmp_path / "05.ipynb"),
+        parameters=dict(
+            checkpoint=str(runs / "tiny-run"),
+            prompts=["a red star", "a blue square"],
+            n=3,
+            seed=4,
+            scale=2,
+            runs_dir=str(runs),
+            out_dir=str(out),
+        ),
+        kernel_name="python3",
+        cwd=str(REPO),
+        progress_bar=False,
     )
     grid = Image.open(out / "grid.png")
     resolution = json.loads((out / "metrics.json").read_text())["resolution"]

@@ -2,6 +2,7 @@
 interpolation, grids, and the errors a user meets. A small untrained generator with a randomly
 initialised (but saved, so identifiable) tiny encoder stands in for a trained one; the shipped demo
 generator is checked separately."""
+
 from __future__ import annotations
 
 import json
@@ -42,14 +43,24 @@ def make_run(folder: Path, encoder_seed: int = 0, nimg: int = 64) -> tuple[Path,
     save_file({k: v.contiguous() for k, v in encoder.model.state_dict().items()}, str(weights))
     encoder = load_encoder(EncoderConfig(name="lafite-tiny", pretrained=str(weights)))
     network = NetworkConfig(**NETWORK, feature_dim=encoder.feature_dim)
-    cfg = TrainConfig(encoder=EncoderConfig(name="lafite-tiny", pretrained=str(weights)), network=network,
-                      data=DataConfig(resolution=32), run_dir=str(folder))
+    cfg = TrainConfig(
+        encoder=EncoderConfig(name="lafite-tiny", pretrained=str(weights)),
+        network=network,
+        data=DataConfig(resolution=32),
+        run_dir=str(folder),
+    )
     torch.manual_seed(1)
     G = Generator(network, encoder.feature_dim)
     with torch.no_grad():  # a non-zero w_avg, so truncation has somewhere to pull to
         G.mapping_network.w_avg.normal_()
-    state = {"config": ckpt.to_json_string(to_dict(cfg)), "encoder_identity": ckpt.to_json_string(encoder.identity()),
-             "G": ckpt.module_state(G), "G_ema": ckpt.module_state(G), "step": 4, "nimg": nimg}
+    state = {
+        "config": ckpt.to_json_string(to_dict(cfg)),
+        "encoder_identity": ckpt.to_json_string(encoder.identity()),
+        "G": ckpt.module_state(G),
+        "G_ema": ckpt.module_state(G),
+        "step": 4,
+        "nimg": nimg,
+    }
     ckpt.save_checkpoint(state, folder / "checkpoints", nimg)
     return folder, weights
 
@@ -105,8 +116,9 @@ def test_latents_are_one_generator_per_seed():
 def test_truncation_psi_zero_gives_the_average_w_for_every_seed(sampler):
     images = sampler.generate("a red circle", n=3, seed=0, psi=0.0)
     torch.testing.assert_close(images[0], images[1]), torch.testing.assert_close(images[0], images[2])
-    assert not torch.allclose(sampler.generate("a red circle", n=2, psi=1.0)[0],
-                              sampler.generate("a red circle", n=2, psi=1.0)[1])
+    assert not torch.allclose(
+        sampler.generate("a red circle", n=2, psi=1.0)[0], sampler.generate("a red circle", n=2, psi=1.0)[1]
+    )
     with pytest.raises(ValueError, match="psi"):
         sampler.generate("a red circle", psi=float("nan"))
 
@@ -165,6 +177,7 @@ def test_clear_errors(run, sampler, tmp_path):
         Sampler.load(empty_run)
     not_a_generator = tmp_path / "weights.safetensors"
     from safetensors.torch import save_file
+
     save_file({"x": torch.zeros(2)}, str(not_a_generator))
     with pytest.raises(ValueError, match=GENERATOR_FORMAT):
         Sampler.load(not_a_generator)
@@ -200,18 +213,26 @@ def test_available_generators_lists_shipped_then_runs(run, tmp_path):
     runner_run = tmp_path / "02_train-abc" / "out"  # where the runner's training writes
     (runner_run / "checkpoints").mkdir(parents=True)
     import shutil
+
     shutil.copy(ckpt.latest_checkpoint(run / "checkpoints"), runner_run / "checkpoints")
     (tmp_path / "empty-run" / "checkpoints").mkdir(parents=True)
     assert {k: v for k, v in available_generators(tmp_path).items() if k.startswith("run:")} == {
-        "run: 02_train-abc": str(runner_run)}
+        "run: 02_train-abc": str(runner_run)
+    }
     shipped = [label for label in found if label.startswith("shipped:")]
     assert shipped == (["shipped: demo-generator"] if DEMO_GENERATOR.is_file() else [])
     assert list(found).index(f"run: {run.name}") == len(shipped)
 
 
 def test_sample_from_config_writes_grid_and_summary(run, tmp_path):
-    cfg = SampleConfig(checkpoint=str(run), prompts=["a red circle", "a blue square"], n=3, seed=2,
-                       scale=2, out_dir=str(tmp_path / "out"))
+    cfg = SampleConfig(
+        checkpoint=str(run),
+        prompts=["a red circle", "a blue square"],
+        n=3,
+        seed=2,
+        scale=2,
+        out_dir=str(tmp_path / "out"),
+    )
     summary = sample_from_config(cfg)
     grid = Image.open(summary["grid"])
     assert grid.width == 3 * 64 and grid.height > 2 * 64  # two rows plus caption bands

@@ -1,5 +1,6 @@
 """Captioned Shapes: determinism, distinctness, the zero-shot split, captions, and pixels
 that actually show the attributes the captions name."""
+
 import hashlib
 
 import numpy as np
@@ -139,8 +140,12 @@ def test_metadata_documents_split():
 def test_fingerprint_stable_and_sensitive():
     fp = ShapesDataset(32, size=100).fingerprint()
     assert fp == ShapesDataset(32, size=100).fingerprint()
-    for changed in (ShapesDataset(64, size=100), ShapesDataset(32, size=101), ShapesDataset(32, size=100, seed=1),
-                    ShapesDataset(32, size=100, split="test")):
+    for changed in (
+        ShapesDataset(64, size=100),
+        ShapesDataset(32, size=101),
+        ShapesDataset(32, size=100, seed=1),
+        ShapesDataset(32, size=100, split="test"),
+    ):
         assert changed.fingerprint() != fp
 
 
@@ -170,7 +175,7 @@ def test_shapes_are_different_outlines():
     masks = {s: np.any(render(_attrs(shape=s, size="large"), 64) != 0, axis=-1) for s in shapes.SHAPES}
     names = list(masks)
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             assert (masks[a] ^ masks[b]).sum() > 40, (a, b)
 
 
@@ -221,7 +226,7 @@ def test_coverage_counts_agree_with_a_point_by_point_count(shape):
             expected[i // supersample, j // supersample] += hit
     assert counts.shape == (pixels, pixels)
     np.testing.assert_array_equal(counts, expected)
-    assert 0 < counts.sum() < (pixels * supersample) ** 2 and counts.max() == supersample ** 2
+    assert 0 < counts.sum() < (pixels * supersample) ** 2 and counts.max() == supersample**2
 
 
 def test_a_batch_renders_and_reads_as_its_items_one_by_one():
@@ -243,8 +248,11 @@ def test_memoised_coverage_gives_the_pixels_of_a_fresh_render(monkeypatch):
     numbers = [data._number(i) for i in range(400)]
     attributes = shapes.tuples_attributes(numbers)
     # the same geometry in every colour on both backgrounds: one memo entry read 16 times
-    recoloured = [{**attributes[0], "colour": colour, "background": background}
-                  for colour in shapes.COLOURS for background in shapes.BACKGROUNDS]
+    recoloured = [
+        {**attributes[0], "colour": colour, "background": background}
+        for colour in shapes.COLOURS
+        for background in shapes.BACKGROUNDS
+    ]
     batch = attributes + recoloured
 
     shapes.clear_coverage_memo()
@@ -256,7 +264,7 @@ def test_memoised_coverage_gives_the_pixels_of_a_fresh_render(monkeypatch):
         shapes.clear_coverage_memo()
         one_by_one.append(render(a, 32))
     np.testing.assert_array_equal(first, np.stack(one_by_one))
-    for a, image in zip(recoloured, first[len(attributes):]):  # each shows its own colours
+    for a, image in zip(recoloured, first[len(attributes) :]):  # each shows its own colours
         assert (image == shapes.COLOURS[a["colour"]]).all(axis=-1).any()
         assert tuple(image[0, 0]) == shapes.BACKGROUNDS[a["background"]]
 

@@ -1,4 +1,5 @@
 """The training loop on the deterministic CPU path, with a tiny in-memory dataset (training_fixtures)."""
+
 import json
 import math
 import os
@@ -67,8 +68,9 @@ def test_run_folder_holds_config_stats_grids_and_checkpoints(uninterrupted):
 
 def test_checkpoint_holds_the_full_state(uninterrupted, tmp_path):
     state = load_checkpoint(uninterrupted.last_checkpoint)
-    assert {"G", "D", "G_ema", "perturbation", "G_opt", "D_opt", "pl_mean", "rng", "config",
-            "encoder_identity"} <= set(state)
+    assert {"G", "D", "G_ema", "perturbation", "G_opt", "D_opt", "pl_mean", "rng", "config", "encoder_identity"} <= set(
+        state
+    )
     assert (state["step"], state["nimg"], state["tick"]) == (4, 16, 2)
     assert json.loads(state["config"])["network"]["feature_dim"] == FEATURE_DIM
     assert json.loads(state["encoder_identity"])["name"] == "lafite-tiny"
@@ -120,7 +122,9 @@ def test_killed_while_writing_a_checkpoint_resumes_from_the_last_complete_one(tm
         training.train(tiny_config({str(tmp_path)!r}, total_kimg=0.008, tick_kimg=0.004), TinyImageTextSet())
         """
     )
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
     try:
         line = proc.stdout.readline().strip()
         assert line == "WRITING", f"training subprocess ended early (exit {proc.poll()})"
@@ -152,7 +156,9 @@ def test_load_generator_rebuilds_g_ema_from_the_checkpoint(uninterrupted):
     assert info["nimg"] == 16 and info["encoder_identity"]["name"] == "lafite-tiny"
     state = load_checkpoint(uninterrupted.last_checkpoint)
     assert all(torch.equal(v, state["G_ema"][k]) for k, v in G.state_dict().items())
-    img = G(torch.randn(2, G.z_dim), torch.nn.functional.normalize(torch.randn(2, FEATURE_DIM), dim=1), noise_mode="const")
+    img = G(
+        torch.randn(2, G.z_dim), torch.nn.functional.normalize(torch.randn(2, FEATURE_DIM), dim=1), noise_mode="const"
+    )
     assert img.shape == (2, 3, 32, 32) and torch.isfinite(img).all()
 
 
@@ -238,8 +244,10 @@ def test_checkpoint_of_another_encoder_or_network_is_refused(uninterrupted, tmp_
         Trainer(tiny_config(tmp_path / "a", fine_tune_from=str(foreign)), TinyImageTextSet())
     wider = NetworkConfig(resolution=32, z_dim=32, w_dim=32, mapping_layers=2, channel_base=1024, channel_max=64)
     with pytest.raises(ValueError, match="does not fit parameter network"):
-        Trainer(tiny_config(tmp_path / "b", network=wider, fine_tune_from=str(uninterrupted.last_checkpoint)),
-                TinyImageTextSet())
+        Trainer(
+            tiny_config(tmp_path / "b", network=wider, fine_tune_from=str(uninterrupted.last_checkpoint)),
+            TinyImageTextSet(),
+        )
 
 
 # ----------------------------------------------------------------------------- settings
@@ -255,8 +263,11 @@ class _Shift(torch.nn.Module):
 def test_mixed_setting_picks_pseudo_features_with_probability_p():
     torch.manual_seed(0)
     n = 4000
-    batch = {"image_feature": torch.zeros(n, 3), "caption_feature": torch.zeros(n, 3),
-             "has_caption": torch.arange(n) % 4 != 0}
+    batch = {
+        "image_feature": torch.zeros(n, 3),
+        "caption_feature": torch.zeros(n, 3),
+        "has_caption": torch.arange(n) % 4 != 0,
+    }
     c = mixed_conditions(batch, _Shift(), 0.3)
     pseudo = c[:, 0] > 0
     assert pseudo[~batch["has_caption"]].all()  # uncaptioned images always take the pseudo feature
@@ -265,7 +276,11 @@ def test_mixed_setting_picks_pseudo_features_with_probability_p():
 
 
 def test_standard_setting_uses_caption_features_and_requires_captions():
-    batch = {"image_feature": torch.zeros(2, 3), "caption_feature": torch.ones(2, 3), "has_caption": torch.tensor([True, True])}
+    batch = {
+        "image_feature": torch.zeros(2, 3),
+        "caption_feature": torch.ones(2, 3),
+        "has_caption": torch.tensor([True, True]),
+    }
     c = standard_conditions(batch, _Shift(), 0.5)
     assert torch.equal(c, torch.tensor([[-9.0, 1, 1], [-9.0, 1, 1]]))
     batch["has_caption"] = torch.tensor([True, False])
@@ -274,8 +289,14 @@ def test_standard_setting_uses_caption_features_and_requires_captions():
 
 
 def test_mixed_run_with_diffaugment_and_a_learned_perturbation_trained_first(tmp_path):
-    cfg = tiny_config(tmp_path, setting="mixed", mixing_prob=0.5, diffaugment=["color", "translation", "cutout"],
-                      perturbation=PerturbationConfig(kind="learned"), total_kimg=0.004)
+    cfg = tiny_config(
+        tmp_path,
+        setting="mixed",
+        mixing_prob=0.5,
+        diffaugment=["color", "translation", "cutout"],
+        perturbation=PerturbationConfig(kind="learned"),
+        total_kimg=0.004,
+    )
     result = train(cfg, TinyImageTextSet(captioned_every=2))
     assert result.step == 1 and all(math.isfinite(v) for v in result.stats[-1].values() if isinstance(v, float))
     history = [json.loads(line) for line in (tmp_path / "learned_perturbation.jsonl").read_text().splitlines()]
@@ -286,8 +307,15 @@ def test_mixed_run_with_diffaugment_and_a_learned_perturbation_trained_first(tmp
 
     trained = load_file(str(tmp_path / "learned_perturbation.safetensors"))  # the fitted net travels with the run
     assert all(torch.equal(state["perturbation"][k], v) for k, v in trained.items())
-    resumed = Trainer(tiny_config(tmp_path, setting="mixed", perturbation=PerturbationConfig(kind="learned"),
-                                  diffaugment=["color", "translation", "cutout"]), TinyImageTextSet(captioned_every=2))
+    resumed = Trainer(
+        tiny_config(
+            tmp_path,
+            setting="mixed",
+            perturbation=PerturbationConfig(kind="learned"),
+            diffaugment=["color", "translation", "cutout"],
+        ),
+        TinyImageTextSet(captioned_every=2),
+    )
     assert torch.equal(resumed.perturbation.state_dict()["mu.0.weight"], state["perturbation"]["mu.0.weight"])
     resumed.close()
 
@@ -298,8 +326,14 @@ def test_trains_from_a_feature_cache_and_refuses_one_of_another_dataset(tmp_path
     from lafite_core.encoders import load_encoder
 
     data = DataConfig(kind="shapes", resolution=32, size=24)
-    cfg = tiny_config(tmp_path / "run", data=data, cache=str(tmp_path / "cache"), setting="standard",
-                      perturbation=PerturbationConfig(kind="learned"), total_kimg=0.004)
+    cfg = tiny_config(
+        tmp_path / "run",
+        data=data,
+        cache=str(tmp_path / "cache"),
+        setting="standard",
+        perturbation=PerturbationConfig(kind="learned"),
+        total_kimg=0.004,
+    )
     build_cache(dataset_from_config(data), load_encoder(cfg.encoder), cfg.cache, batch_size=24, progress=False)
     result = train(cfg)  # learned perturbation fitted on the cache's 24 x 6 caption pairs, then 1 step
     assert result.step == 1 and (tmp_path / "run" / "learned_perturbation.safetensors").is_file()
@@ -316,12 +350,23 @@ def test_notebook_runs_the_tiny_preset(tmp_path):
     from lafite_core.encoders import load_encoder
 
     params = load_params(REPO / "params" / "train_tiny.yaml")
-    params.update(encoder={"name": "lafite-tiny", "pretrained": None}, cache=str(tmp_path / "cache"),
-                  run_dir=str(tmp_path / "run"), data={**params["data"], "size": 24}, total_kimg=0.004)
+    params.update(
+        encoder={"name": "lafite-tiny", "pretrained": None},
+        cache=str(tmp_path / "cache"),
+        run_dir=str(tmp_path / "run"),
+        data={**params["data"], "size": 24},
+        total_kimg=0.004,
+    )
     cfg = from_dict(TrainConfig, params)
     build_cache(dataset_from_config(cfg.data), load_encoder(cfg.encoder), cfg.cache, batch_size=24, progress=False)
-    papermill.execute_notebook(str(REPO / "notebooks" / "02_train.ipynb"), str(tmp_path / "out.ipynb"),
-                               parameters=params, kernel_name="python3", cwd=str(REPO), progress_bar=False)
+    papermill.execute_notebook(
+        str(REPO / "notebooks" / "02_train.ipynb"),
+        str(tmp_path / "out.ipynb"),
+        parameters=params,
+        kernel_name="python3",
+        cwd=str(REPO),
+        progress_bar=False,
+    )
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["kimg"] == 0.004 and metrics["steps"] == 1 and metrics["setting"] == "language_free"
     assert len(read_stats(tmp_path / "run")) == 1
@@ -329,9 +374,19 @@ def test_notebook_runs_the_tiny_preset(tmp_path):
 
 def test_mixed_precision_runs_on_cpu_in_bfloat16(tmp_path):
     """The CPU stand-in for CUDA fp16: the two highest resolutions under bf16 autocast."""
-    network = NetworkConfig(resolution=32, z_dim=32, w_dim=32, mapping_layers=2, channel_base=512, channel_max=32,
-                            num_fp16_res=2, conv_clamp=256.0)
-    trainer = Trainer(tiny_config(tmp_path, network=network, mixed_precision=True, total_kimg=0.004), TinyImageTextSet())
+    network = NetworkConfig(
+        resolution=32,
+        z_dim=32,
+        w_dim=32,
+        mapping_layers=2,
+        channel_base=512,
+        channel_max=32,
+        num_fp16_res=2,
+        conv_clamp=256.0,
+    )
+    trainer = Trainer(
+        tiny_config(tmp_path, network=network, mixed_precision=True, total_kimg=0.004), TinyImageTextSet()
+    )
     low = [b.resolution for b in trainer.G.synthesis_network.blocks if b.use_autocast]
     assert low == [16, 32] and not any(b.use_autocast for b in trainer.G_ema.synthesis_network.blocks)
     result = trainer.run()
@@ -365,7 +420,7 @@ def test_sampler_stream_is_resumable_and_split_between_processes():
     assert sorted(full[:10]) == list(range(10)) and sorted(full[10:20]) == list(range(10))
     assert stream(0, 1, 18, 5, per_process=6) == full[18:]  # resumed after 3 steps
     r0, r1 = stream(0, 2, 0, 8), stream(1, 2, 0, 8)
-    interleaved = [i for s in range(8) for i in r0[3 * s:3 * s + 3] + r1[3 * s:3 * s + 3]]
+    interleaved = [i for s in range(8) for i in r0[3 * s : 3 * s + 3] + r1[3 * s : 3 * s + 3]]
     assert interleaved == full
 
 
@@ -373,7 +428,9 @@ def test_progress_grid_is_deterministic_and_leaves_the_rng_alone():
     from lafite_core.networks import Generator
 
     torch.manual_seed(0)
-    G = Generator(NetworkConfig(resolution=32, z_dim=16, w_dim=16, mapping_layers=1, channel_base=256, channel_max=16), 8)
+    G = Generator(
+        NetworkConfig(resolution=32, z_dim=16, w_dim=16, mapping_layers=1, channel_base=256, channel_max=16), 8
+    )
     z = seed_latents([3, 4], 16)
     assert torch.equal(z, seed_latents([3, 4], 16))
     c = torch.randn(2, 8)

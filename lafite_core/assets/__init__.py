@@ -9,6 +9,7 @@ for the command, parameters and measured accuracies). It loads like any CLIP wei
 Params files name it by its path in the repository, `lafite_core/assets/lafite-tiny-shapes.safetensors`;
 `resolve_asset` maps that to the installed file when the working directory is elsewhere.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,7 +28,7 @@ def resolve_asset(path: str | None) -> str | None:
     if path is None or Path(path).exists():
         return path
     if Path(path).as_posix().startswith(REPO_PREFIX):
-        shipped = ASSETS_DIR / Path(path).as_posix()[len(REPO_PREFIX):]
+        shipped = ASSETS_DIR / Path(path).as_posix()[len(REPO_PREFIX) :]
         if shipped.exists():
             return str(shipped)
     return path

@@ -8,6 +8,7 @@
 the file listing or the procedural parameters); the embedding cache compares it to detect a
 dataset that changed under it.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -55,7 +56,19 @@ def dataset_from_config(cfg: DataConfig):
 
 
 __all__ = [
-    "DATASETS", "build_dataset", "dataset_from_config", "Item", "ShapesDataset", "FileDataset", "FashionMNIST",
-    "HELDOUT_COMBINATIONS", "caption_for", "load_image", "IMAGE_EXTENSIONS",
-    "ImageReadError", "CaptionReadError", "AnnotationError", "EmptyDatasetError",
+    "DATASETS",
+    "build_dataset",
+    "dataset_from_config",
+    "Item",
+    "ShapesDataset",
+    "FileDataset",
+    "FashionMNIST",
+    "HELDOUT_COMBINATIONS",
+    "caption_for",
+    "load_image",
+    "IMAGE_EXTENSIONS",
+    "ImageReadError",
+    "CaptionReadError",
+    "AnnotationError",
+    "EmptyDatasetError",
 ]

@@ -17,6 +17,7 @@ Work is done in shards of `shard_size` items under `folder/shards/`; a shard's m
 written last, so an interrupted run continues with the first unfinished shard. Loading checks
 the cache against the encoder and dataset asked for and names what differs.
 """
+
 from __future__ import annotations
 
 import csv
@@ -74,8 +75,11 @@ class EmbeddingCache:
 
     def __post_init__(self) -> None:
         # captions are stored grouped by item, in item order: row r owns a contiguous range
-        self._caption_counts = np.bincount(self.caption_item, minlength=len(self.image_features)) \
-            if len(self.caption_item) else np.zeros(len(self.image_features), dtype=np.int64)
+        self._caption_counts = (
+            np.bincount(self.caption_item, minlength=len(self.image_features))
+            if len(self.caption_item)
+            else np.zeros(len(self.image_features), dtype=np.int64)
+        )
         self._caption_starts = np.concatenate([[0], np.cumsum(self._caption_counts)[:-1]]).astype(np.int64)
 
     @property
@@ -91,9 +95,18 @@ class EmbeddingCache:
 
 
 # --------------------------------------------------------------------------------------- build
-def build_cache(dataset, encoder, folder: str | Path, batch_size: int = 256, dtype: str = "float16",
-                shard_size: int = 4096, skip_bad: bool = False, progress: bool = True,
-                on_shard: Callable[[int], None] | None = None, num_workers: int = 0) -> EmbeddingCache:
+def build_cache(
+    dataset,
+    encoder,
+    folder: str | Path,
+    batch_size: int = 256,
+    dtype: str = "float16",
+    shard_size: int = 4096,
+    skip_bad: bool = False,
+    progress: bool = True,
+    on_shard: Callable[[int], None] | None = None,
+    num_workers: int = 0,
+) -> EmbeddingCache:
     """Embed every item of `dataset` with `encoder` into `folder` and return the loaded cache.
 
     A complete cache of the same dataset and encoder is returned as is; an unfinished one is
@@ -125,12 +138,13 @@ def build_cache(dataset, encoder, folder: str | Path, batch_size: int = 256, dty
     todo = [k for k in range(num_shards) if not (shard_dir / f"{k:05d}.json").is_file()]
     bar = tqdm(total=len(dataset), desc="embedding", unit="img", disable=not progress)
     bar.update(len(dataset) - sum(len(shards[k]) for k in todo))
-    batches = [shards[k][i:i + batch_size] for k in todo for i in range(0, len(shards[k]), batch_size)]
+    batches = [shards[k][i : i + batch_size] for k in todo for i in range(0, len(shards[k]), batch_size)]
     embedded = {}  # shards of this run, kept in memory so that the merge need not read them back
     with closing(_read_items(dataset, batches, num_workers)) as items, _cycle_collector_paused():
         for shard in todo:
-            embedded[shard] = _embed_shard(islice(items, len(shards[shard])), encoder, batch_size, dtype, skip_bad,
-                                           shard_dir, shard, bar)
+            embedded[shard] = _embed_shard(
+                islice(items, len(shards[shard])), encoder, batch_size, dtype, skip_bad, shard_dir, shard, bar
+            )
             if on_shard is not None:
                 on_shard(shard)
     bar.close()
@@ -163,8 +177,11 @@ def _new_meta(dataset, encoder, dtype: str, shard_size: int) -> dict:
         "complete": False,
         "encoder": encoder.identity(),
         "preprocessing": preprocessing_of(encoder, dataset),
-        "dataset": {"kind": getattr(dataset, "kind", type(dataset).__name__), "fingerprint": dataset.fingerprint(),
-                    "length": len(dataset)},
+        "dataset": {
+            "kind": getattr(dataset, "kind", type(dataset).__name__),
+            "fingerprint": dataset.fingerprint(),
+            "length": len(dataset),
+        },
         "feature_dim": int(encoder.feature_dim),
         "dtype": dtype,
         "shard_size": shard_size,
@@ -184,8 +201,9 @@ def preprocessing_of(encoder, dataset) -> dict:
     }
 
 
-def _embed_shard(items_read, encoder, batch_size: int, dtype: str, skip_bad: bool,
-                 shard_dir: Path, shard: int, bar) -> tuple[dict, dict]:
+def _embed_shard(
+    items_read, encoder, batch_size: int, dtype: str, skip_bad: bool, shard_dir: Path, shard: int, bar
+) -> tuple[dict, dict]:
     """Embed one shard's (index, item or read error) pairs, save them and return them as
     (arrays, manifest); the shard's manifest (written last) marks it finished."""
     image_chunks, caption_chunks = [], []
@@ -206,8 +224,10 @@ def _embed_shard(items_read, encoder, batch_size: int, dtype: str, skip_bad: boo
         if isinstance(item, ImageReadError):
             err = item
             if not skip_bad:
-                raise ImageReadError(f"item {index} of the dataset: {err} "
-                                     f"(build_cache(..., skip_bad=True) skips it and lists it in report.json)") from err
+                raise ImageReadError(
+                    f"item {index} of the dataset: {err} "
+                    f"(build_cache(..., skip_bad=True) skips it and lists it in report.json)"
+                ) from err
             skipped.append({"index": index, "reason": str(err)})
             bar.update(1)
             continue
@@ -315,8 +335,11 @@ def _merge_shards(folder: Path, num_shards: int, meta: dict, dataset, embedded: 
     _write_index(folder / "index.csv", items)
     listed = [{"path": p, "reason": r} for p, r in getattr(dataset, "skipped", [])]
     _write_json(folder / "report.json", {"skipped_while_embedding": skipped, "skipped_by_dataset": listed})
-    counts = {"items": len(items), "captions": sum(len(it["captions"]) for it in items),
-              "skipped": len(skipped) + len(listed)}
+    counts = {
+        "items": len(items),
+        "captions": sum(len(it["captions"]) for it in items),
+        "skipped": len(skipped) + len(listed),
+    }
     _write_json(folder / "meta.json", {**meta, "complete": True, "counts": counts, "created": time.time()})
     shutil.rmtree(shard_dir)
 
@@ -350,8 +373,9 @@ def _write_json(path: Path, data: dict, indent: int | None = 2) -> None:
 
 
 # ---------------------------------------------------------------------------------------- load
-def load_cache(folder: str | Path, encoder_identity: dict | None = None,
-               dataset_fingerprint: str | None = None) -> EmbeddingCache:
+def load_cache(
+    folder: str | Path, encoder_identity: dict | None = None, dataset_fingerprint: str | None = None
+) -> EmbeddingCache:
     """Open a finished cache; with an encoder identity and/or a dataset fingerprint, refuse a
     cache built from anything else (CacheMismatchError naming the differing fields)."""
     folder = Path(folder)
@@ -364,15 +388,18 @@ def load_cache(folder: str | Path, encoder_identity: dict | None = None,
     if encoder_identity is not None:
         problems += _encoder_differences(meta["encoder"], encoder_identity)
     if dataset_fingerprint is not None and meta["dataset"]["fingerprint"] != dataset_fingerprint:
-        problems.append(f"dataset fingerprint: cache has {meta['dataset']['fingerprint'][:12]}..., "
-                        f"asked for {dataset_fingerprint[:12]}... (the dataset's images, captions or options changed)")
+        problems.append(
+            f"dataset fingerprint: cache has {meta['dataset']['fingerprint'][:12]}..., "
+            f"asked for {dataset_fingerprint[:12]}... (the dataset's images, captions or options changed)"
+        )
     if problems:
         raise CacheMismatchError(f"embedding cache {folder} does not match: " + "; ".join(problems))
     arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in ARRAYS}
     item_ids, paths, captions = _read_index(folder / "index.csv")
     report = json.loads((folder / "report.json").read_text())
-    return EmbeddingCache(folder=folder, meta=meta, item_ids=item_ids, paths=paths, captions=captions,
-                          report=report, **arrays)
+    return EmbeddingCache(
+        folder=folder, meta=meta, item_ids=item_ids, paths=paths, captions=captions, report=report, **arrays
+    )
 
 
 def _read_index(path: Path) -> tuple[list[str], list[str | None], list[str]]:
@@ -380,7 +407,9 @@ def _read_index(path: Path) -> tuple[list[str], list[str | None], list[str]]:
     with open(path, newline="") as f:
         records = csv.reader(f)
         if next(records, None) != INDEX_COLUMNS:
-            raise ValueError(f"{path} is not an index of this cache format (header should be {','.join(INDEX_COLUMNS)})")
+            raise ValueError(
+                f"{path} is not an index of this cache format (header should be {','.join(INDEX_COLUMNS)})"
+            )
         for item_row, item_id, image_path, caption_row, caption in records:
             if int(item_row) == len(item_ids):
                 item_ids.append(item_id)
@@ -398,9 +427,16 @@ def _read_meta(folder: Path) -> dict | None:
 def _encoder_differences(cached: dict, asked: dict) -> list[str]:
     """Weights are compared by hash when both sides have one (a file may move), else by tag."""
     keys = ["name", "feature_dim", "image_size"]
-    keys += ["weights_sha256"] if cached.get("weights_sha256") and asked.get("weights_sha256") else ["pretrained", "weights_sha256"]
-    return [f"encoder {key}: cache has {cached.get(key)!r}, asked for {asked.get(key)!r}"
-            for key in keys if key in asked and cached.get(key) != asked.get(key)]
+    keys += (
+        ["weights_sha256"]
+        if cached.get("weights_sha256") and asked.get("weights_sha256")
+        else ["pretrained", "weights_sha256"]
+    )
+    return [
+        f"encoder {key}: cache has {cached.get(key)!r}, asked for {asked.get(key)!r}"
+        for key in keys
+        if key in asked and cached.get(key) != asked.get(key)
+    ]
 
 
 def _check_same_build(folder: Path, existing: dict, new: dict) -> None:
@@ -412,8 +448,11 @@ def _check_same_build(folder: Path, existing: dict, new: dict) -> None:
         if existing.get(key) != new.get(key):
             problems.append(f"{key}: folder has {existing.get(key)!r}, this build uses {new.get(key)!r}")
     if problems:
-        raise CacheMismatchError(f"{folder} holds a cache of another build: " + "; ".join(problems)
-                                 + ". Use another folder or delete this one.")
+        raise CacheMismatchError(
+            f"{folder} holds a cache of another build: "
+            + "; ".join(problems)
+            + ". Use another folder or delete this one."
+        )
 
 
 # -------------------------------------------------------------------------------- training view
@@ -426,8 +465,10 @@ class CachedImageTextSet(Dataset):
 
     def __init__(self, dataset, cache: EmbeddingCache, xflip: bool = False, check: bool = True):
         if check and dataset.fingerprint() != cache.meta["dataset"]["fingerprint"]:
-            raise CacheMismatchError(f"embedding cache {cache.folder} was built from another dataset "
-                                     f"than the one given (fingerprints differ)")
+            raise CacheMismatchError(
+                f"embedding cache {cache.folder} was built from another dataset "
+                f"than the one given (fingerprints differ)"
+            )
         self.dataset, self.cache, self.xflip = dataset, cache, xflip
 
     def __len__(self) -> int:
@@ -469,9 +510,17 @@ def embed_from_config(cfg, progress: bool = True) -> tuple[EmbeddingCache, dict]
     dataset = dataset_from_config(cfg.data)
     encoder = load_encoder(cfg.encoder)
     start = time.time()
-    cache = build_cache(dataset, encoder, cfg.cache_dir, batch_size=cfg.batch_size, dtype=cfg.dtype,
-                        shard_size=cfg.shard_size, skip_bad=cfg.data.skip_bad, progress=progress,
-                        num_workers=cfg.num_workers)
+    cache = build_cache(
+        dataset,
+        encoder,
+        cfg.cache_dir,
+        batch_size=cfg.batch_size,
+        dtype=cfg.dtype,
+        shard_size=cfg.shard_size,
+        skip_bad=cfg.data.skip_bad,
+        progress=progress,
+        num_workers=cfg.num_workers,
+    )
     seconds = time.time() - start
     cosines = matching_cosines(cache)
     summary = {

@@ -8,6 +8,7 @@ All datasets share these rules so that a model never sees two preprocessing conv
   the StyleGAN2 dataset tool uses;
 - a file that cannot be decoded raises `ImageReadError` naming the file, never a placeholder.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -9,6 +9,7 @@ malformed annotation or an empty folder raises an error that names the file. Wit
 (path, reason); it then also decodes every image once while listing (slower, but a corrupt
 image is found before training starts, not in the middle of it).
 """
+
 from __future__ import annotations
 
 import glob
@@ -328,8 +329,15 @@ def read_ln_coco(
 # Datasets of paired files: <images>/<name>.<ext> + <text>/<name>.txt
 
 
-def _paired_records(names, images: dict[str, Path], image_dir: Path, text_dir: Path, skips: Skips,
-                    attributes_for=lambda name: None, box_for=lambda name: None) -> list[Record]:
+def _paired_records(
+    names,
+    images: dict[str, Path],
+    image_dir: Path,
+    text_dir: Path,
+    skips: Skips,
+    attributes_for=lambda name: None,
+    box_for=lambda name: None,
+) -> list[Record]:
     """Records for names that have both an image (`images`, found under image_dir) and a
     caption file `text_dir/<name>.txt`."""
     records = []
@@ -358,7 +366,8 @@ def _cub_boxes(cub_dir: Path) -> dict[str, tuple[float, float, float, float]]:
             tables[name] = {int(cols[0]): cols[1:] for cols in rows if cols}
         except FileNotFoundError:
             raise FileNotFoundError(
-                f"{path} does not exist (needed for bbox_crop=True; pass bbox_crop=False to centre-crop)") from None
+                f"{path} does not exist (needed for bbox_crop=True; pass bbox_crop=False to centre-crop)"
+            ) from None
         except (ValueError, IndexError) as err:
             raise AnnotationError(f"{path} is not a CUB table of '<id> <values>' lines: {err}") from None
     boxes = {}
@@ -367,7 +376,8 @@ def _cub_boxes(cub_dir: Path) -> dict[str, tuple[float, float, float, float]]:
             x, y, w, h = map(float, tables["bounding_boxes.txt"][image_id])
         except (KeyError, ValueError) as err:
             raise AnnotationError(
-                f"{cub_dir / 'bounding_boxes.txt'}: no valid box for image {image_id} ({err})") from None
+                f"{cub_dir / 'bounding_boxes.txt'}: no valid box for image {image_id} ({err})"
+            ) from None
         r = 0.75 * max(w, h)
         cx, cy = x + w / 2, y + h / 2
         boxes[relative.rsplit(".", 1)[0]] = (cx - r, cy - r, cx + r, cy + r)
@@ -421,10 +431,16 @@ def read_mm_celeba_hq(
     The released folders are also found as `image/images` or `CelebA-HQ-img` and
     `text/celeba-caption`. split "train"/"test" reads `<split>/filenames.pickle`."""
     root = existing_dir(root, "mm_celeba_hq")
-    images_at = root / image_dir if image_dir else first_existing(
-        root, ("images", "image/images", "CelebA-HQ-img", "image"), "MM-CelebA-HQ image")
-    texts_at = root / text_dir if text_dir else first_existing(
-        root, ("text/celeba-caption", "celeba-caption", "text"), "MM-CelebA-HQ caption")
+    images_at = (
+        root / image_dir
+        if image_dir
+        else first_existing(root, ("images", "image/images", "CelebA-HQ-img", "image"), "MM-CelebA-HQ image")
+    )
+    texts_at = (
+        root / text_dir
+        if text_dir
+        else first_existing(root, ("text/celeba-caption", "celeba-caption", "text"), "MM-CelebA-HQ caption")
+    )
     by_id = {p.stem: p for p in list_images(images_at)}
     if split == "all":
         names = sorted(by_id, key=_numeric_first)
@@ -442,7 +458,16 @@ def read_mm_celeba_hq(
 
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"  # Debian package dataset-fashion-mnist
 FASHION_MNIST_CLASSES = (  # label order of the dataset; names as a caption would say them
-    "t-shirt", "pair of trousers", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot",
+    "t-shirt",
+    "pair of trousers",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle boot",
 )
 FASHION_MNIST_TEMPLATES = (
     "a photo of {a} {name}",
@@ -477,7 +502,8 @@ def read_idx(path: Path) -> np.ndarray:
     expected = int(np.prod(dims))
     if len(body) != expected:
         raise AnnotationError(
-            f"{path}: header promises {expected} values of shape {dims}, file holds {len(body)} (truncated?)")
+            f"{path}: header promises {expected} values of shape {dims}, file holds {len(body)} (truncated?)"
+        )
     return np.frombuffer(body, dtype=np.uint8).reshape(dims)
 
 
@@ -502,7 +528,8 @@ class FashionMNIST:
         self.images, self.labels = read_idx(self.files[0]), read_idx(self.files[1])
         if self.images.ndim != 3 or self.labels.ndim != 1 or len(self.images) != len(self.labels):
             raise AnnotationError(
-                f"{self.files[0]} ({self.images.shape}) and {self.files[1]} ({self.labels.shape}) do not pair up")
+                f"{self.files[0]} ({self.images.shape}) and {self.files[1]} ({self.labels.shape}) do not pair up"
+            )
         if len(self.labels) and self.labels.max() >= len(FASHION_MNIST_CLASSES):
             raise AnnotationError(f"{self.files[1]} has label {self.labels.max()}; Fashion-MNIST has 10 classes")
         if not len(self.images):

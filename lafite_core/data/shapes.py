@@ -16,6 +16,7 @@ a 64-bit hash of (seed, tuple number), and each split lists its tuples in hash o
 bits), `train` = the rest. So splits never share an image, no two items of a split are
 the same image, and index i of a split is the same image on every machine.
 """
+
 from __future__ import annotations
 
 import functools
@@ -90,8 +91,7 @@ def _star(points: int = 5, inner: float = 0.45) -> list[tuple[float, float]]:
 
 def _cross(arm: float = 0.32, extent: float = 0.95) -> list[tuple[float, float]]:
     a, e = arm, extent
-    return [(-a, -e), (a, -e), (a, -a), (e, -a), (e, a), (a, a),
-            (a, e), (-a, e), (-a, a), (-e, a), (-e, -a), (-a, -a)]
+    return [(-a, -e), (a, -e), (a, -a), (e, -a), (e, a), (a, a), (a, e), (-a, e), (-a, a), (-e, a), (-e, -a), (-a, -a)]
 
 
 # Outlines in units of the shape's radius (y down). Circle is handled analytically. The
@@ -241,7 +241,7 @@ def tuples_attributes(numbers) -> list[dict]:
     out = []
     for idx in zip(*(c.tolist() for c in columns)):
         attributes = {name: vocabulary[i] for name, vocabulary, i in zip(ATTRIBUTE_NAMES, vocabularies, idx)}
-        dx, dy, scale = idx[len(ATTRIBUTE_NAMES):]
+        dx, dy, scale = idx[len(ATTRIBUTE_NAMES) :]
         attributes["offset"] = (OFFSET_STEPS[dx] * OFFSET_STEP, OFFSET_STEPS[dy] * OFFSET_STEP)
         attributes["scale"] = SCALES[scale]
         out.append(attributes)
@@ -275,7 +275,9 @@ def _polygon_row_spans(columns: np.ndarray, rows: np.ndarray, edges: np.ndarray)
     most = int(np.count_nonzero(crosses, axis=0).max())  # even: a closed outline crosses a row an even number of times
     if most == 2:  # a convex outline: a row's crossings are its leftmost and rightmost (none: both +inf)
         right = np.where(crosses, x_at_row, -np.inf).max(axis=0)
-        crossings = np.stack([np.where(crosses, x_at_row, np.inf).min(axis=0), np.where(np.isfinite(right), right, np.inf)])
+        crossings = np.stack(
+            [np.where(crosses, x_at_row, np.inf).min(axis=0), np.where(np.isfinite(right), right, np.inf)]
+        )
     else:
         crossings = np.sort(np.where(crosses, x_at_row, np.inf), axis=0)[:most]  # a row's crossings first
     first_right = _count_below(columns, crossings.transpose(1, 0, 2)).transpose(1, 0, 2)  # samples left of each
@@ -322,7 +324,7 @@ def _coverage_counts(shape: str, columns: np.ndarray, rows: np.ndarray, supersam
         start, stop = _circle_row_spans(columns, rows)
     else:
         start, stop = _polygon_row_spans(columns, rows, EDGES[shape])
-    index = np.int16 if columns.shape[1] < 2 ** 15 else np.int64  # narrow: numpy does 4x more per instruction
+    index = np.int16 if columns.shape[1] < 2**15 else np.int64  # narrow: numpy does 4x more per instruction
     pixel_edges = np.arange(0, columns.shape[1] + 1, supersample, dtype=index)[:, None, None]  # [w + 1, 1, 1]
     # inside samples left of each pixel edge, per row: over the row's ranges, clip(edge, start, stop) - start
     left_of = np.zeros((len(pixel_edges),) + start.shape[1:], dtype=index)  # [w + 1, B, H]
@@ -336,7 +338,7 @@ def _coverage_counts(shape: str, columns: np.ndarray, rows: np.ndarray, supersam
 @functools.lru_cache(maxsize=8)
 def _blend_tables(supersample: int) -> np.ndarray:
     """[colour, background, covered samples 0..supersample^2, 3] uint8: the blend in float32, rounded."""
-    coverage = np.arange(supersample * supersample + 1, dtype=np.float32)[:, None] / np.float32(supersample ** 2)
+    coverage = np.arange(supersample * supersample + 1, dtype=np.float32)[:, None] / np.float32(supersample**2)
     backs = np.array(list(BACKGROUNDS.values()), dtype=np.float32)[None, :, None, :]
     fronts = np.array(list(COLOURS.values()), dtype=np.float32)[:, None, None, :]
     return np.rint(backs * (1.0 - coverage) + fronts * coverage).astype(np.uint8)
@@ -371,7 +373,7 @@ class _CoverageMemo:
             self.free_bytes -= box[2].nbytes
 
 
-MEMO_BYTES = 64 * 2 ** 20  # per resolution and process: every geometry up to about 170 px (2.4 MB at 32 px)
+MEMO_BYTES = 64 * 2**20  # per resolution and process: every geometry up to about 170 px (2.4 MB at 32 px)
 
 
 @functools.lru_cache(maxsize=4)
@@ -385,15 +387,21 @@ def clear_coverage_memo() -> None:
 
 
 def _geometry(attributes: dict) -> tuple:
-    return (attributes["shape"], attributes["size"], attributes["position"],
-            tuple(attributes.get("offset", (0.0, 0.0))), attributes.get("scale", 1.0))
+    return (
+        attributes["shape"],
+        attributes["size"],
+        attributes["position"],
+        tuple(attributes.get("offset", (0.0, 0.0))),
+        attributes.get("scale", 1.0),
+    )
 
 
 def _coverage_boxes(geometries: list[tuple], resolution: int, supersample: int) -> list[tuple[int, int, np.ndarray]]:
     """(top, left, counts [h, w] uint8) of each geometry's bounding box: how many of a pixel's
     supersample^2 samples the shape covers."""
-    cx, cy = np.array([(POSITIONS[position][0] + dx, POSITIONS[position][1] + dy)
-                       for _, _, position, (dx, dy), _ in geometries]).T
+    cx, cy = np.array(
+        [(POSITIONS[position][0] + dx, POSITIONS[position][1] + dy) for _, _, position, (dx, dy), _ in geometries]
+    ).T
     radius = np.array([SIZES[size] * scale for _, size, _, _, scale in geometries])
     x0, x1, columns = _sample_grid(cx, radius, resolution, supersample)
     y0, y1, rows = _sample_grid(cy, radius, resolution, supersample)
@@ -403,8 +411,10 @@ def _coverage_boxes(geometries: list[tuple], resolution: int, supersample: int) 
         members = np.flatnonzero(kinds == k)
         if len(members):
             counts[members] = _coverage_counts(shape, columns[members], rows[members], supersample)
-    return [(top, left, box[: bottom - top, : right - left].copy())
-            for box, top, left, bottom, right in zip(counts, y0.tolist(), x0.tolist(), y1.tolist(), x1.tolist())]
+    return [
+        (top, left, box[: bottom - top, : right - left].copy())
+        for box, top, left, bottom, right in zip(counts, y0.tolist(), x0.tolist(), y1.tolist(), x1.tolist())
+    ]
 
 
 def render_batch(attributes: list[dict], resolution: int, supersample: int = 4) -> np.ndarray:
@@ -413,7 +423,7 @@ def render_batch(attributes: list[dict], resolution: int, supersample: int = 4) 
     A pixel's colour is one of the few blends of its shape and background colours, chosen by
     how many of its samples the shape covers; those counts are computed once per geometry
     (only inside its bounding box, per shape kind across the batch) and kept in a memo."""
-    if supersample ** 2 > 255:
+    if supersample**2 > 255:
         raise ValueError(f"supersample must be at most 15 (coverage counts are uint8); got {supersample}")
     memo = _coverage_memo(resolution, supersample)
     geometries = [_geometry(a) for a in attributes]
@@ -424,7 +434,7 @@ def render_batch(attributes: list[dict], resolution: int, supersample: int = 4) 
     counts = np.zeros((len(attributes), resolution, resolution), dtype=np.uint8)  # 0 covered: background
     for i, geometry in enumerate(geometries):
         top, left, box = computed.get(geometry) or memo.boxes[geometry]
-        counts[i, top:top + box.shape[0], left:left + box.shape[1]] = box
+        counts[i, top : top + box.shape[0], left : left + box.shape[1]] = box
     colours = [VOCABULARIES["colour"].index(a["colour"]) for a in attributes]
     backgrounds = [VOCABULARIES["background"].index(a["background"]) for a in attributes]
     tables = _blend_tables(supersample)[colours, backgrounds]  # [B, samples + 1, 3]
@@ -465,7 +475,8 @@ class ShapesDataset:
         pool = split_tuples(seed)[split]
         if not 1 <= size <= len(pool):
             raise ValueError(
-                f"shapes split {split!r} has {len(pool)} distinct images; size must be 1..{len(pool)}, got {size}")
+                f"shapes split {split!r} has {len(pool)} distinct images; size must be 1..{len(pool)}, got {size}"
+            )
         self.resolution, self.size, self.seed, self.split = resolution, size, seed, split
         self.supersample = supersample
         self._tuples = pool[:size]
@@ -505,8 +516,10 @@ class ShapesDataset:
         numbers = self._numbers(indices)
         attributes = tuples_attributes(numbers)
         images = render_batch(attributes, self.resolution, self.supersample)
-        return [Item(item_id=_item_id(n), image=image, captions=captions_for(a), path=None, attributes=a)
-                for n, image, a in zip(numbers, images, attributes)]
+        return [
+            Item(item_id=_item_id(n), image=image, captions=captions_for(a), path=None, attributes=a)
+            for n, image, a in zip(numbers, images, attributes)
+        ]
 
     def metadata(self) -> dict:
         """Everything a results table needs to describe this dataset and its zero-shot split."""
@@ -523,14 +536,21 @@ class ShapesDataset:
             "caption_templates": list(CAPTION_TEMPLATES),
             "counts": {
                 "attribute_combinations": int(np.prod(SPACE_DIMS[: len(ATTRIBUTE_NAMES)])),
-                "jitter_variants": int(np.prod(SPACE_DIMS[len(ATTRIBUTE_NAMES):])),
+                "jitter_variants": int(np.prod(SPACE_DIMS[len(ATTRIBUTE_NAMES) :])),
                 **{name: int(len(pool)) for name, pool in pools.items()},
             },
         }
 
     def fingerprint(self) -> str:
-        spec = {"kind": self.kind, "render_version": RENDER_VERSION, "resolution": self.resolution,
-                "size": self.size, "seed": self.seed, "split": self.split, "supersample": self.supersample}
+        spec = {
+            "kind": self.kind,
+            "render_version": RENDER_VERSION,
+            "resolution": self.resolution,
+            "size": self.size,
+            "seed": self.seed,
+            "split": self.split,
+            "supersample": self.supersample,
+        }
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
