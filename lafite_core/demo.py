@@ -159,7 +159,7 @@ def write_summary(cfg: DemoConfig, judged: dict[str, dict], seconds: float) -> P
     ]
     for label in judged:
         lines += [
-            f"### {label}: prompts (rows; the last rows are held-out shape/colour pairs)",
+            f"### {label}: one row per prompt (params/demo.yaml says which are held out)",
             "",
             f"![{label}](samples-{_slug(label)}.png)",
             "",
