@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
 
 FORMAT = "lafite-checkpoint-v1"
 _NAME = re.compile(r"^checkpoint-(\d{10})\.pt$")
@@ -134,18 +133,3 @@ def _fsync_folder(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def read_tagged_safetensors(path: str | Path, fmt: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and metadata of a safetensors file whose metadata says `format: fmt`. The kit's
-    small artefacts (exported generators, modality geometry) are such files: a format tag tells
-    one kind from another before any tensor is used."""
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError) as err:
-        raise ValueError(f"{path} is not a readable safetensors file ({err})") from None
-    if meta.get("format") != fmt:
-        raise ValueError(f"{path} is not a {fmt} file (format: {meta.get('format')!r})")
-    return tensors, meta

@@ -331,7 +331,7 @@ def _geometry(cfg: PerturbationConfig, feature_dim: int) -> ModalityGeometry:
     if cfg.geometry is None:
         raise ValueError(
             f"perturbation kind {cfg.kind!r} needs perturbation.geometry, the encoder's modality "
-            f"geometry file (python -m lafite_core.modality)"
+            f"geometry file (python -m lafite_core.measure_modality)"
         )
     geometry = load_geometry(resolve_asset(cfg.geometry))
     if geometry.image_mean.shape[-1] != feature_dim:

@@ -43,6 +43,7 @@ from lafite_core.encoders import load_encoder
 from lafite_core.grids import latents, save_grid
 from lafite_core.networks import Generator
 from lafite_core.params import run_main
+from lafite_core.tensor_files import read_tagged_safetensors
 
 GENERATOR_FORMAT = "lafite-generator-v1"
 BATCH = 32  # images per generator call
@@ -101,7 +102,7 @@ def load_generator(source: str | Path, device: str | torch.device = "cpu") -> tu
 
 def _read_exported(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     try:
-        tensors, meta = ckpt.read_tagged_safetensors(path, GENERATOR_FORMAT)
+        tensors, meta = read_tagged_safetensors(path, GENERATOR_FORMAT)
     except ValueError as err:
         raise ValueError(f"{err}; export a generator with lafite_core.sampler.export_generator") from None
     info = {

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lafite_core import modality
+from lafite_core import measure_modality, modality
 from lafite_core.assets import TINY_ENCODER_GEOMETRY
 from lafite_core.config import tiny_encoder
 from lafite_core.data.cache import build_cache
@@ -40,7 +40,7 @@ def test_cache_geometry_is_the_mean_of_its_pairs(cache_dir):
     images = F.normalize(torch.tensor(np.array(cache.image_features, dtype=np.float32)), dim=-1)
     captions = F.normalize(torch.tensor(np.array(cache.caption_features, dtype=np.float32)), dim=-1)
     owners = torch.tensor(np.array(cache.caption_item))
-    geometry = modality.measure_cache(cache_dir)
+    geometry = measure_modality.measure_cache(cache_dir)
     assert geometry.matched_cosine == pytest.approx(float((images[owners] * captions).sum(-1).mean()), abs=1e-5)
     torch.testing.assert_close(geometry.text_mean, captions.mean(0))
     assert geometry.gap == pytest.approx(float((images.mean(0) - captions.mean(0)).norm()), abs=1e-5)
@@ -52,22 +52,22 @@ def test_command_line_with_a_text_file_round_trips(tmp_path, cache_dir, encoder)
     (tmp_path / "texts.txt").write_text("\n".join(texts) + "\n\n")
     out = tmp_path / "g.safetensors"
     with pytest.raises(SystemExit) as done:
-        modality.run_main(
-            lambda: modality.main(
+        measure_modality.run_main(
+            lambda: measure_modality.main(
                 ["--cache", str(cache_dir), "--texts", str(tmp_path / "texts.txt"), "--out", str(out)]
             )
         )
     assert done.value.code == 0
     loaded = modality.load_geometry(out)
     torch.testing.assert_close(loaded.text_mean, F.normalize(encoder.encode_text(texts), dim=-1).mean(0))
-    assert loaded.matched_cosine == pytest.approx(modality.measure_cache(cache_dir).matched_cosine)
+    assert loaded.matched_cosine == pytest.approx(measure_modality.measure_cache(cache_dir).matched_cosine)
     assert loaded.details["texts"] == 3
 
 
 def test_empty_text_file_and_wrong_file_are_named(tmp_path, cache_dir):
     (tmp_path / "empty.txt").write_text("\n")
     with pytest.raises(ValueError, match="empty.txt holds no text"):
-        modality.encode_text_file(cache_dir, tmp_path / "empty.txt")
+        measure_modality.encode_text_file(cache_dir, tmp_path / "empty.txt")
     with pytest.raises(ValueError, match="parameter perturbation.geometry: .* is not a lafite-modality"):
         modality.load_geometry(_other_safetensors(tmp_path))
 
