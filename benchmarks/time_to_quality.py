@@ -7,7 +7,7 @@ only time spent training. Judged checkpoints are remembered in each run's `judge
 script can be run again while a run is still training.
 
     python benchmarks/time_to_quality.py results/runs/train [more run folders]    # judge and report
-    python benchmarks/time_to_quality.py --train params/train.yaml --set total_kimg=60 --set run_dir=results/runs/ttq
+    python benchmarks/time_to_quality.py --train --params params/train.yaml --set total_kimg=60 --set run_dir=results/runs/ttq
     python benchmarks/time_to_quality.py RUN... --out results/time_to_quality       # table, curve, thresholds
 
 Writes <out>.csv (one row per checkpoint and split), <out>.md (the table and the first kimg /
@@ -30,7 +30,7 @@ import pandas as pd  # noqa: E402
 from lafite_core import checkpoint as ckpt  # noqa: E402
 from lafite_core.attribute_classifier import load_attribute_classifier  # noqa: E402
 from lafite_core.config import TrainConfig  # noqa: E402
-from lafite_core.params import load_with_overrides  # noqa: E402
+from lafite_core.params import add_params_arguments, load_with_overrides  # noqa: E402
 from lafite_core.prompt_following import ATTRIBUTES, JUDGE_WEIGHTS, SPLITS, chance_levels, judge  # noqa: E402
 from lafite_core.training import train  # noqa: E402
 
@@ -149,18 +149,18 @@ def report(run_dirs: list[Path], out: Path, seed: int) -> pd.DataFrame:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="*", type=Path, help="run folders whose checkpoints/ to judge")
-    parser.add_argument("--train", metavar="PARAMS", help="first train this TrainConfig params file (then judge it)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--train", action="store_true", help="first train the config given by --params/--set")
+    add_params_arguments(parser, "TrainConfig", "total_kimg=60 --set run_dir=results/runs/ttq")
     parser.add_argument("--out", type=Path, default=Path("results/time_to_quality"), help="output path stem")
     parser.add_argument("--seed", type=int, default=0, help="first latent seed of the judged images")
     args = parser.parse_args(argv)
     runs = list(args.runs)
     if args.train:
-        cfg = load_with_overrides(TrainConfig, args.train, args.overrides)
+        cfg = load_with_overrides(TrainConfig, args.params, args.overrides)
         train(dataclasses.replace(cfg, keep_last=10_000))  # every snapshot stays, to be judged
         runs.append(Path(cfg.run_dir))
     if not runs:
-        parser.error("give run folders, or --train PARAMS")
+        parser.error("give run folders, or --train [--params FILE] [--set KEY=VALUE ...]")
     table = report(runs, args.out, args.seed)
     print(first_reached(table).to_markdown(index=False))
     print(f"written: {args.out.with_suffix('.csv')}, .md, .png")

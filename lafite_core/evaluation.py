@@ -54,7 +54,7 @@ from lafite_core.features import (
 )
 from lafite_core.grids import from_uint8, latents, save_image_grid, to_uint8
 from lafite_core.metrics import METRICS, ScoredImages, append_rows, compute_metrics, protocol_columns
-from lafite_core.params import INPUT_ERRORS, load_with_overrides, run_main
+from lafite_core.params import INPUT_ERRORS, add_params_arguments, load_with_overrides, run_main
 from lafite_core.precision import resolve_device
 from lafite_core.sampler import Sampler
 
@@ -392,16 +392,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m lafite_core.evaluation",
         description="Evaluate a LAFITE generator; rows go to results/<table>.csv/.md",
     )
-    parser.add_argument("--params", help="YAML params file (EvalConfig fields), e.g. params/evaluate.yaml")
+    add_params_arguments(parser, "EvalConfig", "checkpoint=results/runs/train")
     parser.add_argument("--protocol", help="a named protocol preset replacing the params file's (cpu, paper)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one parameter, e.g. --set checkpoint=results/runs/train",
-    )
     args = parser.parse_args(argv)
     rows = evaluate(load_eval_config(args.params, args.overrides, args.protocol))
     for row in rows:

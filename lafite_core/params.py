@@ -12,6 +12,7 @@ add a dependency for about a hundred lines of code.
 
 from __future__ import annotations
 
+import argparse
 import copy
 import dataclasses
 import os
@@ -108,6 +109,19 @@ def from_namespace(cls: type[C], namespace: dict[str, Any]) -> C:
         return from_dict(cls, data)
     except (TypeError, ValueError) as err:
         raise type(err)(f"{path}: {err}" if path else str(err)) from None
+
+
+def add_params_arguments(parser: argparse.ArgumentParser, what: str, example: str) -> None:
+    """The `--params FILE` and repeatable `--set KEY=VALUE` options that load_with_overrides reads."""
+    parser.add_argument("--params", help=f"YAML params file ({what} fields)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override one parameter (the value is read as YAML), e.g. --set {example}",
+    )
 
 
 def run_main(main: Callable[[], int | None], errors: tuple[type[BaseException], ...] = INPUT_ERRORS) -> None:

@@ -65,7 +65,7 @@ from lafite_core.grids import from_uint8, save_image_grid, seed_latents
 from lafite_core.losses import LafiteLoss
 from lafite_core.networks import Discriminator, Generator, resolve_feature_dim
 from lafite_core.optimisers import ema_beta, lazy_adam, update_ema
-from lafite_core.params import INPUT_ERRORS, load_with_overrides, run_main
+from lafite_core.params import INPUT_ERRORS, add_params_arguments, load_with_overrides, run_main
 from lafite_core.perturbations import build_perturbation, save_learned_perturbation, train_learned_perturbation
 from lafite_core.stats import TickStats, peak_memory_mb, plot_stats, read_stats
 
@@ -626,15 +626,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m lafite_core.training", description="Train LAFITE (one process, or several under torchrun)."
     )
-    parser.add_argument("--params", help="YAML params file (TrainConfig fields)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one parameter, e.g. --set total_kimg=10 --set network.resolution=64",
-    )
+    add_params_arguments(parser, "TrainConfig", "total_kimg=10 --set network.resolution=64")
     args = parser.parse_args(argv)
     cfg = load_train_config(args.params, args.overrides)
     result = train(cfg)

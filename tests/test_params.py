@@ -1,13 +1,15 @@
 """Every shipped params file matches the schema of what it drives: a typo in a key or a wrong
 type in params/ fails here, not an hour into a sweep."""
 
+import argparse
 import re
 from pathlib import Path
 
 import pytest
 
 from lafite_core import config, runner
-from lafite_core.params import load_params, load_with_overrides
+from lafite_core.config import TrainConfig
+from lafite_core.params import add_params_arguments, load_params, load_with_overrides
 
 PARAMS = sorted((Path(__file__).resolve().parents[1] / "params").glob("*.yaml"))
 HEADER = re.compile(r"#\s*(\S+)\s*->\s*lafite_core\.config\.(\w+)")
@@ -48,3 +50,13 @@ def test_a_section_given_in_part_is_merged_over_the_parents_default(tmp_path):
     with pytest.raises(ValueError, match="p.yaml: unknown parameter network.'z_dimm'"):
         (tmp_path / "p.yaml").write_text("network: {z_dimm: 32}\n")
         load_with_overrides(config.TrainConfig, tmp_path / "p.yaml", [])
+
+
+def test_command_line_params_and_overrides_reach_the_config(tmp_path):
+    (tmp_path / "p.yaml").write_text("total_kimg: 7\nnetwork: {z_dim: 32}\n")
+    parser = argparse.ArgumentParser()
+    add_params_arguments(parser, "TrainConfig", "total_kimg=10")
+    args = parser.parse_args(["--params", str(tmp_path / "p.yaml"), "--set", "network.w_dim=48", "--set", "seed=3"])
+    cfg = load_with_overrides(TrainConfig, args.params, args.overrides)
+    assert (cfg.total_kimg, cfg.network.z_dim, cfg.network.w_dim, cfg.seed) == (7.0, 32, 48, 3)
+    assert cfg.network.channel_max == TrainConfig().network.channel_max  # the section given in part keeps the rest
