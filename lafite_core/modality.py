@@ -43,9 +43,13 @@ class ModalityGeometry:
         return float((self.image_mean - self.text_mean).norm())
 
     def centre(self, h_unit: Tensor) -> Tensor:
-        """Move unit image features across the gap: norm(h - image_mean + text_mean)."""
-        shift = (self.text_mean - self.image_mean).to(device=h_unit.device, dtype=h_unit.dtype)
-        return F.normalize(h_unit + shift, dim=-1)
+        return centre(h_unit, self.image_mean, self.text_mean)
+
+
+def centre(h_unit: Tensor, image_mean: Tensor, text_mean: Tensor) -> Tensor:
+    """Move unit image features across the gap: norm(h - image_mean + text_mean)."""
+    shift = (text_mean - image_mean).to(device=h_unit.device, dtype=h_unit.dtype)
+    return F.normalize(h_unit + shift, dim=-1)
 
 
 def noise_ratio(target_cosine: float) -> float:
@@ -64,9 +68,9 @@ def measure(
     image_mean = F.normalize(image_features.float(), dim=-1).mean(0)
     text_mean = F.normalize(texts.float(), dim=-1).mean(0)
     pi, pt = F.normalize(paired_images.float(), dim=-1), F.normalize(paired_texts.float(), dim=-1)
-    geometry = ModalityGeometry(image_mean, text_mean, float((pi * pt).sum(-1).mean()), 0.0, dict(details or {}))
-    geometry.centred_matched_cosine = float((geometry.centre(pi) * pt).sum(-1).mean())
-    return geometry
+    matched = float((pi * pt).sum(-1).mean())
+    centred = float((centre(pi, image_mean, text_mean) * pt).sum(-1).mean())
+    return ModalityGeometry(image_mean, text_mean, matched, centred, dict(details or {}))
 
 
 def save_geometry(geometry: ModalityGeometry, path: str | Path) -> Path:

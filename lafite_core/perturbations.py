@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from lafite_core.assets import resolve_asset
 from lafite_core.config import PerturbationConfig
-from lafite_core.modality import ModalityGeometry, load_geometry, noise_ratio
+from lafite_core.modality import ModalityGeometry, centre, load_geometry, noise_ratio
 from lafite_core.registry import Registry
 
 PERTURBATIONS: Registry = Registry("perturbation")
@@ -143,8 +143,7 @@ class CentredPerturbation(GaussianPerturbation):
         self.register_buffer("text_mean", geometry.text_mean.clone())
 
     def perturb_image(self, h_unit: Tensor, generator: torch.Generator | None) -> Tensor:
-        centred = _unit(h_unit - self.image_mean.to(h_unit.dtype) + self.text_mean.to(h_unit.dtype))
-        return super().perturb_image(centred, generator)
+        return super().perturb_image(centre(h_unit, self.image_mean, self.text_mean), generator)
 
 
 def _mlp(feature_dim: int, hidden_dim: int) -> nn.Sequential:
