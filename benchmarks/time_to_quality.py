@@ -28,7 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from lafite_core import checkpoint as ckpt  # noqa: E402
-from lafite_core.attribute_classifier import load_attribute_classifier  # noqa: E402
+from lafite_core.attribute_classifier import AttributeClassifier, load_attribute_classifier  # noqa: E402
 from lafite_core.config import TrainConfig  # noqa: E402
 from lafite_core.params import add_params_arguments, load_with_overrides  # noqa: E402
 from lafite_core.prompt_following import ATTRIBUTES, JUDGE_WEIGHTS, SPLITS, chance_levels, judge  # noqa: E402
@@ -51,13 +51,12 @@ def training_minutes(run_dir: Path) -> dict[int, float]:
     return minutes
 
 
-def judged_rows(run_dir: Path, seed: int) -> list[dict]:
+def judged_rows(run_dir: Path, seed: int, classifier: AttributeClassifier) -> list[dict]:
     """One row per (checkpoint, split), judging only checkpoints not yet in run_dir/judge.jsonl."""
     memo_path = run_dir / "judge.jsonl"
     memo = {}
     if memo_path.is_file():
         memo = {r["checkpoint"]: r for r in map(json.loads, memo_path.read_text().splitlines()) if r["seed"] == seed}
-    classifier = load_attribute_classifier(JUDGE_WEIGHTS)
     minutes = training_minutes(run_dir)
     rows = []
     for path in ckpt.list_checkpoints(run_dir / "checkpoints"):
@@ -123,7 +122,8 @@ def plot(table: pd.DataFrame, path: Path) -> None:
 
 
 def report(run_dirs: list[Path], out: Path, seed: int) -> pd.DataFrame:
-    table = pd.DataFrame([row for run_dir in run_dirs for row in judged_rows(run_dir, seed)])
+    classifier = load_attribute_classifier(JUDGE_WEIGHTS)
+    table = pd.DataFrame([row for run_dir in run_dirs for row in judged_rows(run_dir, seed, classifier)])
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out.with_suffix(".csv"), index=False)
     plot(table, out.with_suffix(".png"))

@@ -75,14 +75,19 @@ def read_generator(source: str | Path) -> tuple[dict[str, Tensor], dict[str, Any
     missing = [k for k in ("config", "encoder_identity", "G_ema") if k not in state]
     if missing:
         raise ValueError(f"{path} is a checkpoint without {', '.join(missing)}; it cannot be sampled from")
-    info = {
-        "config": ckpt.from_json_string(state["config"]),
-        "encoder_identity": ckpt.from_json_string(state["encoder_identity"]),
-        "step": int(state.get("step", 0)),
-        "nimg": int(state.get("nimg", 0)),
+    return state["G_ema"], _generator_info(state, path)
+
+
+def _generator_info(fields: dict, path: Path) -> dict[str, Any]:
+    """info from a checkpoint's entries or an exported file's metadata: config and encoder identity
+    are JSON text in both, step and nimg numbers or their text."""
+    return {
+        "config": json.loads(fields["config"]),
+        "encoder_identity": json.loads(fields["encoder_identity"]),
+        "step": int(fields.get("step", 0)),
+        "nimg": int(fields.get("nimg", 0)),
         "path": str(path),
     }
-    return state["G_ema"], info
 
 
 def load_generator(source: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -105,14 +110,7 @@ def _read_exported(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
         tensors, meta = read_tagged_safetensors(path, GENERATOR_FORMAT)
     except ValueError as err:
         raise ValueError(f"{err}; export a generator with lafite_core.sampler.export_generator") from None
-    info = {
-        "config": json.loads(meta["config"]),
-        "encoder_identity": json.loads(meta["encoder_identity"]),
-        "step": int(meta.get("step", 0)),
-        "nimg": int(meta.get("nimg", 0)),
-        "path": str(path),
-    }
-    return tensors, info
+    return tensors, _generator_info(meta, path)
 
 
 def export_generator(source: str | Path, out_path: str | Path) -> Path:
