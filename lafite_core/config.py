@@ -343,6 +343,8 @@ class PretrainConfig:
     lr: float = 1e-3
     warmup_steps: int = 100
     weight_decay: float = 0.1
+    temperature_init: float = 0.07  # CLIP's initial softmax temperature (logit scale 1 / 0.07)
+    learn_temperature: bool = True  # False keeps temperature_init throughout
     eval_images: int = 2000  # first images of the Shapes `test` split
     eval_every: int = 250  # steps between progress evaluations (0: only at the end)
     output_dir: str = "results/runs/pretrain_encoder"

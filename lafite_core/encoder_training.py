@@ -199,10 +199,22 @@ def learning_rate(step: int, cfg: PretrainConfig) -> float:
     return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def set_temperature(model: torch.nn.Module, temperature: float, learnable: bool) -> None:
+    """A low, fixed temperature keeps the two towers' cones apart (Liang et al. 2022, "Mind the
+    Gap"): the loss is met by small margins, so matched pairs need not move close together."""
+    if not 0.01 <= temperature <= 1:
+        raise ValueError(f"temperature_init must be in [0.01, 1] (CLIP clips at 0.01), got {temperature}")
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(1 / temperature))
+    model.logit_scale.requires_grad_(learnable)
+
+
 def make_optimizer(model: torch.nn.Module, cfg: PretrainConfig) -> torch.optim.Optimizer:
     """AdamW; gains, biases and the temperature are not decayed (as in open_clip's training)."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
         (no_decay if p.ndim < 2 or "logit_scale" in name else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
@@ -240,6 +252,7 @@ def pretrain_encoder(
     encoder = load_encoder(EncoderConfig(name=cfg.architecture, pretrained=None, device=cfg.device))
     encoder.model.requires_grad_(True)
     encoder.model.train()
+    set_temperature(encoder.model, cfg.temperature_init, cfg.learn_temperature)
     optimizer = make_optimizer(encoder.model, cfg)
     pairs = ShapesPairs(cfg.resolution, cfg.dataset_seed)
     generator = torch.Generator().manual_seed(cfg.seed)
