@@ -49,6 +49,7 @@ class NetworkConfig:
     num_fp16_res: int = 0  # highest resolutions that run under autocast (official: 4)
     conv_clamp: float | None = None  # official: 256 when num_fp16_res > 0
     mbstd_group_size: int = 4
+    change: int = 256  # generator blocks above this resolution use structure 1 (official `change`)
 
 
 @dataclass
