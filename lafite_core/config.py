@@ -60,7 +60,6 @@ class PerturbationConfig:
     xi: float = 3.0  # gaussian: noise-to-signal ratio
     image_alpha: float = 0.75  # official: interpolation weight for image features
     text_alpha: float = 0.1  # official: interpolation weight for caption features
-    shared_noise: bool = False  # official code draws one noise vector per batch
     learned_weights: str | None = None  # path to a learned-perturbation state dict
     # calibrated, centred: the encoder's modality geometry (lafite_core/modality.py)
     geometry: str | None = REPO_PREFIX + TINY_ENCODER_GEOMETRY.name
