@@ -64,11 +64,15 @@ class PerturbationConfig:
     # calibrated, centred: the encoder's modality geometry (lafite_core/modality.py)
     geometry: str | None = REPO_PREFIX + TINY_ENCODER_GEOMETRY.name
     target_cosine: float | None = None  # calibrated, centred: E[cos(h', h)]; None: the geometry's matched cosine
+    # per_step: one draw of the conditions per training step, shared by its loss phases;
+    # per_phase: a new draw in every phase (G, G_reg, D, D_reg), as the authors' code does.
+    redraw: Literal["per_step", "per_phase"] = "per_step"
 
 
 @dataclass
 class LossConfig:
-    """LAFITE loss weights (official language-free values by default)."""
+    """LAFITE loss terms: the authors' language-free weights by default, with the correct InfoNCE
+    (contrastive_form "official" is the authors' form, which their weights were tuned with)."""
 
     temperature: float = 0.5
     lambda_clip: float = 10.0  # lambda_G, "itc": L_ConG weight
@@ -82,6 +86,9 @@ class LossConfig:
     pl_decay: float = 0.01
     pl_batch_shrink: int = 2
     style_mixing_prob: float = 0.9
+    # CLIP's view of fakes smaller than its input: resize them up (resize), or paste them at one
+    # random offset into a white canvas of CLIP's input size (official, the authors' code).
+    clip_view: Literal["resize", "official"] = "resize"
 
 
 def _type_ok(value: Any, hint: Any) -> bool:
@@ -245,7 +252,7 @@ class TrainConfig:
     betas: list[float] = field(default_factory=lambda: [0.0, 0.99])
     ema_kimg: float | None = None  # EMA half-life in kimg; None: batch_size * 10 / 32 (official)
     ema_rampup: float | None = 0.05  # EMA half-life at most this fraction of the images seen
-    # x-flip doubles the data of symmetric datasets (official: on); off for Shapes, whose captions,
+    # x-flip doubles the data of symmetric datasets (the authors' runs: on); off for Shapes, whose captions,
     # and so cached features, name left and right.
     xflip: bool = False
     diffaugment: list[Literal["color", "translation", "cutout"]] = field(default_factory=list)
