@@ -29,13 +29,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from training_fixtures import TinyImageTextSet, tiny_config
 
-from lafite_core import checkpoint as ckpt
 from lafite_core.config import EncoderConfig, NetworkConfig, to_dict
 from lafite_core.convert import convert_snapshot, main
 from lafite_core.networks import Discriminator, Generator
 from lafite_core.restricted_unpickler import RefusedPickle
 from lafite_core.sampler import Sampler, load_generator
+from lafite_core.training import Trainer
 
 TINY = EncoderConfig(name="lafite-tiny", pretrained="lafite_core/assets/lafite-tiny-shapes.safetensors")
 F_DIM = 128  # the tiny encoder's feature size
@@ -267,14 +268,14 @@ def test_converted_snapshot_samples_like_its_source_and_keeps_d(source, snapshot
     images = Sampler.load(written["generator"]).generate(["a red circle", "a blue square"], n=2, seed=1)
     assert images.shape == (4, 3, 32, 32) and torch.isfinite(images).all()
 
-    state = ckpt.load_checkpoint(written["checkpoint"])
-    G2, D2 = Generator(CFG, F_DIM).eval(), Discriminator(CFG, F_DIM).eval()
-    G2.load_state_dict(state["G"])
-    D2.load_state_dict(state["D"])
+    # the training checkpoint starts a run (fine_tune_from) with the snapshot's G, D and G_ema
+    run = tiny_config(tmp_path / "run", encoder=TINY, network=CFG, fine_tune_from=str(written["checkpoint"]))
+    trainer = Trainer(run, TinyImageTextSet(feature_dim=F_DIM))
     with torch.no_grad():
         img = G(z, c, noise_mode="const")
-        torch.testing.assert_close(G2(z, c, noise_mode="const"), img, rtol=0, atol=0)
-        torch.testing.assert_close(D2(img, c), D(img, c), rtol=0, atol=0)
+        torch.testing.assert_close(trainer.G(z, c, noise_mode="const"), img, rtol=0, atol=0)
+        torch.testing.assert_close(trainer.D.eval()(img, c), D(img, c), rtol=0, atol=0)
+        torch.testing.assert_close(trainer.G_ema(z, c, noise_mode="const"), G_ema(z, c, noise_mode="const"))
 
 
 def test_command_line_writes_the_generator(snapshot, tmp_path, capsys):
