@@ -45,6 +45,7 @@ STYLE_NAMES = {
     },
 }
 SYNTHESIS_LAYERS = ("conv0", "conv1", "torgb")
+NETWORK_CLASSES = {"G": "Generator", "G_ema": "Generator", "D": "Discriminator"}
 FILTER = "resample_filter"  # a constant in the kit (not in its state dicts); checked, not copied
 
 
@@ -55,10 +56,10 @@ def read_snapshot(path: str | Path) -> dict[str, Any]:
     if not isinstance(snapshot, dict) or not isinstance(snapshot.get("G_ema"), PersistentObject):
         found = sorted(map(str, snapshot)) if isinstance(snapshot, dict) else type(snapshot).__name__
         raise ValueError(f"{path} is a pickle but not a LAFITE snapshot: expected a dict with G_ema, found {found}")
-    for name in ("G", "G_ema", "D"):
+    for name, class_name in NETWORK_CLASSES.items():
         module = snapshot.get(name)
-        if module is not None and module.class_name != {"D": "Discriminator"}.get(name, "Generator"):
-            raise ValueError(f"{path}: its {name} is a {module.class_name}, not the authors' LAFITE network")
+        if isinstance(module, PersistentObject) and module.class_name != class_name:
+            raise ValueError(f"{path}: its {name} is a {module.class_name}, not the authors' LAFITE {class_name}")
     return snapshot
 
 
@@ -265,7 +266,8 @@ def convert_snapshot(
     identity = encoder_identity(encoder, cfg.feature_dim)
     run_config = TrainConfig(encoder=encoder, network=cfg, data=DataConfig(resolution=cfg.resolution))
     G_ema = generator(snap["G_ema"], cfg)
-    info = {"config": to_dict(run_config), "encoder_identity": identity, "step": 0, "nimg": 0, "path": str(snapshot)}
+    nimg = snapshot_nimg(snapshot)
+    info = {"config": to_dict(run_config), "encoder_identity": identity, "step": 0, "nimg": nimg, "path": str(snapshot)}
     written = {"generator": write_generator(ckpt.module_state(G_ema), info, out), "network": to_dict(cfg)}
     if training_checkpoint is not None:
         if not isinstance(snap.get("G"), PersistentObject) or not isinstance(snap.get("D"), PersistentObject):
@@ -277,10 +279,16 @@ def convert_snapshot(
             "D": ckpt.module_state(discriminator(snap["D"], cfg)),
             "G_ema": ckpt.module_state(G_ema),
             "step": 0,
-            "nimg": 0,
+            "nimg": nimg,
         }
-        written["checkpoint"] = ckpt.save_checkpoint(state, training_checkpoint, nimg=0)
+        written["checkpoint"] = ckpt.save_checkpoint(state, training_checkpoint, nimg=nimg)
     return written
+
+
+def snapshot_nimg(path: str | Path) -> int:
+    """Images seen, from the authors' file name network-snapshot-<kimg>.pkl (0 for other names)."""
+    found = re.fullmatch(r"network-snapshot-(\d+)\.pkl", Path(path).name)
+    return int(found.group(1)) * 1000 if found else 0
 
 
 def main(argv: list[str] | None = None) -> int:

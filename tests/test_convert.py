@@ -219,7 +219,7 @@ def source():
 @pytest.fixture(scope="module")
 def snapshot(source, tmp_path_factory) -> Path:
     G, D, G_ema = source
-    path = tmp_path_factory.mktemp("official") / "network-snapshot-000000.pkl"
+    path = tmp_path_factory.mktemp("official") / "network-snapshot-000120.pkl"
     snap = {"training_set_kwargs": {"path": "x.zip", "xflip": False}, "augment_pipe": None}
     snap.update(G=official_generator(G), D=official_discriminator(D), G_ema=official_generator(G_ema))
     write_official_pickle(snap, path)
@@ -260,6 +260,7 @@ def test_converted_snapshot_samples_like_its_source_and_keeps_d(source, snapshot
 
     loaded, info = load_generator(written["generator"])
     assert info["encoder_identity"]["name"] == "lafite-tiny" and info["encoder_identity"]["weights_sha256"]
+    assert info["nimg"] == 120_000 and written["checkpoint"].name == "checkpoint-0000120000.pt"  # kimg of the name
     z, c = torch.randn(3, CFG.z_dim), torch.nn.functional.normalize(torch.randn(3, F_DIM), dim=1)
     with torch.no_grad():
         torch.testing.assert_close(loaded(z, c, noise_mode="const"), G_ema(z, c, noise_mode="const"), rtol=0, atol=0)
