@@ -22,6 +22,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import open_clip
 import torch
 
@@ -74,6 +75,13 @@ def _attr(module: PersistentObject, name: str) -> Any:
     return module.state.get(name)
 
 
+def _number(module: PersistentObject, name: str) -> float:
+    value = _attr(module, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+        raise ValueError(f"the snapshot's {module.class_name} has no number {name!r} (found {value!r})")
+    return float(value)
+
+
 def _blocks(module: PersistentObject) -> dict[int, PersistentObject]:
     """Submodules b4, b8, ... by resolution."""
     return {int(k[1:]): v for k, v in module.children().items() if re.fullmatch(r"b\d+", k) and v is not None}
@@ -106,6 +114,8 @@ def network_config(G: PersistentObject, D: PersistentObject | None = None) -> Ne
         raise ValueError(f"mapping layers must be fc0..fcN, found {sorted(mapping.children())}")
     first, last = child(mapping, "fc0"), child(mapping, f"fc{fcs[-1]}")
     blocks = _blocks(synthesis)
+    if 4 not in blocks:
+        raise ValueError(f"the snapshot's synthesis network has no 4x4 block (blocks: {sorted(blocks)})")
     resolution = max(blocks)
     channels = {res: child(b, "conv1").tensors()["weight"].shape[0] for res, b in blocks.items()}
     structures = {res: _structure(child(b, "conv1"), f"synthesis.b{res}.conv1") for res, b in blocks.items()}
@@ -117,15 +127,15 @@ def network_config(G: PersistentObject, D: PersistentObject | None = None) -> Ne
         w_dim=last.tensors()["weight"].shape[0],
         feature_dim=style.tensors()["weight"].shape[1],
         mapping_layers=len(fcs),
-        mapping_lr_mult=float(_attr(first, "bias_gain")),
-        condition_lr_mult=float(_attr(style, "bias_gain")),
+        mapping_lr_mult=_number(first, "bias_gain"),
+        condition_lr_mult=_number(style, "bias_gain"),
         **_channel_sizes(channels),
         num_fp16_res=sum(bool(_attr(b, "use_fp16")) for b in blocks.values()),
         conv_clamp=_optional_float(_attr(child(blocks[resolution], "conv1"), "conv_clamp")),
         change=_change(structures),
     )
     if D is not None:
-        cfg.mbstd_group_size = int(_attr(child(child(D, "b4"), "mbstd"), "group_size"))
+        cfg.mbstd_group_size = int(_number(child(child(D, "b4"), "mbstd"), "group_size"))
     wrong = {r: c for r, c in channels.items() if channels_at(r, cfg) != c}
     if sorted(blocks) != [2**i for i in range(2, resolution.bit_length())] or wrong:
         raise ValueError(f"the snapshot's blocks {sorted(blocks)} and channels {channels} are not StyleGAN2's")
