@@ -32,8 +32,9 @@ import torch
 PERSISTENT_META_KEYS = {"type", "version", "module_src", "class_name", "state"}
 
 
-class RefusedPickle(pickle.UnpicklingError):
-    """The file asks for something this unpickler does not allow; nothing from it was run."""
+class RefusedPickle(pickle.UnpicklingError, ValueError):
+    """The file asks for something this unpickler does not allow; nothing from it was run.
+    A ValueError too, so command lines report it as bad input."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
