@@ -49,6 +49,7 @@ class NetworkConfig:
     num_fp16_res: int = 0  # highest resolutions that run under autocast (official: 4)
     conv_clamp: float | None = None  # official: 256 when num_fp16_res > 0
     mbstd_group_size: int = 4
+    change: int = 256  # generator blocks above this resolution use structure 1 (official `change`)
 
 
 @dataclass
@@ -59,16 +60,19 @@ class PerturbationConfig:
     xi: float = 3.0  # gaussian: noise-to-signal ratio
     image_alpha: float = 0.75  # official: interpolation weight for image features
     text_alpha: float = 0.1  # official: interpolation weight for caption features
-    shared_noise: bool = False  # official code draws one noise vector per batch
     learned_weights: str | None = None  # path to a learned-perturbation state dict
     # calibrated, centred: the encoder's modality geometry (lafite_core/modality.py)
     geometry: str | None = REPO_PREFIX + TINY_ENCODER_GEOMETRY.name
     target_cosine: float | None = None  # calibrated, centred: E[cos(h', h)]; None: the geometry's matched cosine
+    # per_step: one draw of the conditions per training step, shared by its loss phases;
+    # per_phase: a new draw in every phase (G, G_reg, D, D_reg), as the authors' code does.
+    redraw: Literal["per_step", "per_phase"] = "per_step"
 
 
 @dataclass
 class LossConfig:
-    """LAFITE loss weights (official language-free values by default)."""
+    """LAFITE loss terms: the authors' language-free weights by default, with the correct InfoNCE
+    (contrastive_form "official" is the authors' form, which their weights were tuned with)."""
 
     temperature: float = 0.5
     lambda_clip: float = 10.0  # lambda_G, "itc": L_ConG weight
@@ -82,6 +86,9 @@ class LossConfig:
     pl_decay: float = 0.01
     pl_batch_shrink: int = 2
     style_mixing_prob: float = 0.9
+    # CLIP's view of fakes smaller than its input: resize them up (resize), or paste them at one
+    # random offset into a white canvas of CLIP's input size (official, the authors' code).
+    clip_view: Literal["resize", "official"] = "resize"
 
 
 def _type_ok(value: Any, hint: Any) -> bool:
@@ -245,7 +252,7 @@ class TrainConfig:
     betas: list[float] = field(default_factory=lambda: [0.0, 0.99])
     ema_kimg: float | None = None  # EMA half-life in kimg; None: batch_size * 10 / 32 (official)
     ema_rampup: float | None = 0.05  # EMA half-life at most this fraction of the images seen
-    # x-flip doubles the data of symmetric datasets (official: on); off for Shapes, whose captions,
+    # x-flip doubles the data of symmetric datasets (the authors' runs: on); off for Shapes, whose captions,
     # and so cached features, name left and right.
     xflip: bool = False
     diffaugment: list[Literal["color", "translation", "cutout"]] = field(default_factory=list)
@@ -405,11 +412,36 @@ class ProtocolConfig:
     Named presets (`PRESETS`, `protocol_preset`): "cpu" (the defaults, sized for the embedded Shapes
     default: 2k samples at 32 px) and "paper" (LAFITE's reported protocol: 30k samples, each from
     one caption of the evaluation set, 256 px). A params section that gives `name: paper` starts
-    from that preset; the fields it also gives override it."""
+    from that preset; the fields it also gives override it. The presets named the way papers name
+    them (fid<samples>k_<dataset>_<reference split><px>) fix their reference set, `reference_dataset`
+    plus `reference_split`[0:`reference_size`], and each row records both:
+      fid30k_coco_val256     the common MS-COCO protocol: 30k captions of val, the first 30k val images;
+      fid30k_coco_train256   the authors' code (calc_metrics.py): the same 30k vs all 82,783 train images;
+      fid30k_cub_test256     30k captions of CUB test vs its 2,933 images, the reference most CUB papers use;
+      fid30k_cub_train256    the authors' code on CUB: vs all 8,855 train images;
+      fid6k_mm_celeba_hq_train256  the authors' code on MM-CelebA-HQ: 6k samples vs its 24,000 train images."""
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {  # what differs from the defaults below
         "cpu": {},
         "paper": dict(name="paper", num_samples=30000, noise_mode="random", resolution=256, reference_size=30000),
+        **{
+            name: dict(
+                name=name,
+                num_samples=samples,
+                noise_mode="random",
+                resolution=256,
+                reference_dataset=dataset,
+                reference_split=split,
+                reference_size=size,
+            )
+            for name, samples, dataset, split, size in [
+                ("fid30k_coco_val256", 30000, "coco", "val", 30000),
+                ("fid30k_coco_train256", 30000, "coco", "train", 82783),
+                ("fid30k_cub_test256", 30000, "cub", "test", 2933),
+                ("fid30k_cub_train256", 30000, "cub", "train", 8855),
+                ("fid6k_mm_celeba_hq_train256", 6000, "mm_celeba_hq", "train", 24000),
+            ]
+        },
     }
 
     name: str = "cpu"
@@ -419,6 +451,7 @@ class ProtocolConfig:
     truncation_psi: float = 1.0
     noise_mode: Literal["const", "random"] = "const"  # const: the same images at any batch size
     resolution: int = 32  # images are scored at this size (generated ones resized if they differ)
+    reference_dataset: str | None = None  # the dataset (data.kind) a named preset is defined on; None: any
     reference_split: str | None = None  # None: the evaluated split's own images
     reference_size: int = 2000
     isc_splits: int = 10
@@ -451,7 +484,7 @@ class ProtocolConfig:
 
 
 def protocol_preset(name: str) -> ProtocolConfig:
-    """A named protocol: "cpu" (embedded default) or "paper" (LAFITE's 30k-sample protocol)."""
+    """A named protocol of ProtocolConfig.PRESETS ("cpu", "paper", "fid30k_coco_val256", ...)."""
     if name not in ProtocolConfig.PRESETS:
         raise KeyError(f"unknown protocol {name!r}; known: {', '.join(sorted(ProtocolConfig.PRESETS))}")
     return ProtocolConfig(**ProtocolConfig.PRESETS[name])
@@ -495,6 +528,12 @@ class EvalConfig:
                 f"parameter data.resolution = {self.data.resolution} differs from "
                 f"protocol.resolution = {self.protocol.resolution}; real and generated images "
                 f"must be compared at one size"
+            )
+        wanted = self.protocol.reference_dataset
+        if wanted is not None and wanted != self.data.kind:
+            raise ValueError(
+                f"protocol {self.protocol.name!r} compares against {wanted} images, but data.kind = "
+                f"{self.data.kind!r}; its numbers would not mean what its name says"
             )
         if not self.metrics:
             raise ValueError("parameter metrics is empty; name at least one (lafite_core.metrics.METRICS)")

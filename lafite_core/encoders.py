@@ -128,11 +128,12 @@ class ClipEncoder(torch.nn.Module):
     def encode_image(self, images: Tensor, augment: bool = False, generator: torch.Generator | None = None) -> Tensor:
         """Image features [N, f] of images in [-1, 1], [N, 3 (or 1), H, W], differentiable w.r.t. images.
 
-        augment=True applies the official training-time view for images of at least CROP_MIN_SIZE
-        px: one random square crop (side U[0.5, 1) of the image, shared by the batch) resized to
-        CLIP's input. Smaller images are resized up whole. (The official code instead pastes them
-        at a random offset into a 224 px white canvas; that only makes sense for 224 px CLIPs and
-        shows CLIP a view unlike the one stored for real images, so we resize.)
+        augment=True applies the authors' training-time view for images of at least CROP_MIN_SIZE
+        px: one random square crop (side U[0.5, 1) of the image, shared by the batch) resized
+        bicubic to CLIP's input (antialiased when it shrinks, which theirs is not). Smaller images
+        are resized up whole. (The authors' code instead pastes them at a random offset into a
+        224 px white canvas, LossConfig.clip_view = "official"; that shows CLIP a view unlike the
+        one stored for real images, so the default resizes.)
         """
         x = self.preprocess(images, augment=augment, generator=generator)
         return F.normalize(self.model.encode_image(x).float(), dim=-1)

@@ -393,7 +393,9 @@ def main(argv: list[str] | None = None) -> int:
         description="Evaluate a LAFITE generator; rows go to results/<table>.csv/.md",
     )
     add_params_arguments(parser, "EvalConfig", "checkpoint=results/runs/train")
-    parser.add_argument("--protocol", help="a named protocol preset replacing the params file's (cpu, paper)")
+    parser.add_argument(
+        "--protocol", help=f"a named protocol preset replacing the params file's ({', '.join(ProtocolConfig.PRESETS)})"
+    )
     args = parser.parse_args(argv)
     rows = evaluate(load_eval_config(args.params, args.overrides, args.protocol))
     for row in rows:

@@ -68,6 +68,14 @@ def path_lengths(images: Tensor, ws: Tensor) -> Tensor:
     return grads.square().sum(dim=2).mean(dim=1).sqrt()
 
 
+def white_canvas_view(images: Tensor, size: int) -> Tensor:
+    """The authors' CLIP view of images smaller than CLIP's input: pasted, not resized, at one
+    random offset (shared by the batch) into a white (value 1 in [-1, 1]) size x size canvas."""
+    side = images.shape[-1]
+    left, top = (int(torch.randint(0, size - side, [])) for _ in range(2))
+    return F.pad(images, (left, size - side - left, top, size - side - top), value=1.0)
+
+
 def mix_styles(mapping: Callable[..., Tensor], z: Tensor, ws: Tensor, prob: float) -> Tensor:
     """Style mixing: with probability `prob` the layers from a random cutoff on take the w of a
     second latent (one cutoff per batch, as in StyleGAN2)."""
@@ -104,7 +112,7 @@ class LafiteLoss:
         logits, fts = self.D(fake, c)
         terms = {"G_adv": generator_adversarial_loss(logits).mean()}
         if self.cfg.lambda_clip > 0:
-            clip_fts = self.encoder.encode_image(fake, augment=True)
+            clip_fts = self.clip_features(fake)
             terms["G_con_clip"] = self._contrastive(clip_fts, c).mean()
         if self.cfg.lambda_disc > 0:
             terms["G_con_disc"] = self._contrastive(fts, c).mean()
@@ -114,6 +122,13 @@ class LafiteLoss:
             + self.cfg.lambda_disc * terms.get("G_con_disc", 0.0)
         )
         return total, terms
+
+    def clip_features(self, fake: Tensor) -> Tensor:
+        """CLIP features of fakes in the training view: cfg.clip_view decides for small fakes."""
+        size = self.encoder.image_size if self.cfg.clip_view == "official" else 0
+        if fake.shape[-1] < size:
+            return self.encoder.encode_image(white_canvas_view(fake, size))
+        return self.encoder.encode_image(fake, augment=True)
 
     def generator_path_length(self, z: Tensor, c: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Path-length regulariser on a shrunk batch, scaled by its lazy interval."""

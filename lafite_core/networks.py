@@ -3,11 +3,13 @@
 h' (called `c` here) is the condition: a CLIP text feature, or during language-free training a
 pseudo text feature made from a CLIP image feature. Its size f is a constructor argument.
 
-Generator (StyleGAN2 "skip" architecture, Karras et al. 2020, with LAFITE's "structure 2"):
+Generator (StyleGAN2 "skip" architecture, Karras et al. 2020, with LAFITE's conditional styles):
   z -> mapping network -> w (the condition does NOT enter the mapping network);
-  every modulated conv and toRGB layer computes its own style from w and c:
-      style = affine(concat[MLP(c), w]),  MLP: f -> (f + w_dim)/2 -> w_dim (leaky ReLU)
-  so the text condition can steer every layer separately.
+  every modulated conv and toRGB layer computes its own style from w and c, so the text condition
+  can steer every layer separately. Blocks up to `cfg.change` px use LAFITE's "structure 2",
+      style = affine(concat[MLP(c), w]),  MLP: f -> (f + w_dim)/2 -> w_dim (leaky ReLU);
+  blocks above it use "structure 1", a condition-dependent scale and bias of the usual w style,
+      style = affine(w) * scale(c) + bias(c),  scale, bias: f -> (f + w_dim)/2 -> w_dim -> channels.
 
 Discriminator (StyleGAN2 residual D): blocks down to 4x4, then an epilogue with minibatch-stddev,
 a conv and an fc layer feeding two heads: `out` (a scalar) and `fts` (an f-dimensional feature used
@@ -150,24 +152,57 @@ class MappingNetwork(nn.Module):
         return ws
 
 
+def condition_mlp(feature_dim: int, w_dim: int, lr_multiplier: float) -> list[nn.Module]:
+    """f -> (f + w_dim)/2 -> w_dim, leaky ReLU, slow learning rate: the condition into w-space."""
+    hidden = (feature_dim + w_dim) // 2
+    return [
+        FullyConnected(feature_dim, hidden, activation="lrelu", lr_multiplier=lr_multiplier),
+        FullyConnected(hidden, w_dim, activation="lrelu", lr_multiplier=lr_multiplier),
+    ]
+
+
 class ConditionalStyle(nn.Module):
     """LAFITE 'structure 2': style = affine(concat[MLP(c), w]), one instance per layer.
 
-    The MLP (f -> (f + w_dim)/2 -> w_dim, leaky ReLU, lr multiplier `lr_multiplier`) maps the
-    CLIP-space condition into w-space; the affine starts with bias 1 so that initial styles are ~1.
+    The MLP (`condition_mlp`) maps the CLIP-space condition into w-space; the affine starts with
+    bias 1 so that initial styles are ~1.
     """
 
     def __init__(self, feature_dim: int, w_dim: int, channels: int, lr_multiplier: float):
         super().__init__()
-        hidden = (feature_dim + w_dim) // 2
-        self.condition_mlp = nn.Sequential(
-            FullyConnected(feature_dim, hidden, activation="lrelu", lr_multiplier=lr_multiplier),
-            FullyConnected(hidden, w_dim, activation="lrelu", lr_multiplier=lr_multiplier),
-        )
+        self.condition_mlp = nn.Sequential(*condition_mlp(feature_dim, w_dim, lr_multiplier))
         self.affine = FullyConnected(2 * w_dim, channels, bias_init=1.0)
 
     def forward(self, w: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         return self.affine(torch.cat([self.condition_mlp(c), w], dim=1))
+
+
+class ScaledStyle(nn.Module):
+    """LAFITE 'structure 1': style = affine(w) * scale(c) + bias(c), one instance per layer.
+
+    scale and bias are each `condition_mlp` followed by a linear layer to the channels at the
+    normal learning rate (bias 0). The condition modulates the w style instead of joining it,
+    which costs two MLPs per layer; the authors use it only above `change` px.
+    """
+
+    def __init__(self, feature_dim: int, w_dim: int, channels: int, lr_multiplier: float):
+        super().__init__()
+        self.affine = FullyConnected(w_dim, channels, bias_init=1.0)
+        self.scale_mlp = nn.Sequential(
+            *condition_mlp(feature_dim, w_dim, lr_multiplier), FullyConnected(w_dim, channels)
+        )
+        self.bias_mlp = nn.Sequential(
+            *condition_mlp(feature_dim, w_dim, lr_multiplier), FullyConnected(w_dim, channels)
+        )
+
+    def forward(self, w: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return self.affine(w) * self.scale_mlp(c) + self.bias_mlp(c)
+
+
+def conditional_style(resolution: int, feature_dim: int, channels: int, cfg: NetworkConfig) -> nn.Module:
+    """The style module of a layer in a block of `resolution` px: structure 2 up to cfg.change."""
+    kind = ConditionalStyle if resolution <= cfg.change else ScaledStyle
+    return kind(feature_dim, cfg.w_dim, channels, cfg.condition_lr_mult)
 
 
 class SynthesisLayer(nn.Module):
@@ -178,7 +213,7 @@ class SynthesisLayer(nn.Module):
     ):
         super().__init__()
         self.resolution, self.up, self.conv_clamp = resolution, up, cfg.conv_clamp
-        self.style = ConditionalStyle(feature_dim, cfg.w_dim, in_channels, cfg.condition_lr_mult)
+        self.style = conditional_style(resolution, feature_dim, in_channels, cfg)
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, 3, 3))
         self.bias = nn.Parameter(torch.zeros(out_channels))
         self.noise_strength = nn.Parameter(torch.zeros([]))
@@ -199,10 +234,10 @@ class SynthesisLayer(nn.Module):
 class ToRGB(nn.Module):
     """Modulated 1x1 conv to image channels, not demodulated (StyleGAN2 skip generator)."""
 
-    def __init__(self, in_channels: int, img_channels: int, feature_dim: int, cfg: NetworkConfig):
+    def __init__(self, in_channels: int, img_channels: int, resolution: int, feature_dim: int, cfg: NetworkConfig):
         super().__init__()
         self.conv_clamp = cfg.conv_clamp
-        self.style = ConditionalStyle(feature_dim, cfg.w_dim, in_channels, cfg.condition_lr_mult)
+        self.style = conditional_style(resolution, feature_dim, in_channels, cfg)
         self.weight = nn.Parameter(torch.randn(img_channels, in_channels, 1, 1))
         self.bias = nn.Parameter(torch.zeros(img_channels))
         self.weight_gain = 1.0 / math.sqrt(in_channels)
@@ -226,7 +261,7 @@ class SynthesisBlock(MixedPrecisionBlock):
             self.const = None
             self.conv0 = SynthesisLayer(in_channels, out_channels, resolution, 2, feature_dim, cfg)
         self.conv1 = SynthesisLayer(out_channels, out_channels, resolution, 1, feature_dim, cfg)
-        self.torgb = ToRGB(out_channels, cfg.img_channels, feature_dim, cfg)
+        self.torgb = ToRGB(out_channels, cfg.img_channels, resolution, feature_dim, cfg)
         self.num_conv = 1 if in_channels == 0 else 2
         self.register_buffer("resample_filter", fir_filter(), persistent=False)
 

@@ -22,8 +22,8 @@ E[cos(h', h~)] is about 1/sqrt(1 + xi^2) = 0.32 in high dimension.
 the standard and mixed settings) get the official small perturbation under every kind but none:
 the interpolation above with a = text_alpha (0.1; 0 turns it off).
 
-Noise is drawn per sample by default; `shared_noise=True` draws one eps for the whole batch, as the
-official code does. All outputs are L2-normalised.
+Every sample gets its own eps, as in the authors' code (`torch.randn(txt_fts.shape)`). All outputs
+are L2-normalised.
 """
 
 from __future__ import annotations
@@ -49,13 +49,12 @@ def _unit(x: Tensor) -> Tensor:
     return F.normalize(x, dim=-1)
 
 
-def gaussian_noise(h: Tensor, shared: bool = False, generator: torch.Generator | None = None) -> Tensor:
-    """eps ~ N(0, I) shaped like h [N, f]; shared=True repeats one draw for every row.
+def gaussian_noise(h: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """eps ~ N(0, I) shaped like h [N, f], one draw per row.
     Drawn on the generator's device (so a CPU generator reproduces CUDA runs), then moved to h's."""
-    rows = 1 if shared else h.shape[0]
     device = generator.device if generator is not None else h.device
-    eps = torch.randn(rows, h.shape[1], generator=generator, device=device)
-    return eps.to(device=h.device, dtype=h.dtype).expand_as(h)
+    eps = torch.randn(h.shape, generator=generator, device=device)
+    return eps.to(device=h.device, dtype=h.dtype)
 
 
 def gaussian_perturb(h_unit: Tensor, xi: float, eps: Tensor) -> Tensor:
@@ -74,10 +73,9 @@ class Perturbation(nn.Module):
     Subclasses define `perturb_image`; caption features get the small official interpolation.
     """
 
-    def __init__(self, text_alpha: float = 0.1, shared_noise: bool = False):
+    def __init__(self, text_alpha: float = 0.1):
         super().__init__()
         self.text_alpha = text_alpha
-        self.shared_noise = shared_noise
 
     def forward(self, h: Tensor, source: str = "image", generator: torch.Generator | None = None) -> Tensor:
         if source not in SOURCES:
@@ -90,7 +88,7 @@ class Perturbation(nn.Module):
         return self.perturb_image(h_unit, generator)
 
     def noise(self, h: Tensor, generator: torch.Generator | None) -> Tensor:
-        return gaussian_noise(h, self.shared_noise, generator)
+        return gaussian_noise(h, generator)
 
     def perturb_text(self, h_unit: Tensor, generator: torch.Generator | None) -> Tensor:
         if self.text_alpha == 0:
@@ -114,8 +112,8 @@ class NoPerturbation(Perturbation):
 class GaussianPerturbation(Perturbation):
     """Paper form with noise-to-signal ratio xi."""
 
-    def __init__(self, xi: float, text_alpha: float = 0.1, shared_noise: bool = False):
-        super().__init__(text_alpha, shared_noise)
+    def __init__(self, xi: float, text_alpha: float = 0.1):
+        super().__init__(text_alpha)
         self.xi = xi
 
     def perturb_image(self, h_unit: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -125,8 +123,8 @@ class GaussianPerturbation(Perturbation):
 class OfficialPerturbation(Perturbation):
     """Authors' interpolation with weight image_alpha (0.75) for image features."""
 
-    def __init__(self, image_alpha: float, text_alpha: float = 0.1, shared_noise: bool = False):
-        super().__init__(text_alpha, shared_noise)
+    def __init__(self, image_alpha: float, text_alpha: float = 0.1):
+        super().__init__(text_alpha)
         self.image_alpha = image_alpha
 
     def perturb_image(self, h_unit: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -137,8 +135,8 @@ class CentredPerturbation(GaussianPerturbation):
     """Cross the modality gap by its mean offset, then add noise: isotropic noise alone cannot
     cross a constant offset between the two modalities' cones."""
 
-    def __init__(self, geometry: ModalityGeometry, xi: float, text_alpha: float = 0.1, shared_noise: bool = False):
-        super().__init__(xi, text_alpha, shared_noise)
+    def __init__(self, geometry: ModalityGeometry, xi: float, text_alpha: float = 0.1):
+        super().__init__(xi, text_alpha)
         self.register_buffer("image_mean", geometry.image_mean.clone())
         self.register_buffer("text_mean", geometry.text_mean.clone())
 
@@ -169,8 +167,8 @@ class LearnedPerturbation(Perturbation):
     `train_learned_perturbation`; see `learned_perturbation_loss` for the objective.
     """
 
-    def __init__(self, feature_dim: int, hidden_dim: int = 1024, text_alpha: float = 0.1, shared_noise: bool = False):
-        super().__init__(text_alpha, shared_noise)
+    def __init__(self, feature_dim: int, hidden_dim: int = 1024, text_alpha: float = 0.1):
+        super().__init__(text_alpha)
         self.feature_dim = feature_dim
         self.hidden_dim = hidden_dim
         self.mu = _mlp(feature_dim, hidden_dim)
@@ -279,9 +277,7 @@ def save_learned_perturbation(module: LearnedPerturbation, path: str | Path) -> 
     save_file({k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}, str(path))
 
 
-def load_learned_perturbation(
-    path: str | Path, feature_dim: int, text_alpha: float = 0.1, shared_noise: bool = False
-) -> LearnedPerturbation:
+def load_learned_perturbation(path: str | Path, feature_dim: int, text_alpha: float = 0.1) -> LearnedPerturbation:
     """Load trained weights (.safetensors, or a torch state dict read with weights_only=True).
     The hidden width is read from the file; the result is frozen so GAN losses cannot change it."""
     path = Path(path)
@@ -296,7 +292,7 @@ def load_learned_perturbation(
     hidden_dim, file_dim = state["mu.0.weight"].shape
     if file_dim != feature_dim:
         raise ValueError(f"{path} holds a perturbation for {file_dim}-d features; the encoder gives {feature_dim}-d")
-    module = LearnedPerturbation(feature_dim, hidden_dim, text_alpha, shared_noise)
+    module = LearnedPerturbation(feature_dim, hidden_dim, text_alpha)
     module.load_state_dict(state)
     return module.requires_grad_(False).eval()
 
@@ -316,14 +312,14 @@ def _build_gaussian(cfg: PerturbationConfig, feature_dim: int) -> Perturbation:
     if cfg.xi < 0:
         raise ValueError(f"perturbation xi must be >= 0, got {cfg.xi}")
     _check_fraction("text_alpha", cfg.text_alpha)
-    return GaussianPerturbation(cfg.xi, cfg.text_alpha, cfg.shared_noise)
+    return GaussianPerturbation(cfg.xi, cfg.text_alpha)
 
 
 @PERTURBATIONS.register("official")
 def _build_official(cfg: PerturbationConfig, feature_dim: int) -> Perturbation:
     _check_fraction("image_alpha", cfg.image_alpha)
     _check_fraction("text_alpha", cfg.text_alpha)
-    return OfficialPerturbation(cfg.image_alpha, cfg.text_alpha, cfg.shared_noise)
+    return OfficialPerturbation(cfg.image_alpha, cfg.text_alpha)
 
 
 def _geometry(cfg: PerturbationConfig, feature_dim: int) -> ModalityGeometry:
@@ -346,7 +342,7 @@ def _build_calibrated(cfg: PerturbationConfig, feature_dim: int) -> Perturbation
     """Gaussian noise sized so that E[cos(h', h~)] is the encoder's matched image/caption cosine."""
     _check_fraction("text_alpha", cfg.text_alpha)
     cosine = cfg.target_cosine if cfg.target_cosine is not None else _geometry(cfg, feature_dim).matched_cosine
-    return GaussianPerturbation(noise_ratio(cosine), cfg.text_alpha, cfg.shared_noise)
+    return GaussianPerturbation(noise_ratio(cosine), cfg.text_alpha)
 
 
 @PERTURBATIONS.register("centred")
@@ -354,7 +350,7 @@ def _build_centred(cfg: PerturbationConfig, feature_dim: int) -> Perturbation:
     _check_fraction("text_alpha", cfg.text_alpha)
     geometry = _geometry(cfg, feature_dim)
     cosine = cfg.target_cosine if cfg.target_cosine is not None else geometry.centred_matched_cosine
-    return CentredPerturbation(geometry, noise_ratio(cosine), cfg.text_alpha, cfg.shared_noise)
+    return CentredPerturbation(geometry, noise_ratio(cosine), cfg.text_alpha)
 
 
 @PERTURBATIONS.register("learned")
@@ -362,8 +358,8 @@ def _build_learned(cfg: PerturbationConfig, feature_dim: int) -> Perturbation:
     """Untrained (to be trained with `train_learned_perturbation`) unless learned_weights is set."""
     _check_fraction("text_alpha", cfg.text_alpha)
     if cfg.learned_weights is None:
-        return LearnedPerturbation(feature_dim, text_alpha=cfg.text_alpha, shared_noise=cfg.shared_noise)
-    return load_learned_perturbation(cfg.learned_weights, feature_dim, cfg.text_alpha, cfg.shared_noise)
+        return LearnedPerturbation(feature_dim, text_alpha=cfg.text_alpha)
+    return load_learned_perturbation(cfg.learned_weights, feature_dim, cfg.text_alpha)
 
 
 def build_perturbation(cfg: PerturbationConfig, feature_dim: int) -> Perturbation:

@@ -117,6 +117,11 @@ def export_generator(source: str | Path, out_path: str | Path) -> Path:
     """Write G_ema of a checkpoint (or run folder) as a small safetensors file that a sampler reads:
     no discriminator, optimiser or RNG state, only what generation needs."""
     state, info = read_generator(source)
+    return write_generator(state, info, out_path)
+
+
+def write_generator(state: dict[str, Tensor], info: dict[str, Any], out_path: str | Path) -> Path:
+    """Write a generator's state dict and info (as read_generator gives them) as an exported file."""
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     meta = {

@@ -468,13 +468,21 @@ class Trainer:
         values = mean_over_processes(torch.stack([t.detach().float().reshape([]) for t in terms.values()]), self.dist)
         return dict(zip(terms, values.tolist()))
 
+    def _draw_conditions(self, batch: dict) -> Tensor:
+        with torch.no_grad():
+            return self.conditions(batch, self.perturbation, self.cfg.mixing_prob).float()
+
     def train_step(self, batch: dict) -> dict[str, float]:
         """All phases of one step on one batch; returns the loss terms it computed."""
         cfg, device, n = self.cfg, self.dist.device, self.batch_per_process
         batch = to_device(batch, device)
         real = from_uint8(batch["image"])
-        with torch.no_grad():
-            c = self.conditions(batch, self.perturbation, cfg.mixing_prob).float()
+        c = self._draw_conditions(batch)
+
+        def conditions() -> Tensor:
+            """c again, or a new draw under perturbation.redraw = per_phase (the authors' code)."""
+            return self._draw_conditions(batch) if cfg.perturbation.redraw == "per_phase" else c
+
         z_dim = cfg.network.z_dim
         terms: dict[str, float] = {}
         terms |= self._phase(
@@ -486,17 +494,19 @@ class Trainer:
                 self.G,
                 self.D,
                 self.G_opt,
-                lambda: self.loss.generator_path_length(torch.randn(n, z_dim, device=device), c),
+                lambda: self.loss.generator_path_length(torch.randn(n, z_dim, device=device), conditions()),
             )
         terms |= self._phase(
             "D",
             self.D,
             self.G,
             self.D_opt,
-            lambda: self.loss.discriminator_main(real, torch.randn(n, z_dim, device=device), c),
+            lambda: self.loss.discriminator_main(real, torch.randn(n, z_dim, device=device), conditions()),
         )
         if self.r1_enabled and self.step % cfg.loss.r1_interval == 0:
-            terms |= self._phase("D_reg", self.D, self.G, self.D_opt, lambda: self.loss.discriminator_r1(real, c))
+            terms |= self._phase(
+                "D_reg", self.D, self.G, self.D_opt, lambda: self.loss.discriminator_r1(real, conditions())
+            )
         average_buffers(self.G, self.dist)
         self.nimg += cfg.batch_size
         self.step += 1

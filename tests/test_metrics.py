@@ -152,7 +152,7 @@ def test_protocol_presets_by_name_and_validation():
     changed = protocol_preset("paper")
     changed.num_samples = 1
     assert protocol_preset("paper") == paper  # each call gives a fresh copy
-    with pytest.raises(KeyError, match="unknown protocol 'tiny'; known: cpu, paper"):
+    with pytest.raises(KeyError, match="unknown protocol 'tiny'; known: cpu, fid30k_coco_train256, .*, paper"):
         protocol_preset("tiny")
     with pytest.raises(ValueError, match="protocol.kid_subset_size = 1000 exceeds num_samples"):
         from_dict(ProtocolConfig, {"num_samples": 500})

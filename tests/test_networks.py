@@ -1,11 +1,13 @@
-"""Conditional StyleGAN2 generator and projection discriminator (LAFITE structure 2)."""
+"""Conditional StyleGAN2 generator and projection discriminator (LAFITE structures 2 and 1)."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from lafite_core.config import NetworkConfig
-from lafite_core.networks import Discriminator, Generator, minibatch_stddev
+from lafite_core import checkpoint as ckpt
+from lafite_core.config import NetworkConfig, to_dict
+from lafite_core.networks import ConditionalStyle, Discriminator, Generator, ScaledStyle, minibatch_stddev
+from lafite_core.sampler import export_generator, load_generator
 
 F_DIM = 16  # condition size; deliberately not 512
 
@@ -53,15 +55,18 @@ def test_generator_and_discriminator_shapes(resolution, batch):
     assert (G.z_dim, G.w_dim, G.feature_dim, G.resolution) == (32, 32, F_DIM, resolution)
 
 
-def test_paper_config_parameter_counts():
-    # LAFITE at 256x256: channel_base 32768, channel_max 512, z = w = 512, 8 mapping layers, f = 512.
-    # Measured: G 44,997,026 and D 29,126,785 parameters.
-    cfg = NetworkConfig(resolution=256, channel_base=32768, channel_max=512, z_dim=512, w_dim=512, mapping_layers=8)
+# The authors' networks at channel_base 32768, channel_max 512, z = w = f = 512, 8 mapping layers,
+# change 256: counted from their Generator and Discriminator classes.
+OFFICIAL_COUNTS = {256: (44_997_026, 29_126_785), 512: (48_653_799, 29_245_505), 1024: (52_030_476, 29_275_169)}
+
+
+@pytest.mark.parametrize("resolution", sorted(OFFICIAL_COUNTS))
+def test_paper_config_parameter_counts_equal_the_official_ones(resolution):
+    cfg = NetworkConfig(resolution=resolution, channel_base=32768, channel_max=512, z_dim=512, w_dim=512)
     with torch.device("meta"):
         G, D = Generator(cfg, 512), Discriminator(cfg, 512)
-    assert abs(n_params(G) - 45.0e6) < 0.03 * 45.0e6
-    assert abs(n_params(D) - 29.1e6) < 0.03 * 29.1e6
-    assert G.num_ws == 14
+    assert (n_params(G), n_params(D)) == OFFICIAL_COUNTS[resolution]
+    assert G.num_ws == 2 * (resolution.bit_length() - 1) - 2
 
 
 @pytest.mark.parametrize("resolution", [16, 48, 2048, 100])
@@ -254,3 +259,87 @@ def test_mixed_precision_bf16_on_cpu_is_close_to_fp32():
 
     G.set_mixed_precision(False)
     assert torch.equal(G(z, c, noise_mode="const"), img32)
+
+
+# ---------------------------------------------------------------------------------- structure 1
+
+
+def test_blocks_above_change_use_structure_1():
+    G = Generator(small_cfg(64, change=16), F_DIM)
+    kinds = {
+        block.resolution: {type(m.style) for m in (block.conv0, block.conv1, block.torgb) if m is not None}
+        for block in G.synthesis_network.blocks
+    }
+    assert kinds == {
+        4: {ConditionalStyle},
+        8: {ConditionalStyle},
+        16: {ConditionalStyle},
+        32: {ScaledStyle},
+        64: {ScaledStyle},
+    }
+
+
+def test_structure_1_style_is_affine_w_times_scale_plus_bias():
+    torch.manual_seed(0)
+    style = ScaledStyle(F_DIM, 32, channels=8, lr_multiplier=0.01)
+    w, c = torch.randn(3, 32), condition(3)
+    lrelu = lambda x: F.leaky_relu(x, 0.2) * 2**0.5  # noqa: E731 (StyleGAN's gained leaky ReLU)
+
+    def fc(layer, x, act):
+        y = x @ (layer.weight * layer.weight_gain).T + layer.bias * layer.bias_gain
+        return lrelu(y) if act else y
+
+    def mlp(seq, x):
+        return fc(seq[2], fc(seq[1], fc(seq[0], x, True), True), False)
+
+    expected = fc(style.affine, w, False) * mlp(style.scale_mlp, c) + mlp(style.bias_mlp, c)
+    torch.testing.assert_close(style(w, c), expected)
+    assert [m.bias_gain for m in style.scale_mlp] == [0.01, 0.01, 1.0]  # first two layers slow
+    assert [m.bias_gain for m in style.bias_mlp] == [0.01, 0.01, 1.0]
+    assert [tuple(m.weight.shape) for m in style.scale_mlp] == [
+        ((F_DIM + 32) // 2, F_DIM),
+        (32, (F_DIM + 32) // 2),
+        (8, 32),
+    ]
+
+
+def test_structure_1_parameters_all_get_gradients_and_the_condition_matters():
+    torch.manual_seed(0)
+    G = Generator(small_cfg(32, change=8), F_DIM)
+    z = torch.randn(3, G.z_dim)
+    img = G(z, condition(3), noise_mode="const")
+    img.square().mean().backward()
+    missing = [name for name, p in G.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
+    assert missing == []
+    with torch.no_grad():
+        assert not torch.allclose(G(z, condition(3), noise_mode="const"), img)
+
+
+@pytest.mark.parametrize("resolution", [512, 1024])
+def test_structure_1_resolutions_run_in_mixed_precision_and_survive_checkpoint_and_export(resolution, tmp_path):
+    torch.manual_seed(0)
+    cfg = small_cfg(resolution, channel_base=resolution * 4, channel_max=8, num_fp16_res=2, conv_clamp=256.0)
+    G = Generator(cfg, F_DIM).eval()
+    assert isinstance(G.synthesis_network.blocks[-1].conv1.style, ScaledStyle)  # default change = 256
+    assert isinstance(G.synthesis_network.blocks[-3].conv1.style, ConditionalStyle)
+    z, c = torch.randn(2, cfg.z_dim), condition(2)
+    with torch.no_grad():
+        img32 = G(z, c, noise_mode="const")
+        G.set_mixed_precision(True)
+        img16 = G(z, c, noise_mode="const")
+        G.set_mixed_precision(False)
+    assert img16.shape == (2, 3, resolution, resolution) and torch.isfinite(img16).all()
+    assert not torch.equal(img16, img32) and (img16 - img32).norm() < 0.1 * img32.norm()
+
+    state = {
+        "config": ckpt.to_json_string({"network": to_dict(cfg)}),
+        "encoder_identity": ckpt.to_json_string({"name": "lafite-tiny", "pretrained": None, "feature_dim": F_DIM}),
+        "G_ema": ckpt.module_state(G),
+    }
+    checkpoint = ckpt.save_checkpoint(state, tmp_path, nimg=0)
+    exported = export_generator(checkpoint, tmp_path / "g.safetensors")
+    for source in (checkpoint, exported):
+        loaded, info = load_generator(source)
+        assert info["config"]["network"]["change"] == 256
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(z, c, noise_mode="const"), img32, rtol=0, atol=0)
