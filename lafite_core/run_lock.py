@@ -14,9 +14,7 @@ import json
 import os
 import socket
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 LOCK_NAME = ".lock"
 
@@ -33,9 +31,11 @@ class RunLock:
         self.folder, self.what = Path(folder), what
         self.path = self.folder / LOCK_NAME
         self._fd: int | None = None
+        self._created_folder = False
 
     def acquire(self) -> RunLock:
         """Take the lock or fail at once (no waiting) naming the holder."""
+        self._created_folder = not self.folder.exists()
         self.folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -53,22 +53,24 @@ class RunLock:
         self._fd = fd
         return self
 
-    def release(self) -> None:
-        """Drop the lock (the file stays; an unlocked file means nobody holds the folder)."""
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
-
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
+    def release(self, remove_created: bool = False) -> None:
+        """Drop the lock (the file stays; an unlocked file means nobody holds the folder).
+        `remove_created`: a writer that failed before writing anything leaves no folder behind,
+        so a folder this lock created and that holds only the lock file is removed."""
+        if self._fd is None:
+            return
+        if remove_created and self._created_folder and [p.name for p in self.folder.iterdir()] == [LOCK_NAME]:
+            self.path.unlink()  # while still holding it, so no one else locks the removed file
+            self.folder.rmdir()
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
 
     def __enter__(self) -> RunLock:
         return self.acquire()
 
-    def __exit__(self, *exc) -> None:
-        self.release()
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        self.release(remove_created=exc_type is not None)
 
 
 def holder_info() -> dict:
@@ -84,13 +86,3 @@ def _read_holder(fd: int) -> str:
     if not info:
         return "holder unknown"
     return f"pid {info.get('pid')} on {info.get('host')}, since {info.get('started')}"
-
-
-@contextmanager
-def locked(folder: str | Path, what: str = "run", enabled: bool = True) -> Iterator[RunLock | None]:
-    """`with locked(folder):` around a writer; `enabled=False` (DDP ranks other than 0) takes nothing."""
-    if not enabled:
-        yield None
-        return
-    with RunLock(folder, what) as lock:
-        yield lock

@@ -162,6 +162,8 @@ class Trainer:
         try:
             self._setup(cfg, dataset)
         except BaseException:
+            if self.lock is not None:  # a run that failed before writing anything leaves no folder
+                self.lock.release(remove_created=True)
             self.close()
             raise
 
