@@ -73,6 +73,7 @@ from lafite_core.params import INPUT_ERRORS, add_params_arguments, load_with_ove
 from lafite_core.perturbations import build_perturbation, save_learned_perturbation, train_learned_perturbation
 from lafite_core.run_lock import RunLock
 from lafite_core.stats import TickStats, peak_memory_mb, plot_stats, read_stats
+from lafite_core.tensor_files import check_weights_file
 
 Tensor = torch.Tensor
 
@@ -446,6 +447,7 @@ class Trainer:
 
     def _load_state(self, path: Path) -> list[dict]:
         """Continue a run: every weight, optimiser moment, counter and RNG state."""
+        check_weights_file(path, "resume")
         state = ckpt.load_checkpoint(path, map_location=self.dist.device)
         self._check_encoder(state, path, "resume")
         self._load_modules(state, path, ("G", "D", "G_ema", "perturbation"))
@@ -457,6 +459,7 @@ class Trainer:
 
     def _load_weights(self, path: Path) -> None:
         """Fine-tuning: G, D and G_ema from another run; optimisers and counters start fresh."""
+        check_weights_file(path, "fine_tune_from")
         state = ckpt.load_checkpoint(path, map_location=self.dist.device)
         self._check_encoder(state, path, "fine_tune_from")
         self._load_modules(state, path, ("G", "D", "G_ema"))

@@ -292,6 +292,15 @@ def test_weights_files_are_sniffed_and_refused_naming_the_parameter(tmp_path):
         load_learned_perturbation(tmp_path / "evil.pt", 128)
 
 
+def test_a_resume_or_fine_tune_file_that_is_not_a_checkpoint_is_named(tmp_path):
+    text = _text_file(tmp_path / "checkpoint.pt")
+    for parameter in ("resume", "fine_tune_from"):
+        cfg = tiny_config(tmp_path / parameter, **{parameter: str(text)})
+        with pytest.raises(ValueError, match=f"parameter {parameter} = .* it appears to be text"):
+            Trainer(cfg, TinyImageTextSet())
+        assert not (tmp_path / parameter).exists()
+
+
 def test_a_bad_weights_file_on_the_command_line_is_one_error_line(tmp_path, monkeypatch, capfd):
     monkeypatch.chdir(tmp_path)
     text = _text_file(tmp_path / "w.safetensors")
