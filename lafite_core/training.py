@@ -582,7 +582,7 @@ class Trainer:
         if dist.is_main:
             bar = tqdm(
                 total=cfg.total_kimg,
-                initial=self.nimg / 1000,
+                initial=min(self.nimg / 1000, cfg.total_kimg),  # a resume past total_kimg warned already
                 unit="kimg",
                 dynamic_ncols=True,
                 bar_format="{l_bar}{bar}| {n:.3f}/{total:.3f} kimg [{elapsed}<{remaining}{postfix}]",
