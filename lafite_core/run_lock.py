@@ -85,4 +85,7 @@ def _read_holder(fd: int) -> str:
         info = {}
     if not info:
         return "holder unknown"
-    return f"pid {info.get('pid')} on {info.get('host')}, since {info.get('started')}"
+    holder = f"pid {info.get('pid')} on {info.get('host')}, since {info.get('started')}"
+    if info.get("pid") == os.getpid() and info.get("host") == socket.gethostname():
+        holder += ": this process itself, whose earlier writer was not closed (e.g. a Trainer never run)"
+    return holder

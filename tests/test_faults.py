@@ -69,6 +69,8 @@ def test_a_second_training_on_one_folder_fails_at_once_and_the_first_finishes_in
     assert second.returncode == 2
     assert second.stderr.startswith("error: ") and "Traceback" not in second.stderr
     assert f"in use by another training (pid {os.getpid()}" in second.stderr
+    with pytest.raises(FolderLockedError, match="this process itself"):  # a notebook cell run twice
+        Trainer(tiny_config(run_dir), TinyImageTextSet())
     result = first.run()
     ticks = [json.loads(line)["tick"] for line in (run_dir / "stats.jsonl").read_text().splitlines()]
     assert ticks == [1, 2]  # every tick once: nobody else wrote here
