@@ -7,14 +7,20 @@ that names the offending parameter, before any work starts.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import importlib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, TypeVar, Union
+from typing import Any, ClassVar, Literal, Sequence, TypeVar, Union
 
 from lafite_core.assets import DEMO_GENERATOR, REPO_PREFIX, TINY_ENCODER_GEOMETRY, TINY_ENCODER_WEIGHTS
 
 C = TypeVar("C")
+
+# What the generator and discriminator accept (networks.check_resolution): powers of two in this range.
+MIN_RESOLUTION, MAX_RESOLUTION = 32, 1024
 
 
 @dataclass
@@ -134,9 +140,13 @@ def from_dict(cls: type[C], data: dict[str, Any] | None, where: str = "") -> C:
         if dataclasses.is_dataclass(hint) and isinstance(value, dict):
             value = from_dict(hint, {**_section_base(hint, fields[key], value), **value}, where=f"{where}{key}.")
         elif not _type_ok(value, hint):
+            _check_choices(f"{where}{key}", value, _literal_choices(hint))
             raise TypeError(
                 f"parameter {where}{key} = {value!r} has type {type(value).__name__}; expected {_hint_name(hint)}"
             )
+        _check_finite(f"{where}{key}", value)
+        if (cls.__name__, key) in REGISTRY_FIELDS:
+            _check_registered(f"{where}{key}", value, REGISTRY_FIELDS[cls.__name__, key])
         if hint is float and isinstance(value, int):
             value = float(value)
         kwargs[key] = value
@@ -166,6 +176,36 @@ def _field_default(f: dataclasses.Field) -> dict[str, Any]:
 
 def _hint_name(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def _literal_choices(hint: Any) -> tuple:
+    """The allowed values of a Literal hint, also inside Optional[...] or list[...]; () if none."""
+    if typing.get_origin(hint) is Literal:
+        return typing.get_args(hint)
+    return tuple(c for h in typing.get_args(hint) for c in _literal_choices(h))
+
+
+def _check_choices(name: str, value: Any, choices: Sequence) -> None:
+    """A name not among `choices` is a ValueError listing them, with the closest as a suggestion."""
+    for item in value if isinstance(value, (list, tuple)) else [value]:
+        if choices and isinstance(item, str) and item not in choices:
+            allowed = [str(c) for c in choices]
+            close = difflib.get_close_matches(item, allowed, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ValueError(f"parameter {name} = {item!r} is not allowed; {hint}allowed: {', '.join(allowed)}")
+
+
+def _check_finite(name: str, value: Any) -> None:
+    for item in value if isinstance(value, (list, tuple)) else [value]:
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValueError(f"parameter {name} = {item!r} must be a finite number")
+
+
+def _check_registered(name: str, value: Any, registry: str) -> None:
+    """`value` (a name, or a list of names) must be registered in `registry` ("module:NAME"),
+    which is imported here: the registries live in the modules above this schema."""
+    module, _, attr = registry.partition(":")
+    _check_choices(name, value, getattr(importlib.import_module(module), attr).names())
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -285,8 +325,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         """Checks that need no files or devices, so a bad params file fails before any work."""
         res = self.network.resolution
-        if not (isinstance(res, int) and res >= 4 and res & (res - 1) == 0):
-            raise ValueError(f"parameter network.resolution = {res!r} must be a power of two")
+        if not (isinstance(res, int) and MIN_RESOLUTION <= res <= MAX_RESOLUTION and res & (res - 1) == 0):
+            raise ValueError(
+                f"parameter network.resolution = {res!r} must be a power of two from {MIN_RESOLUTION} "
+                f"to {MAX_RESOLUTION} (what the networks accept)"
+            )
         if self.data.resolution != res:
             raise ValueError(
                 f"parameter data.resolution = {self.data.resolution} differs from "
@@ -304,10 +347,28 @@ class TrainConfig:
             "perturbation_training.steps": self.perturbation_training.steps,
             "loss.r1_interval": self.loss.r1_interval,
             "loss.pl_interval": self.loss.pl_interval,
+            "loss.temperature": self.loss.temperature,
+            "perturbation_training.batch_size": self.perturbation_training.batch_size,
+            "perturbation_training.lr": self.perturbation_training.lr,
         }
         for name, value in positive.items():
             if value <= 0:
                 raise ValueError(f"parameter {name} = {value!r} must be positive")
+        non_negative = {
+            "perturbation.xi": self.perturbation.xi,
+            "loss.lambda_clip": self.loss.lambda_clip,
+            "loss.lambda_disc": self.loss.lambda_disc,
+            "loss.r1_gamma": self.loss.r1_gamma,
+            "loss.pl_weight": self.loss.pl_weight,
+        }
+        for name, value in non_negative.items():
+            if value < 0:
+                raise ValueError(f"parameter {name} = {value!r} must be >= 0")
+        for name in ("image_alpha", "text_alpha"):
+            if not 0.0 <= getattr(self.perturbation, name) <= 1.0:
+                raise ValueError(
+                    f"parameter perturbation.{name} = {getattr(self.perturbation, name)!r} must be in [0, 1]"
+                )
         if not 0.0 <= self.mixing_prob <= 1.0:
             raise ValueError(f"parameter mixing_prob = {self.mixing_prob!r} must be in [0, 1]")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
@@ -568,3 +629,14 @@ class DemoConfig:
     workers: int = 2  # parallel steps after training (training itself gets every core)
     out_dir: str = "results/demo"
     results_root: str = "results"  # run folders go to results_root/runs
+
+
+# Parameters whose values are names in a registry: (config class, field) -> "module:REGISTRY".
+# from_dict checks them at load, so a typo fails before any work, listing the registered names.
+REGISTRY_FIELDS: dict[tuple[str, str], str] = {
+    ("PerturbationConfig", "kind"): "lafite_core.perturbations:PERTURBATIONS",
+    ("DataConfig", "kind"): "lafite_core.data:DATASETS",
+    ("EvalConfig", "metrics"): "lafite_core.metrics:METRICS",
+    ("TrainConfig", "setting"): "lafite_core.conditions:SETTINGS",
+    ("TrainConfig", "diffaugment"): "lafite_core.augment:AUGMENTATIONS",
+}

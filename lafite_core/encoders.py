@@ -22,6 +22,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import pickle
 import re
 import tempfile
 from pathlib import Path
@@ -35,6 +36,7 @@ from torch import Tensor
 from lafite_core.assets import resolve_asset
 from lafite_core.config import EncoderConfig
 from lafite_core.precision import resolve_device
+from lafite_core.tensor_files import check_weights_file, refusal_reason
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 
@@ -233,11 +235,19 @@ def _create_from_tag(name: str, tag: str, kwargs: dict) -> torch.nn.Module:
 
 
 def _create_from_file(name: str, path: str, kwargs: dict) -> torch.nn.Module:
-    """Load a local state dict (.safetensors, or .bin/.pt/.pth read with weights_only=True)."""
+    """Load a local state dict (.safetensors, or .bin/.pt/.pth read with weights_only=True); a
+    file that is not weights, or holds more than tensors, is a ValueError naming `pretrained`."""
+    check_weights_file(path, "pretrained")
     try:
         return open_clip.create_model(name, pretrained=path, weights_only=True, **kwargs)
+    except pickle.UnpicklingError as err:
+        raise ValueError(
+            f"parameter pretrained = {path!r} was refused: it holds more than tensors ({refusal_reason(err)})"
+        ) from None
     except RuntimeError as err:
-        raise RuntimeError(f"weights file {path} does not fit CLIP architecture {name!r}: {err}") from err
+        raise ValueError(
+            f"parameter pretrained = {path!r} does not fit CLIP architecture {name!r} ({refusal_reason(err)})"
+        ) from None
 
 
 def file_sha256(path: str | Path) -> str:

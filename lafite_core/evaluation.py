@@ -56,6 +56,7 @@ from lafite_core.grids import from_uint8, latents, save_image_grid, to_uint8
 from lafite_core.metrics import METRICS, ScoredImages, append_rows, compute_metrics, protocol_columns
 from lafite_core.params import INPUT_ERRORS, add_params_arguments, load_with_overrides, run_main
 from lafite_core.precision import resolve_device
+from lafite_core.run_lock import RunLock
 from lafite_core.sampler import Sampler
 
 SUBJECTS = {"model": "model", "real": "real images", "shuffled": "shuffled conditions"}
@@ -215,7 +216,13 @@ def build_context(cfg: EvalConfig, progress: bool = True, encoder=None) -> Conte
 
 def evaluate(cfg: EvalConfig, progress: bool = True, encoder=None) -> list[dict]:
     """Evaluate `cfg.checkpoint` on every split; append the rows to the results table, write
-    `output_dir/metrics.json` (the model's numbers per split) and sample grids; return the rows."""
+    `output_dir/metrics.json` (the model's numbers per split) and sample grids; return the rows.
+    `output_dir` is locked meanwhile: a second evaluation into it fails at once."""
+    with RunLock(cfg.output_dir, "evaluation"):
+        return _evaluate(cfg, progress, encoder)
+
+
+def _evaluate(cfg: EvalConfig, progress: bool, encoder) -> list[dict]:
     ctx = build_context(cfg, progress, encoder)
     splits = [cfg.data.split] + ([cfg.heldout_split] if cfg.heldout_split else [])
     datasets = {}

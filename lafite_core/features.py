@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -236,8 +237,10 @@ def reference_features(
 
 
 def _save_reference(folder: Path, features: Tensor, reference_id: dict, identity: str) -> None:
+    """Write through a temporary file of this process's own: evaluations running side by side may
+    compute the same entry, and each must only ever rename a file it finished writing."""
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / ".features.tmp.npy"
+    tmp = folder / f".features.{os.getpid()}.tmp.npy"
     np.save(tmp, features.numpy())
     tmp.replace(folder / "features.npy")
     (folder / "meta.json").write_text(

@@ -13,6 +13,10 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
+# A saved grid larger than this is split into pages: PIL refuses to reopen pictures above its
+# decompression-bomb limit (Image.MAX_IMAGE_PIXELS, 89 megapixels), and viewers struggle well below.
+MAX_GRID_PIXELS = 40_000_000
+
 
 def seed_latents(seeds: Sequence[int], z_dim: int) -> Tensor:
     """One z per seed, each from its own generator: the same latents in every run, on every machine."""
@@ -96,11 +100,38 @@ def save_grid(
     scale: int = 1,
     background: tuple[int, int, int] = (255, 255, 255),
 ) -> Path:
-    """Write image_grid(...) as a PNG (folders created)."""
+    """Write image_grid(...) as a PNG (folders created) and return its path. A grid above
+    MAX_GRID_PIXELS is split by rows into pages: `path` holds the first, `<stem>-2.png`, ... the
+    rest, and a notice names them."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    image_grid(images, columns, captions, scale, background).save(path, format="PNG")
+    columns = max(1, min(columns, images.shape[0]))
+    rows_per_page = _rows_per_page(images, columns, captions is not None, scale)
+    pages = range(math.ceil(math.ceil(images.shape[0] / columns) / rows_per_page))
+    for page in pages:
+        first, last = page * rows_per_page, (page + 1) * rows_per_page
+        chunk = images[first * columns : last * columns]
+        picture = image_grid(chunk, columns, captions[first:last] if captions is not None else None, scale, background)
+        picture.save(page_path(path, page), format="PNG")
+    if len(pages) > 1:
+        print(
+            f"note: the grid of {math.ceil(images.shape[0] / columns)} rows would exceed {MAX_GRID_PIXELS:,} pixels; "
+            f"written as {len(pages)} pages of up to {rows_per_page} rows: {path.name} ... "
+            f"{page_path(path, len(pages) - 1).name}",
+            flush=True,
+        )
     return path
+
+
+def page_path(path: Path, page: int) -> Path:
+    """Page 0 is `path` itself; page k > 0 is `<stem>-<k+1><suffix>` beside it."""
+    return path if page == 0 else path.with_name(f"{path.stem}-{page + 1}{path.suffix}")
+
+
+def _rows_per_page(images: Tensor, columns: int, captioned: bool, scale: int) -> int:
+    height, width = images.shape[-2] * scale, images.shape[-1] * scale
+    band = _text_height(ImageFont.load_default()) + 6 if captioned else 0
+    return max(1, MAX_GRID_PIXELS // (columns * width * (height + band)))
 
 
 def save_image_grid(images: Tensor, columns: int, path: str | Path) -> Path:

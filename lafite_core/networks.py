@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from lafite_core import precision
-from lafite_core.config import NetworkConfig
+from lafite_core.config import MAX_RESOLUTION, MIN_RESOLUTION, NetworkConfig
 from lafite_core.ops import (
     Conv2d,
     FullyConnected,
@@ -43,7 +43,6 @@ from lafite_core.ops import (
     upsample2d,
 )
 
-MIN_RESOLUTION, MAX_RESOLUTION = 32, 1024
 NOISE_MODES = ("random", "const", "none")
 
 

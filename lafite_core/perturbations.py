@@ -28,10 +28,12 @@ are L2-normalised.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
@@ -40,6 +42,7 @@ from lafite_core.assets import resolve_asset
 from lafite_core.config import PerturbationConfig
 from lafite_core.modality import ModalityGeometry, centre, load_geometry, noise_ratio
 from lafite_core.registry import Registry
+from lafite_core.tensor_files import check_weights_file, refusal_reason
 
 PERTURBATIONS: Registry = Registry("perturbation")
 SOURCES = ("image", "text")
@@ -280,13 +283,17 @@ def save_learned_perturbation(module: LearnedPerturbation, path: str | Path) -> 
 def load_learned_perturbation(path: str | Path, feature_dim: int, text_alpha: float = 0.1) -> LearnedPerturbation:
     """Load trained weights (.safetensors, or a torch state dict read with weights_only=True).
     The hidden width is read from the file; the result is frozen so GAN losses cannot change it."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"learned perturbation weights not found: {path}")
-    if path.suffix == ".safetensors":
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+    path = check_weights_file(path, "perturbation.learned_weights")
+    try:
+        if path.suffix == ".safetensors":
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except (SafetensorError, pickle.UnpicklingError, RuntimeError) as err:
+        raise ValueError(
+            f"parameter perturbation.learned_weights = {str(path)!r} is not a readable state dict "
+            f"({refusal_reason(err)})"
+        ) from None
     if "mu.0.weight" not in state:
         raise ValueError(f"{path} is not a learned-perturbation state dict (no 'mu.0.weight')")
     hidden_dim, file_dim = state["mu.0.weight"].shape

@@ -8,6 +8,12 @@ folder (`metadata.lafite.output`). That lets the runner reject unknown keys and 
 Run ids are stable hashes of (notebook, params), so re-running a sweep skips finished runs and
 re-executes unfinished ones (the training notebook resumes from its last checkpoint).
 
+Each run folder is locked while its run executes (run_lock.py), so a second runner on the same
+sweep skips it with an error naming the holder. Each run's processes get their own process group;
+SIGINT or SIGTERM to the runner reaches every run (training checkpoints, then stops), runs still
+going after STOP_GRACE_S are killed, unfinished runs are recorded as `interrupted`, and the runner
+exits 130 (SIGINT) or 143 (SIGTERM) with no process of its runs left.
+
     python -m lafite_core.runner run params/ablation.yaml --workers 2
     python -m lafite_core.runner collect ablation
 """
@@ -21,24 +27,30 @@ import importlib
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pandas as pd
+import psutil
 import yaml
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from lafite_core import config as config_module
 from lafite_core.params import load_params, run_main, set_dotted
+from lafite_core.run_lock import FolderLockedError, RunLock
 
 RESULTS = Path("results")
 KERNEL_START_ERRORS = ("Address already in use", "Kernel died before replying", "Kernel didn't respond")
+STOP_GRACE_S = 20.0  # after SIGINT/SIGTERM: time the runs get to write a final checkpoint before being killed
 
 
 # ----------------------------------------------------------------------------- runs and sweeps
@@ -162,36 +174,151 @@ def prepare(spec: RunSpec, results: Path = RESULTS) -> tuple[Path, dict[str, Any
 
 
 def execute(
-    spec: RunSpec, results: Path = RESULTS, env: dict[str, str] | None = None, retries: int = 3
+    spec: RunSpec,
+    results: Path = RESULTS,
+    env: dict[str, str] | None = None,
+    retries: int = 3,
+    processes: RunProcesses | None = None,
 ) -> dict[str, Any]:
     """Execute one run in a child process (so CUDA_VISIBLE_DEVICES reaches its kernel) and record
-    its status; kernel start failures (port races) are retried, other failures recorded."""
-    folder, params = prepare(spec, results)
-    _write_status(folder, status="running", started=time.time(), notebook=spec.notebook, error=None)
-    cmd = [sys.executable, "-m", "lafite_core.runner", "_execute", spec.notebook, str(folder)]
-    child_env = {**os.environ, **(env or {})}
-    for attempt in range(1, retries + 1):
-        with open(folder / "log.txt", "a") as log:
-            log.write(f"--- attempt {attempt}\n")
-            log.flush()
-            proc = subprocess.run(cmd, env=child_env, stdout=log, stderr=subprocess.STDOUT)
-        if proc.returncode == 0:
-            _write_status(folder, status="done", finished=time.time(), attempts=attempt)
+    its status; kernel start failures (port races) are retried, other failures recorded. The run
+    folder is locked meanwhile: a folder another process holds raises FolderLockedError."""
+    processes = processes or RunProcesses()
+    with RunLock(run_dir(spec, results), "runner"):
+        folder, params = prepare(spec, results)
+        if processes.signum is not None:  # stopping: start nothing new
+            _write_status(folder, status="interrupted", error=processes.stop_message())
             return read_status(folder)
-        tail = (folder / "log.txt").read_text()[-4000:]
-        if proc.returncode < 0 or not any(msg in tail for msg in KERNEL_START_ERRORS):
-            break
-        time.sleep(1 + attempt)
-    status = "interrupted" if proc.returncode < 0 else "failed"
-    _write_status(
-        folder,
-        status=status,
-        finished=time.time(),
-        attempts=attempt,
-        error=_last_error(folder / "log.txt"),
-        executed_notebook=str(folder / "notebook.ipynb"),
-    )
-    return read_status(folder)
+        _write_status(folder, status="running", started=time.time(), notebook=spec.notebook, error=None)
+        cmd = [sys.executable, "-m", "lafite_core.runner", "_execute", spec.notebook, str(folder)]
+        child_env = {**os.environ, **(env or {})}
+        for attempt in range(1, retries + 1):
+            with open(folder / "log.txt", "a") as log:
+                log.write(f"--- attempt {attempt}\n")
+                log.flush()
+                returncode = processes.run(cmd, env=child_env, stdout=log, stderr=subprocess.STDOUT)
+            if returncode == 0:
+                _write_status(folder, status="done", finished=time.time(), attempts=attempt)
+                return read_status(folder)
+            tail = (folder / "log.txt").read_text()[-4000:]
+            if returncode < 0 or processes.signum is not None or not any(m in tail for m in KERNEL_START_ERRORS):
+                break
+            time.sleep(1 + attempt)
+        stopped = returncode < 0 or processes.signum is not None
+        _write_status(
+            folder,
+            status="interrupted" if stopped else "failed",
+            finished=time.time(),
+            attempts=attempt,
+            error=processes.stop_message() if processes.signum is not None else _last_error(folder / "log.txt"),
+            executed_notebook=str(folder / "notebook.ipynb"),
+        )
+        return read_status(folder)
+
+
+class RunsInterrupted(KeyboardInterrupt):
+    """The runner stopped its runs on SIGINT or SIGTERM; `signum` says which."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+class RunProcesses:
+    """The child processes of the runs in progress, each in its own process group (and its kernel
+    in another, as jupyter_client starts kernels in a new session), so that a stop signal reaches
+    all of them, and whatever outlives STOP_GRACE_S is killed."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()  # re-entered when a second signal interrupts kill()
+        self._running: set[subprocess.Popen] = set()
+        self._groups: set[int] = set()  # every process group seen in a run's tree
+        self.signum: int | None = None
+
+    def run(self, cmd: list[str], **popen_kwargs: Any) -> int:
+        """Run `cmd` in a new session (its own process group) and return its exit status."""
+        with self._lock:
+            proc = subprocess.Popen(cmd, start_new_session=True, **popen_kwargs)
+            self._running.add(proc)
+        try:
+            return proc.wait()
+        finally:
+            with self._lock:
+                self._running.discard(proc)
+
+    def stop_message(self) -> str:
+        return f"stopped by {signal.Signals(self.signum).name}; run again to resume"
+
+    @contextmanager
+    def stopping_on_signals(self, grace_s: float = STOP_GRACE_S) -> Iterator[None]:
+        """While the block runs, SIGINT and SIGTERM are forwarded to every run and, after `grace_s`,
+        the runs still going are killed (a second signal kills at once). On leaving, any process
+        left in a run's groups is killed and RunsInterrupted raised. Main thread only."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        timer = threading.Timer(grace_s, self.kill)
+        timer.daemon = True
+
+        def handle(signum: int, frame) -> None:
+            if self.signum is not None:
+                self.kill()
+                return
+            self.signum = signum
+            print(f"{signal.Signals(signum).name}: stopping the runs (killed after {grace_s:g} s)", flush=True)
+            self.send(signum)
+            timer.start()
+
+        previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            timer.cancel()
+            if self.signum is not None:
+                self.kill()
+        if self.signum is not None:
+            raise RunsInterrupted(self.signum)
+
+    def send(self, signum: int) -> None:
+        """Signal every process group of every run in progress (never the runner's own)."""
+        for group in self._current_groups():
+            _signal_group(group, signum)
+
+    def kill(self) -> None:
+        """SIGKILL every process group of the runs, in progress or seen before."""
+        groups = self._current_groups()
+        with self._lock:
+            groups |= self._groups
+        for group in groups:
+            _signal_group(group, signal.SIGKILL)
+
+    def _current_groups(self) -> set[int]:
+        with self._lock:
+            roots = [p.pid for p in self._running]
+        groups = set()
+        for pid in roots:
+            try:
+                tree = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+            except psutil.NoSuchProcess:
+                continue
+            for proc in tree:
+                try:
+                    groups.add(os.getpgid(proc.pid))
+                except ProcessLookupError:
+                    pass
+        groups.discard(os.getpgrp())
+        with self._lock:
+            self._groups |= groups
+        return groups
+
+
+def _signal_group(group: int, signum: int) -> None:
+    try:
+        os.killpg(group, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _last_error(log: Path) -> str:
@@ -201,9 +328,13 @@ def _last_error(log: Path) -> str:
 
 
 def _execute_in_child(notebook: str, folder: str) -> None:
-    """Child-process body: papermill with the prepared params, output next to the log."""
+    """Child-process body: papermill with the prepared params, output next to the log. A stop
+    signal (the runner sends it to the kernel too) must not tear papermill down while the kernel
+    writes its checkpoint: papermill waits for the interrupted cell, saves the notebook and exits."""
     import papermill as pm  # optional (the notebooks extra): only the kernel-starting child needs it
 
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: None)  # a Python handler, so the kernel (exec'd) keeps the default
     folder_path = Path(folder)
     params = yaml.safe_load((folder_path / "params.yaml").read_text()) or {}
     pm.execute_notebook(
@@ -263,36 +394,34 @@ def run_all(
         return _run_on_ray(todo, results, ray_address)
     if backend != "local":
         raise ValueError(f"unknown backend {backend!r}; known: local, ray")
-    return _run_locally(todo, results, worker_envs(workers))
+    return _run_locally(todo, results, worker_envs(workers), RunProcesses())
 
 
 def _progress(total: int):
     return tqdm(total=total, desc="runs")
 
 
-def _run_locally(todo: list[RunSpec], results: Path, envs: list[dict[str, str]]) -> list[dict]:
+def _run_locally(todo: list[RunSpec], results: Path, envs: list[dict[str, str]], processes: RunProcesses) -> list[dict]:
+    """Runs on worker threads, each starting one run's process at a time; SIGINT/SIGTERM stop them
+    all (RunProcesses.stopping_on_signals). A run whose folder another process holds is reported
+    as `locked`, and its folder left as that process keeps it."""
     free = list(range(len(envs)))  # worker slots; list pop/append are atomic under the GIL
 
     def job(spec: RunSpec) -> dict:
         slot = free.pop()
         try:
-            return {"run_id": spec.run_id, **execute(spec, results, envs[slot])}
+            return {"run_id": spec.run_id, **execute(spec, results, envs[slot], processes=processes)}
+        except FolderLockedError as err:
+            return {"run_id": spec.run_id, "status": "locked", "error": str(err)}
         finally:
             free.append(slot)
 
     outcomes: list[dict] = []
-    with ThreadPoolExecutor(max_workers=len(envs)) as pool, _progress(len(todo)) as bar:
-        futures = [pool.submit(job, s) for s in todo]
-        try:
-            for fut in as_completed(futures):
-                outcomes.append(fut.result())
-                bar.set_postfix_str(f"{outcomes[-1]['run_id']}: {outcomes[-1]['status']}")
-                bar.update()
-        except KeyboardInterrupt:
-            for fut in futures:
-                fut.cancel()
-            print("interrupted: finished runs are kept; run again to continue", flush=True)
-            raise
+    with processes.stopping_on_signals(), ThreadPoolExecutor(len(envs)) as pool, _progress(len(todo)) as bar:
+        for fut in as_completed([pool.submit(job, s) for s in todo]):
+            outcomes.append(fut.result())
+            bar.set_postfix_str(f"{outcomes[-1]['run_id']}: {outcomes[-1]['status']}")
+            bar.update()
     return outcomes
 
 
@@ -429,7 +558,11 @@ def main(argv: list[str] | None = None) -> int:
         specs = [RunSpec(notebook=str(target), params=params)]
     else:
         specs = expand_sweep(target)
-    outcomes = run_all(specs, results, args.workers, args.force, args.backend, args.ray_address)
+    try:
+        outcomes = run_all(specs, results, args.workers, args.force, args.backend, args.ray_address)
+    except RunsInterrupted as stop:
+        print(f"interrupted ({stop}): unfinished runs are marked interrupted; run again to resume", flush=True)
+        return 128 + stop.signum
     failed = [o for o in outcomes if o["status"] != "done"]
     for o in failed:
         print(f"FAILED {o['run_id']}: {o.get('error')} (see {o.get('executed_notebook')})")

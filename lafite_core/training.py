@@ -33,10 +33,14 @@ import dataclasses
 import json
 import math
 import platform
+import signal
+import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -67,13 +71,53 @@ from lafite_core.networks import Discriminator, Generator, resolve_feature_dim
 from lafite_core.optimisers import ema_beta, lazy_adam, update_ema
 from lafite_core.params import INPUT_ERRORS, add_params_arguments, load_with_overrides, run_main
 from lafite_core.perturbations import build_perturbation, save_learned_perturbation, train_learned_perturbation
+from lafite_core.run_lock import RunLock
 from lafite_core.stats import TickStats, peak_memory_mb, plot_stats, read_stats
+from lafite_core.tensor_files import check_weights_file
 
 Tensor = torch.Tensor
 
 
 class NonFiniteLossError(RuntimeError):
     """A loss term became NaN or infinite; the message names the step, the phase and the term."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped on SIGINT or SIGTERM after writing a checkpoint; rerunning resumes."""
+
+    def __init__(self, signum: int, checkpoint: Path | None):
+        super().__init__(f"stopped by {signal.Signals(signum).name}; checkpoint {checkpoint}")
+        self.signum, self.checkpoint = signum, checkpoint
+
+
+class StopSignals:
+    """SIGINT and SIGTERM during the loop ask for a stop at the end of the step (so a checkpoint
+    can be written) instead of killing the process mid-write; a second signal stops at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        """Handlers in place for the block (only the main thread may set them; elsewhere none)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {s: signal.getsignal(s) for s in self.SIGNALS}
+        for s in self.SIGNALS:
+            signal.signal(s, self._handle)
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
 
 
 # =============================================================================================
@@ -115,9 +159,12 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, dataset: torch.utils.data.Dataset | None = None):
         self.dist = init_distributed(cfg.device)
+        self.lock: RunLock | None = None
         try:
             self._setup(cfg, dataset)
         except BaseException:
+            if self.lock is not None:  # a run that failed before writing anything leaves no folder
+                self.lock.release(remove_created=True)
             self.close()
             raise
 
@@ -133,6 +180,9 @@ class Trainer:
         self.batch_per_process = cfg.batch_size // dist.world_size
         self.run_dir = Path(cfg.run_dir)
         self.checkpoint_dir = self.run_dir / "checkpoints"
+        self.stop = StopSignals()
+        if dist.is_main:  # one writer per run folder; the other ranks write nothing there
+            self.lock = RunLock(self.run_dir, "training").acquire()
         resume_path = self._resume_path(cfg)
 
         torch.manual_seed(cfg.seed)  # a randomly initialised encoder (tests) is the same in every run
@@ -161,6 +211,14 @@ class Trainer:
         if resume_path is not None:
             rng_states = self._load_state(resume_path)
             self.last_checkpoint = resume_path
+            if dist.is_main and self.nimg >= cfg.total_kimg * 1000:
+                print(
+                    f"warning: parameter total_kimg = {cfg.total_kimg} is not above the progress of "
+                    f"checkpoint {resume_path} ({self.nimg / 1000:g} kimg): nothing left to train; "
+                    f"raise total_kimg to continue this run",
+                    file=sys.stderr,
+                    flush=True,
+                )
         else:
             if cfg.fine_tune_from is not None:
                 self._load_weights(Path(cfg.fine_tune_from))
@@ -389,6 +447,7 @@ class Trainer:
 
     def _load_state(self, path: Path) -> list[dict]:
         """Continue a run: every weight, optimiser moment, counter and RNG state."""
+        check_weights_file(path, "resume")
         state = ckpt.load_checkpoint(path, map_location=self.dist.device)
         self._check_encoder(state, path, "resume")
         self._load_modules(state, path, ("G", "D", "G_ema", "perturbation"))
@@ -400,6 +459,7 @@ class Trainer:
 
     def _load_weights(self, path: Path) -> None:
         """Fine-tuning: G, D and G_ema from another run; optimisers and counters start fresh."""
+        check_weights_file(path, "fine_tune_from")
         state = ckpt.load_checkpoint(path, map_location=self.dist.device)
         self._check_encoder(state, path, "fine_tune_from")
         self._load_modules(state, path, ("G", "D", "G_ema"))
@@ -514,9 +574,14 @@ class Trainer:
         return terms
 
     def run(self) -> TrainResult:
-        """Train until cfg.total_kimg, logging a tick every cfg.tick_kimg; always close the group."""
+        """Train until cfg.total_kimg, logging a tick every cfg.tick_kimg; always close the group.
+        SIGINT or SIGTERM ends the step, writes a checkpoint and raises TrainingInterrupted."""
         try:
-            return self._run()
+            with self.stop.installed():
+                result = self._run()
+            if self.stop.signum is not None and self.nimg < self.cfg.total_kimg * 1000:
+                raise TrainingInterrupted(self.stop.signum, self.last_checkpoint)
+            return result
         finally:
             self.close()
 
@@ -527,7 +592,7 @@ class Trainer:
         if dist.is_main:
             bar = tqdm(
                 total=cfg.total_kimg,
-                initial=self.nimg / 1000,
+                initial=min(self.nimg / 1000, cfg.total_kimg),  # a resume past total_kimg warned already
                 unit="kimg",
                 dynamic_ncols=True,
                 bar_format="{l_bar}{bar}| {n:.3f}/{total:.3f} kimg [{elapsed}<{remaining}{postfix}]",
@@ -552,7 +617,7 @@ class Trainer:
                 bar.update(cfg.batch_size / 1000)
                 shown = [k for k in ("G_total", "D_total", "G_con_clip") if k in terms]
                 bar.set_postfix_str(" ".join(f"{k}={terms[k]:.3f}" for k in shown))
-            done = self.nimg >= total_nimg or self._out_of_time(run_start_time)
+            done = self.nimg >= total_nimg or self._should_stop(run_start_time)
             if not done and self.nimg < tick_start_nimg + cfg.tick_kimg * 1000:
                 continue
             self.tick += 1
@@ -586,11 +651,11 @@ class Trainer:
             self.run_dir, self.step, self.nimg, self.last_checkpoint, read_stats(self.run_dir) if dist.is_main else []
         )
 
-    def _out_of_time(self, started: float) -> bool:
-        """cfg.max_minutes passed? Rank 0's clock decides for every process."""
-        if self.cfg.max_minutes is None:
-            return False
-        over = time.time() - started > self.cfg.max_minutes * 60
+    def _should_stop(self, started: float) -> bool:
+        """cfg.max_minutes passed, or a stop signal came? Rank 0 decides for every process."""
+        over = self.stop.signum is not None or (
+            self.cfg.max_minutes is not None and time.time() - started > self.cfg.max_minutes * 60
+        )
         if self.dist.world_size == 1:  # no device tensor, so no host-device sync on every step
             return over
         return bool(broadcast_from_main(torch.tensor(float(over), device=self.dist.device), self.dist).item())
@@ -601,6 +666,8 @@ class Trainer:
 
     def close(self) -> None:
         close_distributed(self.dist)
+        if self.lock is not None:
+            self.lock.release()
 
 
 def _captioned_items(dataset) -> int:
@@ -639,7 +706,11 @@ def main(argv: list[str] | None = None) -> int:
     add_params_arguments(parser, "TrainConfig", "total_kimg=10 --set network.resolution=64")
     args = parser.parse_args(argv)
     cfg = load_train_config(args.params, args.overrides)
-    result = train(cfg)
+    try:
+        result = train(cfg)
+    except TrainingInterrupted as stop:
+        print(f"interrupted: {stop}; run the same command again to resume", file=sys.stderr, flush=True)
+        return 128 + stop.signum
     if result.stats:
         last = result.stats[-1]
         print(

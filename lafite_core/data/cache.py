@@ -11,17 +11,21 @@ every epoch would cost more than the small generator itself on a CPU, so they ar
       dataset_index.npy      [N] dataset index of each cache row (differs only if items were skipped)
       index.csv              one line per caption (or per item without captions): item row, item
                              id, image path, caption row, caption text
-      report.json            skipped items with the reason (bad files never become random vectors)
+      report.json            skipped items with the reason (bad files never become random vectors),
+                             and images smaller than the resolution (enlarged to it)
 
 Work is done in shards of `shard_size` items under `folder/shards/`; a shard's manifest is
-written last, so an interrupted run continues with the first unfinished shard. Loading checks
-the cache against the encoder and dataset asked for and names what differs.
+written last, so an interrupted run continues with the first unfinished shard. A build that
+stopped at a bad file continues after the file is fixed or skip_bad is turned on: finished shards
+whose items are unchanged are kept. One process builds a folder at a time (run_lock.py). Loading
+checks the cache against the encoder and dataset asked for and names what differs.
 """
 
 from __future__ import annotations
 
 import csv
 import gc
+import hashlib
 import json
 import os
 import shutil
@@ -34,11 +38,13 @@ from typing import Callable
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from lafite_core.data.images import ImageReadError
 from lafite_core.encoders import load_encoder
+from lafite_core.run_lock import RunLock
 
 FORMAT_VERSION = 1
 DTYPES = ("float16", "float32")
@@ -123,12 +129,20 @@ def build_cache(
     if num_workers < 0:
         raise ValueError(f"num_workers must be >= 0; got {num_workers}")
     folder = Path(folder)
-    meta = _new_meta(dataset, encoder, dtype, shard_size)
-    existing = _read_meta(folder)
-    if existing is not None:
-        _check_same_build(folder, existing, meta)
-        if existing.get("complete"):
-            return load_cache(folder)
+    with RunLock(folder, "embedding"):
+        meta = _new_meta(dataset, encoder, dtype, shard_size)
+        existing = _read_meta(folder)
+        if existing is not None:
+            _check_same_build(folder, existing, meta, dataset)
+            if existing.get("complete"):
+                return load_cache(folder)
+        _build(dataset, encoder, folder, meta, batch_size, dtype, skip_bad, progress, on_shard, num_workers)
+    return load_cache(folder)
+
+
+def _build(dataset, encoder, folder: Path, meta: dict, batch_size, dtype, skip_bad, progress, on_shard, num_workers):
+    """Embed the shards not finished yet, then merge them (build_cache holds the folder's lock)."""
+    shard_size = meta["shard_size"]
     shard_dir = folder / "shards"
     shard_dir.mkdir(parents=True, exist_ok=True)
     _write_json(folder / "meta.json", meta)
@@ -142,14 +156,14 @@ def build_cache(
     embedded = {}  # shards of this run, kept in memory so that the merge need not read them back
     with closing(_read_items(dataset, batches, num_workers)) as items, _cycle_collector_paused():
         for shard in todo:
+            manifest = {"listing": _listing(dataset, shards[shard])}
             embedded[shard] = _embed_shard(
-                islice(items, len(shards[shard])), encoder, batch_size, dtype, skip_bad, shard_dir, shard, bar
+                islice(items, len(shards[shard])), encoder, batch_size, dtype, skip_bad, shard_dir, shard, bar, manifest
             )
             if on_shard is not None:
                 on_shard(shard)
     bar.close()
     _merge_shards(folder, num_shards, meta, dataset, embedded)
-    return load_cache(folder)
 
 
 @contextmanager
@@ -202,12 +216,12 @@ def preprocessing_of(encoder, dataset) -> dict:
 
 
 def _embed_shard(
-    items_read, encoder, batch_size: int, dtype: str, skip_bad: bool, shard_dir: Path, shard: int, bar
+    items_read, encoder, batch_size: int, dtype: str, skip_bad: bool, shard_dir: Path, shard: int, bar, manifest: dict
 ) -> tuple[dict, dict]:
     """Embed one shard's (index, item or read error) pairs, save them and return them as
     (arrays, manifest); the shard's manifest (written last) marks it finished."""
     image_chunks, caption_chunks = [], []
-    kept, skipped, caption_owner, items = [], [], [], []
+    kept, skipped, enlarged, caption_owner, items = [], [], [], [], []
     pending_images, pending_captions = [], []
 
     def flush() -> None:
@@ -232,6 +246,9 @@ def _embed_shard(
             bar.update(1)
             continue
         _check_captions(item, index)
+        size = _source_size(item.path) if item.path else None
+        if size is not None and min(size) < item.image.shape[0]:
+            enlarged.append({"index": index, "path": item.path, "size": list(size)})
         kept.append(index)
         items.append({"item_id": item.item_id, "path": item.path, "captions": list(item.captions)})
         caption_owner.extend([len(kept) - 1] * len(item.captions))
@@ -253,10 +270,34 @@ def _embed_shard(
     }
     for name, array in arrays.items():
         _save_npy(shard_dir / f"{shard:05d}.{name}.npy", array)
-    manifest = {"items": items, "skipped": skipped}
+    manifest = {**manifest, "items": items, "skipped": skipped, "enlarged": enlarged}
     # not indented: json's fast C encoder only writes compact text, and no person reads shard manifests
     _write_json(shard_dir / f"{shard:05d}.json", manifest, indent=None)
     return arrays, manifest
+
+
+def _source_size(path: str) -> tuple[int, int] | None:
+    """(width, height) of an image file from its header (not decoded), None if unreadable."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (OSError, ValueError):
+        return None
+
+
+def _listing(dataset, indices: range) -> str | None:
+    """A digest of which items `indices` are (id, file, size, captions, crop), for datasets that
+    list files (`records`); a shard whose listing is unchanged may be kept when the dataset's
+    fingerprint changes elsewhere (a file fixed, bad files skipped). None for other datasets."""
+    records = getattr(dataset, "records", None)
+    if records is None or indices.stop > len(records):
+        return None
+    digest = hashlib.sha256()
+    for i in indices:
+        r = records[i]
+        size = Path(r.path).stat().st_size if Path(r.path).is_file() else None
+        digest.update(json.dumps([r.item_id, str(r.path), size, list(r.captions), r.box], default=str).encode())
+    return digest.hexdigest()
 
 
 def _read_shard(shard_dir: Path, shard: int) -> tuple[dict, dict]:
@@ -321,7 +362,7 @@ def _merge_shards(folder: Path, num_shards: int, meta: dict, dataset, embedded: 
     arrays, index.csv and report.json; mark complete."""
     shard_dir = folder / "shards"
     parts = {name: [] for name in ARRAYS}
-    items, skipped = [], []
+    items, skipped, enlarged = [], [], []
     for shard in range(num_shards):
         arrays, manifest = embedded[shard] if shard in embedded else _read_shard(shard_dir, shard)
         offset = len(items)
@@ -330,11 +371,19 @@ def _merge_shards(folder: Path, num_shards: int, meta: dict, dataset, embedded: 
             parts[name].append(array + offset if name == "caption_item" else array)
         items.extend(manifest["items"])
         skipped.extend(manifest["skipped"])
+        enlarged.extend(manifest.get("enlarged", []))
     for name, chunks in parts.items():
         _save_npy(folder / f"{name}.npy", np.concatenate(chunks) if chunks else np.zeros(0, np.int64))
     _write_index(folder / "index.csv", items)
     listed = [{"path": p, "reason": r} for p, r in getattr(dataset, "skipped", [])]
-    _write_json(folder / "report.json", {"skipped_while_embedding": skipped, "skipped_by_dataset": listed})
+    report = {"skipped_while_embedding": skipped, "skipped_by_dataset": listed, "enlarged": enlarged}
+    _write_json(folder / "report.json", report)
+    if enlarged:
+        print(
+            f"note: {len(enlarged)} images were smaller than {meta['preprocessing']['dataset_resolution']} px "
+            f"and were enlarged (listed under 'enlarged' in {folder / 'report.json'})",
+            flush=True,
+        )
     counts = {
         "items": len(items),
         "captions": sum(len(it["captions"]) for it in items),
@@ -439,20 +488,40 @@ def _encoder_differences(cached: dict, asked: dict) -> list[str]:
     ]
 
 
-def _check_same_build(folder: Path, existing: dict, new: dict) -> None:
-    """An existing folder may only be continued by the same build."""
+def _check_same_build(folder: Path, existing: dict, new: dict, dataset) -> None:
+    """An existing folder may only be continued by the same build. An unfinished one whose
+    dataset changed is continued when every finished shard's items are unchanged (a bad file
+    fixed or skipped in a later shard)."""
     problems = _encoder_differences(existing["encoder"], new["encoder"])
-    if existing["dataset"]["fingerprint"] != new["dataset"]["fingerprint"]:
-        problems.append("dataset fingerprint differs (the dataset's images, captions or options changed)")
     for key in ("dtype", "shard_size", "preprocessing"):
         if existing.get(key) != new.get(key):
             problems.append(f"{key}: folder has {existing.get(key)!r}, this build uses {new.get(key)!r}")
+    if existing["dataset"]["fingerprint"] != new["dataset"]["fingerprint"]:
+        changed = _changed_shards(folder, dataset, new["shard_size"]) if not existing.get("complete") else None
+        if changed is None or changed:
+            where = f" in finished shard {changed[0]}" if changed else ""
+            problems.append(f"dataset fingerprint differs{where} (the dataset's images, captions or options changed)")
     if problems:
         raise CacheMismatchError(
             f"{folder} holds a cache of another build: "
             + "; ".join(problems)
-            + ". Use another folder or delete this one."
+            + f". Use another folder, or start afresh with `rm -r {folder}` and run the embedding again."
         )
+
+
+def _changed_shards(folder: Path, dataset, shard_size: int) -> list[int] | None:
+    """Finished shards whose items differ in `dataset` (sorted); None if that cannot be told."""
+    changed = []
+    for manifest_path in sorted((folder / "shards").glob("*.json")):
+        shard = int(manifest_path.stem)
+        listed = json.loads(manifest_path.read_text()).get("listing")
+        indices = range(shard * shard_size, (shard + 1) * shard_size)
+        now = _listing(dataset, range(indices.start, min(indices.stop, len(dataset))))
+        if listed is None or now is None:
+            return None
+        if listed != now:
+            changed.append(shard)
+    return changed
 
 
 # -------------------------------------------------------------------------------- training view
@@ -508,7 +577,10 @@ def embed_from_config(cfg, progress: bool = True) -> tuple[EmbeddingCache, dict]
     from lafite_core.data import dataset_from_config  # the package imports this module
 
     dataset = dataset_from_config(cfg.data)
-    encoder = load_encoder(cfg.encoder)
+    try:
+        encoder = load_encoder(cfg.encoder)
+    except ValueError as err:
+        raise ValueError(f"parameter encoder: {err}") from None
     start = time.time()
     cache = build_cache(
         dataset,
