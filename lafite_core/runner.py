@@ -35,7 +35,7 @@ from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from lafite_core import config as config_module
-from lafite_core.params import load_params, run_main, set_dotted
+from lafite_core.params import HOME_VARIABLE, load_params, run_main, set_dotted
 
 RESULTS = Path("results")
 KERNEL_START_ERRORS = ("Address already in use", "Kernel died before replying", "Kernel didn't respond")
@@ -169,7 +169,8 @@ def execute(
     folder, params = prepare(spec, results)
     _write_status(folder, status="running", started=time.time(), notebook=spec.notebook, error=None)
     cmd = [sys.executable, "-m", "lafite_core.runner", "_execute", spec.notebook, str(folder)]
-    child_env = {**os.environ, **(env or {})}
+    # the kernel resolves relative paths against LAFITE_HOME (params.kit_home): here, the runner's own folder
+    child_env = {HOME_VARIABLE: os.getcwd(), **os.environ, **(env or {})}
     for attempt in range(1, retries + 1):
         with open(folder / "log.txt", "a") as log:
             log.write(f"--- attempt {attempt}\n")

@@ -60,10 +60,17 @@ def checkpoint_path(source: str | Path) -> Path:
         return newest
     if not path.is_file():
         raise FileNotFoundError(
-            f"generator not found: {source} (give an exported .safetensors file, "
-            f"a checkpoint-*.pt file or a run folder)"
+            f"generator not found: {path.resolve()} (give an exported .safetensors file, a checkpoint-*.pt file "
+            f"or a run folder; train one with `lafite run notebooks/02_train.ipynb --params params/train.yaml` "
+            f"(results/runs/02_train-<id>/out), `lafite train --params params/train.yaml` (results/runs/train) "
+            f"or `make demo`; runs with a checkpoint now: {_run_names()})"
         )
     return path
+
+
+def _run_names(runs_dir: str | Path = "results/runs") -> str:
+    runs = [source for label, source in available_generators(runs_dir).items() if label.startswith("run:")]
+    return ", ".join(runs[:5]) or "none"
 
 
 def read_generator(source: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -133,12 +140,12 @@ def export_generator(source: str | Path, out_path: str | Path) -> Path:
 
 def available_generators(runs_dir: str | Path = "results/runs") -> dict[str, str]:
     """Label -> source for a checkpoint menu: the shipped generators first, then every run under
-    `runs_dir` that holds a checkpoint, newest first (a run folder of its own, or a runner run whose
-    training wrote to its `out/` folder)."""
+    `runs_dir` that holds a checkpoint, newest first (a run folder of its own, a runner run whose
+    training wrote to its `out/` folder, or an ablation point's `out/train/`)."""
     found = {f"shipped: {p.stem}": str(p) for p in sorted(ASSETS_DIR.glob("*.safetensors")) if _is_exported(p)}
     runs = []
     for folder in sorted(Path(runs_dir).iterdir()) if Path(runs_dir).is_dir() else []:
-        for run in (folder, folder / "out"):
+        for run in (folder, folder / "out", folder / "out" / "train"):  # own folder, runner run, ablation point
             newest = ckpt.latest_checkpoint(run / "checkpoints")
             if newest is not None:
                 runs.append((newest.stat().st_mtime, folder.name, run))

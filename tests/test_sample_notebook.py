@@ -50,7 +50,7 @@ def test_papermill_run_with_a_prompt_saves_a_grid(runs, tmp_path):
             out_dir=str(out),
         ),
         kernel_name="python3",
-        cwd=str(REPO),
+        cwd=str(REPO / "notebooks"),  # where JupyterLab starts kernels
         progress_bar=False,
     )
     grid = Image.open(out / "grid.png")

@@ -362,9 +362,9 @@ def test_notebook_runs_the_tiny_preset(tmp_path):
     papermill.execute_notebook(
         str(REPO / "notebooks" / "02_train.ipynb"),
         str(tmp_path / "out.ipynb"),
-        parameters=params,
+        parameters={**params, "params": "params/train_tiny.yaml"},  # relative: read from the kit's home
         kernel_name="python3",
-        cwd=str(REPO),
+        cwd=str(REPO / "notebooks"),  # where JupyterLab starts kernels
         progress_bar=False,
     )
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())

@@ -50,6 +50,13 @@ class CacheMismatchError(ValueError):
     """A cache was built from another encoder or another dataset than the one asked for."""
 
 
+BUILD_HINT = (
+    "build it with notebooks/01_embed.ipynb: `lafite run notebooks/01_embed.ipynb --params params/embed.yaml` "
+    "(its cache_dir, data and encoder must match the training params; `make demo` builds "
+    "results/cache/shapes-32-lafite-tiny-20k)"
+)
+
+
 class IncompleteCacheError(FileNotFoundError):
     """A cache folder is missing or its build did not finish."""
 
@@ -381,9 +388,9 @@ def load_cache(
     folder = Path(folder)
     meta = _read_meta(folder)
     if meta is None:
-        raise IncompleteCacheError(f"no embedding cache in {folder} (meta.json missing); build it with build_cache")
+        raise IncompleteCacheError(f"no embedding cache in {folder.resolve()} (meta.json missing); {BUILD_HINT}")
     if not meta.get("complete"):
-        raise IncompleteCacheError(f"embedding cache {folder} is unfinished; run build_cache again to continue it")
+        raise IncompleteCacheError(f"embedding cache {folder.resolve()} is unfinished; {BUILD_HINT} (it continues)")
     problems = []
     if encoder_identity is not None:
         problems += _encoder_differences(meta["encoder"], encoder_identity)
