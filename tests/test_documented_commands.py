@@ -99,12 +99,17 @@ def test_documented_command_names_existing_files_and_parses(where, command, pars
             runpy.run_path(str(REPO / argv[0]), run_name="__main__")
 
 
-def test_sample_notebooks_papermill_example_runs_as_written(tmp_path):
-    """05_sample's markdown example, verbatim but for its two /tmp paths."""
+PAPERMILL = [(w, c) for w, c in COMMANDS if c.startswith("papermill ")]
+
+
+@pytest.mark.parametrize("where, command", PAPERMILL, ids=[w for w, _ in PAPERMILL])
+def test_papermill_examples_run_as_written(where, command, tmp_path):
+    """The papermill examples (05_sample's grid), verbatim but for their /tmp paths."""
     pytest.importorskip("papermill")
-    (where, command) = next((w, c) for w, c in COMMANDS if c.startswith("papermill notebooks/05_sample"))
-    command = command.replace("/tmp/out.ipynb", str(tmp_path / "out.ipynb")).replace("/tmp/samples", str(tmp_path))
+    prompts = json.loads(re.search(r"-p prompts '(.*?)'", command).group(1))
+    command = re.sub(r"/tmp/(\S+)", lambda m: str(tmp_path / m.group(1)), command)
     words = shlex.split(command)
     subprocess.run([sys.executable, "-m", *words], cwd=REPO, check=True, capture_output=True)  # this venv's papermill
-    summary = json.loads((tmp_path / "metrics.json").read_text())
-    assert summary["prompts"] == ["a red star", "a blue cross"] and (tmp_path / "grid.png").is_file()
+    out = Path(words[words.index("out_dir") + 1])
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["prompts"] == prompts and (out / "grid.png").is_file()
