@@ -4,7 +4,7 @@
     lafite embed --params params/embed.yaml
     lafite train --params params/train.yaml --set total_kimg=40
     lafite evaluate --params params/evaluate.yaml
-    lafite sample --checkpoint run-folder "a red star"
+    lafite sample "a red star" "a blue cross" --checkpoint results/runs/train
     lafite run notebooks/02_train.ipynb --params params/train.yaml     # a notebook or a sweep, via the runner
     lafite collect ablation
     lafite convert ...                                                  # the authors' snapshots
@@ -51,7 +51,7 @@ COMMANDS: dict[str, Command] = {
     "evaluate": Command(
         "lafite_core.evaluation", "score a generator under a protocol (EvalConfig)", extra_errors=("RuntimeError",)
     ),
-    "sample": Command("lafite_core.sampler", "draw a grid of images for prompts (SampleConfig)"),
+    "sample": Command("lafite_core.sampler", "draw a grid of images for prompts (SampleConfig)", ("sample",)),
     "convert": Command("lafite_core.convert", "convert the LAFITE authors' snapshots into the kit's files"),
 }
 
