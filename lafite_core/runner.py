@@ -31,11 +31,11 @@ from typing import Any
 
 import pandas as pd
 import yaml
-from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from lafite_core import config as config_module
 from lafite_core.params import HOME_VARIABLE, load_params, run_main, set_dotted
+from lafite_core.reporting import plot_sweep, sweep_markdown
 
 RESULTS = Path("results")
 KERNEL_START_ERRORS = ("Address already in use", "Kernel died before replying", "Kernel didn't respond")
@@ -325,8 +325,8 @@ def _ray_task(spec: RunSpec, results: str) -> dict:
 
 # ----------------------------------------------------------------------------- results
 def collect(sweep: str, results: Path = RESULTS, out_dir: Path | None = None, name: str | None = None):
-    """Gather metrics.json of every run of a sweep into <out_dir>/<name>.csv, .md and .png
-    (default: results/<sweep>.*)."""
+    """Gather metrics.json of every run of a sweep into <out_dir>/<name>.csv (every column), .md and
+    .png (for reading: lafite_core/reporting.py) (default: results/<sweep>.*)."""
     rows = []  # (place in the sweep, row)
     for spec_path in sorted((results / "runs").glob("*/spec.json")):
         spec = json.loads(spec_path.read_text())
@@ -344,57 +344,10 @@ def collect(sweep: str, results: Path = RESULTS, out_dir: Path | None = None, na
     table = pd.DataFrame([row for _, row in sorted(rows, key=lambda pair: pair[0])])
     folder, stem = Path(out_dir or results), name or sweep
     folder.mkdir(parents=True, exist_ok=True)
-    table.to_csv(folder / f"{stem}.csv", index=False)
-    (folder / f"{stem}.md").write_text(table.to_markdown(index=False))
+    table.to_csv(folder / f"{stem}.csv", index=False)  # every column
+    (folder / f"{stem}.md").write_text(sweep_markdown(table))  # the case, its headline metrics, chance, a verdict
     plot_sweep(table, folder / f"{stem}.png")
     return table
-
-
-def plot_sweep(table, path: Path, label_columns: list[str] | None = None) -> Path | None:
-    """One panel per metric, one bar per run (labelled by its case or swept values); the splits of
-    a metric ("test/r_precision", "heldout/r_precision") share its panel. Where metrics carry a split,
-    other numbers only describe the run and are left out, as are spreads (*_std)."""
-    labels = label_columns or [c for c in table.columns if c == "case" or "." in c or c == "seed"]
-    reserved = {"run_id", "status", *labels}
-    split_metrics = any("/" in c for c in table.columns if c not in reserved)
-    panels: dict[str, list[str]] = {}
-    for column in table.columns:
-        if (
-            column not in reserved
-            and not column.endswith("_std")
-            and ("/" in column or not split_metrics)
-            and table[column].dtype.kind in "if"
-            and table[column].notna().any()
-        ):
-            panels.setdefault(column.split("/", 1)[-1], []).append(column)
-    if not panels:
-        return None
-    names = (
-        [" ".join(str(v) for v in row if not pd.isna(v)) for row in table[labels].itertuples(index=False)]
-        if labels
-        else list(table["run_id"])
-    )
-    if "case" in table.columns:
-        names = [case if isinstance(case, str) else name for case, name in zip(table["case"], names)]
-    columns = min(3, len(panels))
-    grid_rows = -(-len(panels) // columns)
-    width = max(4.0, 0.55 * len(table) + 1.5)
-    fig = Figure(figsize=(width * columns, 2.6 * grid_rows))  # no pyplot: any backend, no global state
-    axes = fig.subplots(grid_rows, columns, squeeze=False)
-    for ax, (metric, splits) in zip(axes.flat, panels.items()):
-        bar = 0.8 / len(splits)
-        for k, column in enumerate(splits):
-            offsets = [i + (k - (len(splits) - 1) / 2) * bar for i in range(len(table))]
-            ax.bar(offsets, table[column].astype(float), bar, label=column.split("/")[0] if "/" in column else None)
-        ax.set_title(metric, fontsize=9)
-        ax.set_xticks(range(len(table)), names, rotation=30, ha="right", fontsize=8)
-        if len(splits) > 1:
-            ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(panels) :]:
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return path
 
 
 # ----------------------------------------------------------------------------- command line
