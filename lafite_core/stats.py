@@ -46,25 +46,50 @@ def read_stats(run_dir: str | Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
+# What each loss term is (losses.py), for the panel titles.
+TERM_MEANING = {
+    "G_adv": "generator adversarial loss",
+    "G_con_clip": "L_ConG: image-condition contrastive (CLIP)",
+    "G_con_disc": "generator side of L_ConD",
+    "G_pl": "path-length penalty (before its weight)",
+    "D_adv": "discriminator adversarial loss",
+    "D_con_disc": "L_ConD: discriminator contrastive",
+    "D_r1": "R1 penalty (before its weight)",
+    "D_real_score": "mean D logit on real images",
+    "D_fake_score": "mean D logit on generated images",
+}
+
+
 def plot_stats(run_dir: str | Path) -> Path | None:
-    """loss_curves.png: each loss term against kimg, one panel per phase."""
-    stats = read_stats(run_dir)
-    if not stats:
+    """loss_curves.png: one panel per loss term against kimg, each on its own scale (sums such as
+    G_total, left out, would flatten the others on a shared axis). Only the contrastive
+    terms carry ↓ (lower: conditions matched better); the adversarial terms and the regularisers
+    have no better direction of their own."""
+    fig = loss_figure(read_stats(run_dir))
+    if fig is None:
         return None
-    kimg = [s["kimg"] for s in stats]
-    groups = {"G": [], "D": []}
-    for name in stats[-1]:
-        if name[:2] in ("G_", "D_"):
-            groups[name[0]].append(name)
-    fig = Figure(figsize=(11, 4))
-    axes = fig.subplots(1, 2)
-    for ax, (phase, names) in zip(axes, groups.items()):
-        for name in names:
-            ax.plot(kimg, [s.get(name, float("nan")) for s in stats], label=name)
-        ax.set_xlabel("kimg")
-        ax.set_title(f"{phase} terms (tick means)")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
     path = Path(run_dir) / "loss_curves.png"
     fig.savefig(path, dpi=100)
     return path
+
+
+def loss_figure(stats: list[dict]) -> Figure | None:
+    """The panels of plot_stats (None without stats or loss terms)."""
+    terms = [name for name in (stats[-1] if stats else {}) if name[:2] in ("G_", "D_") and not name.endswith("_total")]
+    if not terms:
+        return None
+    kimg = [s["kimg"] for s in stats]
+    columns = min(4, len(terms))
+    rows = -(-len(terms) // columns)
+    fig = Figure(figsize=(3.6 * columns, 2.7 * rows))
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for ax, name in zip(axes.flat, terms):
+        ax.plot(kimg, [s.get(name, float("nan")) for s in stats], marker="." if len(stats) < 30 else None)
+        ax.set_title(f"{name}: {TERM_MEANING.get(name, 'unknown term')}", fontsize=8)
+        ax.set_xlabel("kimg", fontsize=8)
+        ax.set_ylabel(f"{name} (tick mean){' ↓' if '_con_' in name else ''}", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(terms) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig

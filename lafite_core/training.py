@@ -61,7 +61,7 @@ from lafite_core.distributed import (
     mean_over_processes,
 )
 from lafite_core.encoders import load_encoder
-from lafite_core.grids import from_uint8, save_image_grid, seed_latents
+from lafite_core.grids import from_uint8, save_grid, save_image_grid, seed_latents
 from lafite_core.losses import LafiteLoss
 from lafite_core.networks import Discriminator, Generator, resolve_feature_dim
 from lafite_core.optimisers import ema_beta, lazy_adam, update_ema
@@ -70,6 +70,7 @@ from lafite_core.perturbations import build_perturbation, save_learned_perturbat
 from lafite_core.stats import TickStats, peak_memory_mb, plot_stats, read_stats
 
 Tensor = torch.Tensor
+PROGRESS_SCALE = 2  # progress grids are enlarged so each row's prompt fits above it
 
 
 class NonFiniteLossError(RuntimeError):
@@ -587,7 +588,13 @@ class Trainer:
 
     def _write_samples(self) -> None:
         images = progress_grid(self.G_ema, self.prompt_features, self.grid_z)
-        save_image_grid(images, len(self.cfg.progress_seeds), self.run_dir / f"samples-{self.nimg:010d}.png")
+        save_grid(  # rows = progress prompts, labelled; columns = seeds
+            images,
+            self.run_dir / f"samples-{self.nimg:010d}.png",
+            len(self.cfg.progress_seeds),
+            captions=self.cfg.progress_prompts,
+            scale=PROGRESS_SCALE,
+        )
 
     def close(self) -> None:
         close_distributed(self.dist)

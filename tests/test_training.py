@@ -26,7 +26,7 @@ from lafite_core.losses import LafiteLoss
 from lafite_core.optimisers import ema_beta, lazy_adam
 from lafite_core.params import load_params, load_yaml
 from lafite_core.sampler import load_generator
-from lafite_core.stats import read_stats
+from lafite_core.stats import loss_figure, read_stats
 from lafite_core.training import NonFiniteLossError, Trainer, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,11 +59,23 @@ def test_run_folder_holds_config_stats_grids_and_checkpoints(uninterrupted):
         assert s["peak_mem_mb"] > 0
     assert "D_r1" in stats[0]  # R1 runs on step 0 (interval 4), not in steps 2-3
     assert "D_r1" not in stats[1]
-    grid = Image.open(run_dir / f"samples-{16:010d}.png")
-    assert grid.size == (3 * 32, 2 * 32)  # columns = seeds, rows = prompts
+    grid = np.asarray(Image.open(run_dir / f"samples-{16:010d}.png").convert("RGB"))
+    band = (grid.shape[0] - 2 * 64) // 2  # each row: its prompt in a band, then 3 seeds at 2x
+    assert grid.shape[1] == 3 * 64 and band > 5  # columns = seeds, rows = prompts
+    assert (grid[band - 2, -20:] == 255).all() and (grid[:band, :60] < 128).any()  # dark text on white
     assert (run_dir / "samples-0000000000.png").is_file() and (run_dir / "reals.png").is_file()
     assert (run_dir / "loss_curves.png").is_file()
     assert [p.name for p in list_checkpoints(run_dir / "checkpoints")] == [checkpoint_name(8), checkpoint_name(16)]
+
+
+def test_loss_curves_have_a_panel_per_term_with_its_own_scale(uninterrupted):
+    fig = loss_figure(uninterrupted.stats)
+    panels = [ax for ax in fig.axes if ax.axison]
+    terms = [k for k in uninterrupted.stats[-1] if k[:2] in ("G_", "D_") and not k.endswith("_total")]
+    assert [ax.get_title().split(":")[0] for ax in panels] == terms and len(terms) >= 6
+    assert "unknown" not in " ".join(ax.get_title() for ax in panels)
+    assert all(ax.get_xlabel() == "kimg" and ax.get_ylabel().startswith(ax.get_title().split(":")[0]) for ax in panels)
+    assert "G_total" not in [ax.get_title().split(":")[0] for ax in panels]
 
 
 def test_checkpoint_holds_the_full_state(uninterrupted, tmp_path):
