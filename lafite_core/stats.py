@@ -1,9 +1,11 @@
-"""Training statistics: per-tick means of the loss terms, peak memory, stats.jsonl and its plot."""
+"""Training statistics: per-tick means of the loss terms, peak memory, stats.jsonl and its plot,
+metric-<name>.jsonl and optional TensorBoard events."""
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -39,6 +41,59 @@ def peak_memory_mb(device: torch.device) -> tuple[float | None, str]:
         return None, "unavailable"
     scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20, "cpu_peak_rss"
+
+
+class MetricLog:
+    """Records a run can be followed by while it trains: `metric-<name>.jsonl`, one line per
+    measurement as stylegan2-ada writes them, and TensorBoard scalars (every tick's stats and each
+    metric) in the run folder when the tensorboard package is installed."""
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+        self.tensorboard = _summary_writer(self.run_dir)
+
+    def tick(self, line: dict) -> None:
+        """A stats.jsonl line's numbers as TensorBoard scalars (losses under Loss/, the rest under Progress/)."""
+        if self.tensorboard is None:
+            return
+        for key, value in line.items():
+            if isinstance(value, (int, float)) and key not in ("tick", "step", "nimg"):
+                group = "Loss" if key[:2] in ("G_", "D_") else "Progress"
+                self.tensorboard.add_scalar(f"{group}/{key}", value, global_step=line["nimg"])
+        self.tensorboard.flush()
+
+    def metric(self, name: str, value: float, nimg: int, snapshot: str | None = None) -> None:
+        """Append one measurement to metric-<name>.jsonl (and TensorBoard's Metrics/<name>)."""
+        record = {
+            "results": {name: value},
+            "metric": name,
+            "kimg": nimg / 1000,
+            "snapshot": snapshot,
+            "timestamp": time.time(),
+        }
+        with open(self.run_dir / f"metric-{name}.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tensorboard is not None:
+            self.tensorboard.add_scalar(f"Metrics/{name}", value, global_step=nimg)
+            self.tensorboard.flush()
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
+
+def _summary_writer(run_dir: Path):
+    """TensorBoard's event writer for run_dir, or None without the tensorboard package (optional)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # imports tensorboard, which the kit does not require
+    except ImportError:
+        return None
+    return SummaryWriter(log_dir=str(run_dir))
+
+
+def read_metric(run_dir: str | Path, name: str) -> list[dict]:
+    path = Path(run_dir) / f"metric-{name}.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
 def read_stats(run_dir: str | Path) -> list[dict]:

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import types
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from lafite_core.losses import LafiteLoss
 from lafite_core.optimisers import ema_beta, lazy_adam
 from lafite_core.params import load_params, load_yaml
 from lafite_core.sampler import load_generator
-from lafite_core.stats import loss_figure, read_stats
+from lafite_core.stats import MetricLog, loss_figure, read_metric, read_stats
 from lafite_core.training import NonFiniteLossError, Trainer, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,6 +67,48 @@ def test_run_folder_holds_config_stats_grids_and_checkpoints(uninterrupted):
     assert (run_dir / "samples-0000000000.png").is_file() and (run_dir / "reals.png").is_file()
     assert (run_dir / "loss_curves.png").is_file()
     assert [p.name for p in list_checkpoints(run_dir / "checkpoints")] == [checkpoint_name(8), checkpoint_name(16)]
+    measured = read_metric(run_dir, "progress_clip_score")  # one line per progress grid, as it trains
+    assert [m["kimg"] for m in measured] == [0.0] + [
+        s["kimg"] for s in stats if (run_dir / f"samples-{s['nimg']:010d}.png").is_file()
+    ]
+    assert all(
+        -100 <= m["results"]["progress_clip_score"] <= 100 and m["metric"] == "progress_clip_score" for m in measured
+    )
+    assert measured[-1]["snapshot"] == checkpoint_name(16)
+
+
+def test_metric_log_writes_tensorboard_scalars_when_tensorboard_is_installed(tmp_path, monkeypatch):
+    written = []
+
+    class SummaryWriter:  # stands in for torch.utils.tensorboard's (the tensorboard package is optional)
+        def __init__(self, log_dir):
+            written.append(("dir", log_dir))
+
+        def add_scalar(self, tag, value, global_step):
+            written.append((tag, value, global_step))
+
+        def flush(self):
+            pass
+
+        def close(self):
+            written.append(("closed",))
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=SummaryWriter))
+    log = MetricLog(tmp_path)
+    log.tick({"tick": 1, "step": 4, "nimg": 16, "kimg": 0.016, "G_adv": 0.7, "img_per_s": 50.0, "peak_mem_kind": "x"})
+    log.metric("progress_clip_score", 12.5, 16, "checkpoint-0000000016.pt")
+    log.close()
+    assert written == [
+        ("dir", str(tmp_path)),
+        ("Progress/kimg", 0.016, 16),
+        ("Loss/G_adv", 0.7, 16),
+        ("Progress/img_per_s", 50.0, 16),
+        ("Metrics/progress_clip_score", 12.5, 16),
+        ("closed",),
+    ]
+    assert read_metric(tmp_path, "progress_clip_score")[0]["results"] == {"progress_clip_score": 12.5}
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # not installed: jsonl only
+    assert MetricLog(tmp_path).tensorboard is None
 
 
 def test_loss_curves_have_a_panel_per_term_with_its_own_scale(uninterrupted):
