@@ -210,6 +210,7 @@ def parameters_cell(cls: type) -> str:
         choices = typing.get_args(hints[f.name]) if typing.get_origin(hints[f.name]) is typing.Literal else ()
         one_of = "one of " + " | ".join(map(str, choices)) if choices else ""
         note = "; ".join(x for x in (f"default {_default_text(f)}", one_of, notes.get(f.name)) if x)
+        note = note.replace(" = ", ": ").replace("=", ":")  # papermill skips a line with a second "="
         lines.append(f"{f.name}: {_annotation(hints[f.name])} = ...  # {note}")
     return "\n".join(lines)
 

@@ -20,9 +20,12 @@ import hashlib
 import importlib
 import itertools
 import json
+import logging
 import os
+import re
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -31,13 +34,14 @@ from typing import Any
 
 import pandas as pd
 import yaml
-from tqdm.auto import tqdm
 
 from lafite_core import config as config_module
 from lafite_core.params import HOME_VARIABLE, load_params, run_main, set_dotted
+from lafite_core.progress import tqdm
 from lafite_core.reporting import plot_sweep, sweep_markdown
 
 RESULTS = Path("results")
+CELL_LINE = re.compile(r"Executing Cell (\d+)-")  # papermill's log line as a cell starts
 KERNEL_START_ERRORS = ("Address already in use", "Kernel died before replying", "Kernel didn't respond")
 
 
@@ -169,8 +173,9 @@ def execute(
     folder, params = prepare(spec, results)
     _write_status(folder, status="running", started=time.time(), notebook=spec.notebook, error=None)
     cmd = [sys.executable, "-m", "lafite_core.runner", "_execute", spec.notebook, str(folder)]
-    # the kernel resolves relative paths against LAFITE_HOME (params.kit_home): here, the runner's own folder
-    child_env = {HOME_VARIABLE: os.getcwd(), **os.environ, **(env or {})}
+    # the kernel resolves relative paths against LAFITE_HOME (params.kit_home): here, the runner's own folder;
+    # its text progress bars (lafite_core/progress.py) write a log line every few seconds, not ten a second
+    child_env = {HOME_VARIABLE: os.getcwd(), "TQDM_MININTERVAL": "5", **os.environ, **(env or {})}
     for attempt in range(1, retries + 1):
         with open(folder / "log.txt", "a") as log:
             log.write(f"--- attempt {attempt}\n")
@@ -202,9 +207,12 @@ def _last_error(log: Path) -> str:
 
 
 def _execute_in_child(notebook: str, folder: str) -> None:
-    """Child-process body: papermill with the prepared params, output next to the log."""
+    """Child-process body: papermill with the prepared params, output next to the log. Its logger
+    prints each cell as it starts and every output (messages, progress bars) as it arrives, with a
+    time, to this process's stdout: the run's log.txt."""
     import papermill as pm  # optional (the notebooks extra): only the kernel-starting child needs it
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stdout)
     folder_path = Path(folder)
     params = yaml.safe_load((folder_path / "params.yaml").read_text()) or {}
     pm.execute_notebook(
@@ -267,6 +275,54 @@ def run_all(
     return _run_locally(todo, results, worker_envs(workers))
 
 
+class RunLine:
+    """One terminal line per running run: its id, the notebook cell it executes and its latest
+    output line, read from its log.txt every `every` seconds (the whole log stays in the file)."""
+
+    def __init__(self, spec: RunSpec, results: Path, position: int, every: float = 1.0):
+        self.log, self.every = run_dir(spec, results) / "log.txt", every
+        cells = len(json.loads(Path(spec.notebook).read_text())["cells"]) + 1  # and papermill's injected one
+        self.bar = tqdm(total=cells, desc=spec.run_id, unit="cell", position=position, leave=False)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._follow, daemon=True)
+
+    def __enter__(self) -> "RunLine":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.update()
+        self.bar.close()
+
+    def _follow(self) -> None:
+        while not self.stop.wait(self.every):
+            self.update()
+
+    def update(self) -> None:
+        """Show the newest cell number and output line of the log's last part."""
+        cell, latest = log_progress(self.log)
+        if cell is not None:
+            self.bar.n = cell
+        if latest:
+            self.bar.set_postfix_str(latest[-60:], refresh=False)
+        self.bar.refresh()
+
+
+def log_progress(log: Path, tail: int = 8192) -> tuple[int | None, str]:
+    """(the cell papermill executes, the latest output line) from the end of a run's log.txt."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - tail))
+            lines = f.read().decode(errors="replace").replace("\r", "\n").splitlines()
+    except OSError:
+        return None, ""
+    cells = [int(m.group(1)) for m in map(CELL_LINE.search, lines) if m]
+    outputs = [ln.strip() for ln in lines if ln.strip() and not CELL_LINE.search(ln) and "Ending Cell" not in ln]
+    return (cells[-1] if cells else None), (outputs[-1] if outputs else "")
+
+
 def _progress(total: int):
     return tqdm(total=total, desc="runs")
 
@@ -277,7 +333,8 @@ def _run_locally(todo: list[RunSpec], results: Path, envs: list[dict[str, str]])
     def job(spec: RunSpec) -> dict:
         slot = free.pop()
         try:
-            return {"run_id": spec.run_id, **execute(spec, results, envs[slot])}
+            with RunLine(spec, results, position=slot + 1):  # below the "runs" bar
+                return {"run_id": spec.run_id, **execute(spec, results, envs[slot])}
         finally:
             free.append(slot)
 

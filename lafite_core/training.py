@@ -41,7 +41,6 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import yaml
-from tqdm.auto import tqdm
 
 from lafite_core import checkpoint as ckpt
 from lafite_core.augment import AugmentedDiscriminator
@@ -67,6 +66,7 @@ from lafite_core.networks import Discriminator, Generator, resolve_feature_dim
 from lafite_core.optimisers import ema_beta, lazy_adam, update_ema
 from lafite_core.params import INPUT_ERRORS, add_params_arguments, load_with_overrides, run_main
 from lafite_core.perturbations import build_perturbation, save_learned_perturbation, train_learned_perturbation
+from lafite_core.progress import tqdm
 from lafite_core.stats import MetricLog, TickStats, peak_memory_mb, plot_stats, read_stats
 
 Tensor = torch.Tensor

@@ -84,6 +84,15 @@ def test_help_notebook_lists_every_parameter_with_its_type_and_default():
     assert "network: dict" in out and "params: Optional[str]" in out
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_papermill_reads_every_field_of_the_parameters_cell(path):
+    papermill = pytest.importorskip("papermill")
+    cls = getattr(config, json.loads(path.read_text())["metadata"]["lafite"]["config"])
+    found = papermill.inspect_notebook(str(path))
+    assert list(found) == ["params", *cls.__dataclass_fields__]
+    assert all(p["inferred_type_name"] != "None" for p in found.values())
+
+
 def _execute_in_notebooks_folder(notebook: str, out: Path, parameters: dict) -> None:
     """papermill as JupyterLab starts kernels: in notebooks/, with the kit's home taken from the repository."""
     papermill = pytest.importorskip("papermill")

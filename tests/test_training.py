@@ -424,6 +424,11 @@ def test_notebook_runs_the_tiny_preset(tmp_path):
     )
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["kimg"] == 0.004 and metrics["steps"] == 1 and metrics["setting"] == "language_free"
+    executed = json.loads((tmp_path / "out.ipynb").read_text())
+    train_cell = next(c for c in executed["cells"] if "result = train(cfg)" in "".join(c["source"]))
+    shown = "".join("".join(o.get("text", "")) for o in train_cell["outputs"] if o["output_type"] == "stream")
+    assert "100%" in shown.split("\r")[-1] and "0.004/0.004 kimg" in shown  # the saved notebook shows the last state
+    assert not any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in train_cell["outputs"])
     assert len(read_stats(tmp_path / "run")) == 1
 
 

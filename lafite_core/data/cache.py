@@ -36,10 +36,10 @@ from typing import Callable
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from lafite_core.data.images import ImageReadError
 from lafite_core.encoders import TextCheck, load_encoder, text_notice
+from lafite_core.progress import tqdm
 
 FORMAT_VERSION = 1
 DTYPES = ("float16", "float32")
