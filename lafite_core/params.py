@@ -35,6 +35,7 @@ from lafite_core.config import from_dict
 C = TypeVar("C")
 
 HOME_VARIABLE = "LAFITE_HOME"
+LINE_LIMIT = 120  # pyproject.toml's ruff line-length: a longer parameters-cell line would be rewrapped
 
 # The errors an entry point reports as one line (bad params, missing files): anything else is a bug
 # and keeps its traceback.
@@ -204,14 +205,17 @@ def parameters_cell(cls: type) -> str:
         "# below (`...` = the default named in its comment; a section given in part keeps its other defaults).",
         "# Relative paths mean the kit's home (LAFITE_HOME, else the repository). Papermill and the runner",
         "# inject their values below this cell.",
-        'params: "Optional[str]" = None  # a YAML params file (e.g. one in params/); None: the defaults',
+        "from typing import Optional  # for the annotations, which papermill --help-notebook shows",
+        "",
+        "params: Optional[str] = None  # a YAML params file (e.g. one in params/); None: the defaults",
     ]
     for f in dataclasses.fields(cls):
         choices = typing.get_args(hints[f.name]) if typing.get_origin(hints[f.name]) is typing.Literal else ()
         one_of = "one of " + " | ".join(map(str, choices)) if choices else ""
         note = "; ".join(x for x in (f"default {_default_text(f)}", one_of, notes.get(f.name)) if x)
         note = note.replace(" = ", ": ").replace("=", ":")  # papermill skips a line with a second "="
-        lines.append(f"{f.name}: {_annotation(hints[f.name])} = ...  # {note}")
+        line = f"{f.name}: {_annotation(hints[f.name])} = ...  # {note}"
+        lines.append(line if len(line) <= LINE_LIMIT else line[: LINE_LIMIT - 3] + "...")  # ruff's line length
     return "\n".join(lines)
 
 
@@ -223,13 +227,13 @@ def _annotation(hint: Any) -> str:
         return type(args[0]).__name__
     if origin in (list, tuple):
         inner = _annotation(args[0]) if args else "Any"
-        return f"list[{inner.strip(chr(34))}]"
+        return f"list[{inner}]"
     if origin is dict:
         return "dict"
     if origin in (typing.Union, types.UnionType):
         kept = [h for h in args if h is not type(None)]
-        inner = _annotation(kept[0]).strip('"') if len(kept) == 1 else "Any"
-        return f'"Optional[{inner}]"' if type(None) in args else inner
+        inner = _annotation(kept[0]) if len(kept) == 1 else "Any"
+        return f"Optional[{inner}]" if type(None) in args else inner
     return getattr(hint, "__name__", "Any")
 
 
