@@ -113,3 +113,17 @@ def test_papermill_examples_run_as_written(where, command, tmp_path):
     out = Path(words[words.index("out_dir") + 1])
     summary = json.loads((out / "metrics.json").read_text())
     assert summary["prompts"] == prompts and (out / "grid.png").is_file()
+
+
+def test_the_sample_notebooks_runner_command_runs_as_written(tmp_path):
+    """`python -m lafite_core.runner run notebooks/05_sample.ipynb --params params/sample.yaml`, verbatim,
+    in a folder that holds the kit's notebooks and params (so its results/ is the test's own)."""
+    pytest.importorskip("papermill")
+    command = next(c for _, c in COMMANDS if c.startswith("python -m lafite_core.runner run notebooks/05_sample"))
+    for folder in ("notebooks", "params"):
+        (tmp_path / folder).symlink_to(REPO / folder)
+    words = shlex.split(command)
+    done = subprocess.run([sys.executable, *words[1:]], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    (summary,) = (tmp_path / "results" / "runs").glob("05_sample-*/out/metrics.json")
+    assert len(json.loads(summary.read_text())["prompts"]) == 10  # params/sample.yaml's prompts

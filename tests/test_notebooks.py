@@ -138,3 +138,40 @@ def test_evaluate_notebook_runs_from_the_notebooks_folder_with_relative_params(t
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert 0.0 <= metrics["test/caption_accuracy"] <= 1.0
     assert (tmp_path / "results" / "shapes_eval.csv").is_file()
+
+
+def test_ablation_notebook_runs_from_the_notebooks_folder(tmp_path):
+    """One ablation point (train, then evaluate) from notebooks/, the shipped encoder and judge named
+    by their paths in the repository (the defaults)."""
+    from lafite_core.data import dataset_from_config
+    from lafite_core.data.cache import build_cache
+    from lafite_core.encoders import load_encoder
+    from lafite_core.params import load_yaml
+
+    train = load_yaml(REPO / "params" / "train_tiny.yaml", config.TrainConfig)
+    data = {**config.to_dict(train.data), "size": 24}
+    build_cache(
+        dataset_from_config(config.DataConfig(**data)),
+        load_encoder(train.encoder),
+        tmp_path / "cache",
+        batch_size=24,
+        progress=False,
+    )
+    _execute_in_notebooks_folder(
+        "03_ablation.ipynb",
+        tmp_path / "03.ipynb",
+        dict(
+            train={"data": data, "cache": str(tmp_path / "cache"), "total_kimg": 0.004, "tick_kimg": 0.004},
+            evaluate={
+                "data": {"size": 24},
+                "protocol": TINY_PROTOCOL,
+                "metrics": ["r_precision", "caption_accuracy"],
+                "baselines": [],
+                "heldout_split": None,
+                "stats_cache": str(tmp_path / "stats"),
+            },
+            output_dir=str(tmp_path / "point"),
+        ),
+    )
+    metrics = json.loads((tmp_path / "point" / "metrics.json").read_text())
+    assert metrics["setting"] == "language_free" and 0.0 <= metrics["test/r_precision"] <= 1.0
