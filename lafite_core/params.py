@@ -58,7 +58,7 @@ def load_params(path: str | Path) -> dict[str, Any]:
     first and overrides it; it may stand at the top or inside any section (`train: {extends: train.yaml}`)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"params file not found: {path}")
+        raise FileNotFoundError(f"params file not found: {path.resolve()}")
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of parameters, got {type(data).__name__}")

@@ -304,3 +304,12 @@ def test_captions_longer_than_the_context_are_named_with_their_file_and_token_co
     tokens = len(encoder.tokenizer.encode(long)) + 2
     assert len(messages) == 1 and f"caption 0 of item '1' ({folder / '1.txt'}) has {tokens} tokens" in messages[0]
     assert "split on '.' and ','" in messages[0]
+
+
+def test_a_missing_cache_names_its_absolute_folder_and_the_notebook_that_builds_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(IncompleteCacheError) as caught:
+        load_cache("results/cache/nothing")
+    message = str(caught.value)
+    assert str(tmp_path / "results" / "cache" / "nothing") in message
+    assert "lafite run notebooks/01_embed.ipynb --params params/embed.yaml" in message

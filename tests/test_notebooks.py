@@ -70,6 +70,8 @@ def test_kit_home_is_lafite_home_when_set_else_the_repository(monkeypatch, tmp_p
     monkeypatch.chdir(REPO / "notebooks")
     from_namespace(config.SampleConfig, {})
     assert Path.cwd() == tmp_path.resolve()  # the notebook's kernel works in the home
+    with pytest.raises(FileNotFoundError, match=f"params file not found: {tmp_path.resolve() / 'params' / 'x.yaml'}"):
+        from_namespace(config.SampleConfig, {"params": "params/x.yaml"})
 
 
 def test_help_notebook_lists_every_parameter_with_its_type_and_default():
