@@ -183,7 +183,7 @@ class DataConfig:
     seed: int = 0
     split: str = "train"
     skip_bad: bool = False  # True: leave unreadable items out and list them in ds.skipped
-    year: str = "2014"  # coco: annotations/captions_<split><year>.json and <split><year>/ (2014 or 2017)
+    year: str | int = "2014"  # coco: annotations/captions_<split><year>.json and <split><year>/ (2014 or 2017)
     annotations: str | None = None  # coco, ln_coco: the annotation file; None: the layout's own path
     image_dir: str | None = None  # coco, ln_coco, mm_celeba_hq: the image folder; None: the layout's own folder
     text_dir: str | None = None  # mm_celeba_hq: the caption folder; None: the layout's own folder

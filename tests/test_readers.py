@@ -189,7 +189,7 @@ def test_coco_2017_in_other_places_from_data_config_alone(tmp_path):
     root = make_coco(tmp_path / "coco", split="val", year="2017")
     (root / "annotations" / "captions_val2017.json").rename(root / "captions.json")
     (root / "val2017").rename(root / "pictures")
-    cfg = DataConfig(kind="coco", root=str(root), resolution=16, split="val", year="2017")
+    cfg = DataConfig(kind="coco", root=str(root), resolution=16, split="val", year=2017)  # as --set reads it
     with pytest.raises(FileNotFoundError, match="captions_val2017.json"):
         dataset_from_config(cfg)
     ds = dataset_from_config(dataclasses.replace(cfg, annotations="captions.json", image_dir="pictures"))

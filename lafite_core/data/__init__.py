@@ -53,6 +53,7 @@ def dataset_from_config(cfg: DataConfig):
     factory = DATASETS.get(cfg.kind)
     accepted = inspect.signature(factory).parameters
     fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("kind", "root", "resolution")}
+    fields["year"] = str(fields["year"])  # `--set data.year=2017` reads as a number; the layouts name it as text
     return factory(cfg.root, cfg.resolution, **{k: v for k, v in fields.items() if k in accepted})
 
 
