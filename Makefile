@@ -11,11 +11,13 @@ demo: $(STAMP)
 	$(PY) -m lafite_core.demo
 
 # Lint and format check first (ruff, configured in pyproject.toml), then the tests. The browser test needs Debian's
-# Chromium: installed when we may (root or sudo), else that test skips.
+# Chromium and the Fashion-MNIST reader's test Debian's dataset-fashion-mnist: installed when we may (root or
+# sudo), else those tests skip.
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	bash scripts/install_browser.sh $(PY) || echo "note: Chromium not installed; the browser test will skip"
+	bash scripts/install_test_data.sh || echo "note: dataset-fashion-mnist not installed; its reader's test will skip"
 	$(PY) -m pytest -q
 
 install: $(STAMP)

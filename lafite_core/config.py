@@ -218,7 +218,10 @@ class DataConfig:
 
     size and seed are read only by the procedural "shapes" dataset; split by every kind that
     has splits (shapes: train/test/heldout/all; coco, ln_coco: train/val; cub, mm_celeba_hq:
-    train/test/all; fashion_mnist: train/test); skip_bad by the file readers."""
+    train/test/all; fashion_mnist: train/test); skip_bad by the file readers; year, annotations and
+    image_dir by coco (ln_coco: annotations, image_dir; mm_celeba_hq: image_dir, text_dir); bbox_crop
+    by cub. image_folder reads the captions of `<image>.txt` next to each image (one per line; none:
+    an image-only set). Relative `annotations`, `image_dir` and `text_dir` are read inside `root`."""
 
     kind: str = "shapes"
     root: str | None = None
@@ -227,6 +230,11 @@ class DataConfig:
     seed: int = 0
     split: str = "train"
     skip_bad: bool = False  # True: leave unreadable items out and list them in ds.skipped
+    year: str | int = "2014"  # coco: annotations/captions_<split><year>.json and <split><year>/ (2014 or 2017)
+    annotations: str | None = None  # coco, ln_coco: the annotation file; None: the layout's own path
+    image_dir: str | None = None  # coco, ln_coco, mm_celeba_hq: the image folder; None: the layout's own folder
+    text_dir: str | None = None  # mm_celeba_hq: the caption folder; None: the layout's own folder
+    bbox_crop: bool = True  # cub: crop around the bird's box (AttnGAN), else a centre crop
 
 
 @dataclass

@@ -37,7 +37,6 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from lafite_core import checkpoint as ckpt
 from lafite_core.config import EncoderConfig, PretrainConfig, to_dict
@@ -57,6 +56,7 @@ from lafite_core.data.shapes import (
     tuple_attributes,
 )
 from lafite_core.encoders import ClipEncoder, file_sha256, load_encoder
+from lafite_core.progress import tqdm
 from lafite_core.zero_shot import attribute_accuracy, combination_text_features, matching_cosine, prompt_accuracy
 
 # Templates only seen in pre-training, on top of the dataset's own captions: single attributes

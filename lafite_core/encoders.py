@@ -25,8 +25,9 @@ import json
 import pickle
 import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import open_clip
 import torch
@@ -93,10 +94,11 @@ class ClipEncoder(torch.nn.Module):
 
     # ----------------------------------------------------------------------------------- text
     @torch.no_grad()
-    def encode_text(self, captions: list[str]) -> Tensor:
+    def encode_text(self, captions: list[str], on_long: Callable[[int, "TextCheck"], None] | None = None) -> Tensor:
         """Caption features [N, f]. Captions longer than the context are split on "." and ","
-        and their pieces' features averaged, as the official dataset tool does. All captions go
-        through CLIP as one batch: pass large lists in chunks."""
+        and their pieces' features averaged, as the official dataset tool does; `on_long(i, check)`
+        hears of each such caption (the embedding reports them). All captions go through CLIP as
+        one batch: pass large lists in chunks."""
         if isinstance(captions, str):
             raise TypeError("encode_text takes a list of captions, got one str; wrap it: [caption]")
         captions = list(captions)
@@ -105,7 +107,10 @@ class ClipEncoder(torch.nn.Module):
                 raise ValueError(f"caption {i} is empty or not a string: {caption!r}")
         pieces, owner = [], []
         for i, caption in enumerate(captions):
-            for piece in self._split_if_too_long(caption):
+            check = check_text(self.tokenizer, caption)
+            if check is not None and check.truncated and on_long is not None:
+                on_long(i, check)
+            for piece in _split_if_too_long(caption, check):
                 pieces.append(piece)
                 owner.append(i)
         tokens = self.tokenizer(pieces).to(self.device)
@@ -114,17 +119,6 @@ class ClipEncoder(torch.nn.Module):
         summed = torch.zeros(len(captions), features.shape[1], device=self.device)
         summed.index_add_(0, owner_index, features)
         return F.normalize(summed, dim=-1)  # mean of the pieces, up to a scale that normalising removes
-
-    def _split_if_too_long(self, caption: str) -> list[str]:
-        """The caption itself if it fits the context, else its non-empty "."/","-separated pieces.
-        Pieces that are still too long are truncated by the tokenizer. Tokenizers that cannot count
-        tokens (Hugging Face ones) truncate the whole caption instead."""
-        if not hasattr(self.tokenizer, "encode"):
-            return [caption]
-        if len(self.tokenizer.encode(caption)) + 2 <= self.tokenizer.context_length:  # +2: start/end tokens
-            return [caption]
-        pieces = [p.strip() for p in re.split(r"[.,]", caption) if p.strip()]
-        return pieces or [caption]
 
     # ---------------------------------------------------------------------------------- image
     def encode_image(self, images: Tensor, augment: bool = False, generator: torch.Generator | None = None) -> Tensor:
@@ -167,6 +161,65 @@ class ClipEncoder(torch.nn.Module):
             "feature_dim": self.feature_dim,
             "image_size": self.image_size,
         }
+
+
+# ---------------------------------------------------------------------------------------- text checks
+@dataclass(frozen=True)
+class TextCheck:
+    """What the tokenizer makes of one text: its length against the context, and the words it has
+    no whole token for (a BPE vocabulary splits a word it never saw into pieces)."""
+
+    text: str
+    tokens: int  # start and end tokens included
+    context: int
+    words: int
+    unknown_words: tuple[str, ...]
+
+    @property
+    def truncated(self) -> bool:
+        return self.tokens > self.context
+
+    @property
+    def mostly_unknown(self) -> bool:
+        return self.words > 0 and 2 * len(self.unknown_words) > self.words
+
+
+def check_text(tokenizer: Any, text: str) -> TextCheck | None:
+    """The check of `text`; None for tokenizers that cannot count tokens (Hugging Face ones)."""
+    if not hasattr(tokenizer, "encode"):
+        return None
+    vocabulary = getattr(tokenizer, "encoder", {})
+    words = re.findall(r"[a-z]+", text.lower())
+    unknown = tuple(w for w in words if vocabulary and w + "</w>" not in vocabulary)
+    return TextCheck(text, len(tokenizer.encode(text)) + 2, tokenizer.context_length, len(words), unknown)
+
+
+def text_notice(check: TextCheck | None, what: str) -> str | None:
+    """One line for a person about a prompt or caption (`what` names it), or None if all is well."""
+    if check is None:
+        return None
+    notes = []
+    if check.truncated:
+        notes.append(
+            f"{what} has {check.tokens} tokens, more than the encoder's context of {check.context}: it is split "
+            f"on '.' and ',' and the pieces' features averaged (a piece still too long is cut)"
+        )
+    if check.mostly_unknown:
+        notes.append(
+            f"{what}: the tokenizer knows {check.words - len(check.unknown_words)} of its {check.words} words "
+            f"as whole tokens (unknown: {', '.join(check.unknown_words[:5])}); the encoder may not understand it"
+        )
+    return "; ".join(notes) or None
+
+
+def _split_if_too_long(caption: str, check: TextCheck | None) -> list[str]:
+    """The caption itself if it fits the context, else its non-empty "."/","-separated pieces.
+    Pieces that are still too long are truncated by the tokenizer. Tokenizers that cannot count
+    tokens (Hugging Face ones) truncate the whole caption instead."""
+    if check is None or not check.truncated:
+        return [caption]
+    pieces = [p.strip() for p in re.split(r"[.,]", caption) if p.strip()]
+    return pieces or [caption]
 
 
 def encoder_device(option: str, run_device: str | torch.device | None = None) -> torch.device:

@@ -21,13 +21,13 @@ from torch import Tensor
 from torch_fidelity import FeatureExtractorBase, register_feature_extractor
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 from torch_fidelity.utils import create_feature_extractor
-from tqdm.auto import tqdm
 
 from lafite_core.assets import resolve_asset
 from lafite_core.attribute_classifier import load_attribute_classifier
 from lafite_core.data.shapes import VOCABULARIES
 from lafite_core.encoders import file_sha256
 from lafite_core.grids import from_uint8
+from lafite_core.progress import tqdm
 
 # feature name -> the extractor that provides it
 FEATURES = {

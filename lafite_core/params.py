@@ -8,6 +8,11 @@ parent's default for that section). Every error names the file and the parameter
 OmegaConf's structured configs would give merging and dotted overrides too, but not the
 kit's one-line errors naming file and key for a wrong type inside a Literal/Union, and they
 add a dependency for about a hundred lines of code.
+
+Relative paths in params mean the kit's home (`kit_home`): `LAFITE_HOME` when set, else the
+repository that holds lafite_core. A notebook's kernel works there (`from_namespace` moves it), so
+a path means the same from JupyterLab (kernel in notebooks/), papermill in any folder and the runner
+(which sets LAFITE_HOME to its own working directory for its kernels).
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import dataclasses
 import os
 import sys
 import traceback
+import types
+import typing
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -26,6 +33,9 @@ import yaml
 from lafite_core.config import from_dict
 
 C = TypeVar("C")
+
+HOME_VARIABLE = "LAFITE_HOME"
+LINE_LIMIT = 120  # pyproject.toml's ruff line-length: a longer parameters-cell line would be rewrapped
 
 # The errors an entry point reports as one line (bad params, missing files): anything else is a bug
 # and keeps its traceback.
@@ -48,7 +58,7 @@ def load_params(path: str | Path) -> dict[str, Any]:
     first and overrides it; it may stand at the top or inside any section (`train: {extends: train.yaml}`)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"params file not found: {path}")
+        raise FileNotFoundError(f"params file not found: {path.resolve()}")
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of parameters, got {type(data).__name__}")
@@ -97,18 +107,62 @@ def load_with_overrides(
         raise type(err)(f"{params}: {err}" if params else str(err)) from None
 
 
+def kit_home() -> Path:
+    """Where relative paths in params point: $LAFITE_HOME, else the repository holding lafite_core
+    (a folder with notebooks/ and params/ next to the package), else the working directory."""
+    declared = os.environ.get(HOME_VARIABLE)
+    if declared:
+        return Path(declared).expanduser().resolve()
+    repository = Path(__file__).resolve().parents[1]
+    if (repository / "notebooks").is_dir() and (repository / "params").is_dir():
+        return repository
+    return Path.cwd()
+
+
 def from_namespace(cls: type[C], namespace: dict[str, Any]) -> C:
     """A notebook's config: the params file named by its `params` variable (None: the dataclass
     defaults), then every variable named like a field of `cls` (what papermill or the runner
-    injects, or the user sets in the parameters cell)."""
-    names = [f.name for f in dataclasses.fields(cls)]
+    injects, or the user sets in the parameters cell; `...` means "not given").
+
+    First the kernel moves to `kit_home()`, so relative paths mean the same wherever the kernel
+    started. papermill's `-p` gives strings: a list or section field given as a string is read as
+    YAML/JSON (`-p prompts '["a red star", "a blue cross"]'`)."""
+    os.chdir(kit_home())
+    hints = typing.get_type_hints(cls)
+    given = {f.name: namespace[f.name] for f in dataclasses.fields(cls) if namespace.get(f.name, ...) is not ...}
+    given = {name: _parse_structured(name, value, hints[name]) for name, value in given.items()}
     path = namespace.get("params")
     data = load_params(path) if path else {}
-    data = deep_merge(data, {n: namespace[n] for n in names if n in namespace})
+    data = deep_merge(data, given)
     try:
         return from_dict(cls, data)
     except (TypeError, ValueError) as err:
         raise type(err)(f"{path}: {err}" if path else str(err)) from None
+
+
+def _is_structured(hint: Any) -> bool:
+    """A list, dict or section type (possibly inside Optional)."""
+    if dataclasses.is_dataclass(hint) or typing.get_origin(hint) in (list, tuple, dict):
+        return True
+    return typing.get_origin(hint) in (typing.Union, types.UnionType) and any(
+        _is_structured(h) for h in typing.get_args(hint)
+    )
+
+
+def _parse_structured(name: str, value: Any, hint: Any) -> Any:
+    """A string given for a list/dict/section field, read as YAML (JSON is YAML); errors show the -y form."""
+    if not isinstance(value, str) or not _is_structured(hint):
+        return value
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError as err:
+        raise ValueError(f"parameter {name} = {value!r} is not valid YAML/JSON ({err.problem})") from None
+    if isinstance(parsed, (list, dict)):
+        return parsed
+    raise TypeError(
+        f"parameter {name} = {value!r} must be a list or mapping; with papermill give it as YAML: "
+        f"-p {name} '[\"a\", \"b\"]' or -y '{name}: [a, b]'"
+    )
 
 
 def add_params_arguments(parser: argparse.ArgumentParser, what: str, example: str) -> None:
@@ -137,3 +191,72 @@ def run_main(main: Callable[[], int | None], errors: tuple[type[BaseException], 
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     sys.exit(status or 0)
+
+
+# ----------------------------------------------------------------------------- notebook parameters cells
+def parameters_cell(cls: type) -> str:
+    """The `parameters` cell of a notebook bound to `cls`: `params` plus one annotated line per field,
+    each `...` (not given: the dataclass default, stated in the comment), so `papermill --help-notebook`
+    lists names, types and defaults while the defaults stay in lafite_core.config alone."""
+    hints = typing.get_type_hints(cls)
+    notes = _field_comments(cls)
+    lines = [
+        f"# Parameters of lafite_core.config.{cls.__name__}: set `params` to a params file and/or any field",
+        "# below (`...` = the default named in its comment; a section given in part keeps its other defaults).",
+        "# Relative paths mean the kit's home (LAFITE_HOME, else the repository). Papermill and the runner",
+        "# inject their values below this cell.",
+        "from typing import Optional  # for the annotations, which papermill --help-notebook shows",
+        "",
+        "params: Optional[str] = None  # a YAML params file (e.g. one in params/); None: the defaults",
+    ]
+    for f in dataclasses.fields(cls):
+        choices = typing.get_args(hints[f.name]) if typing.get_origin(hints[f.name]) is typing.Literal else ()
+        one_of = "one of " + " | ".join(map(str, choices)) if choices else ""
+        note = "; ".join(x for x in (f"default {_default_text(f)}", one_of, notes.get(f.name)) if x)
+        note = note.replace(" = ", ": ").replace("=", ":")  # papermill skips a line with a second "="
+        line = f"{f.name}: {_annotation(hints[f.name])} = ...  # {note}"
+        lines.append(line if len(line) <= LINE_LIMIT else line[: LINE_LIMIT - 3] + "...")  # ruff's line length
+    return "\n".join(lines)
+
+
+def _annotation(hint: Any) -> str:
+    if dataclasses.is_dataclass(hint):
+        return "dict"
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal:
+        return type(args[0]).__name__
+    if origin in (list, tuple):
+        inner = _annotation(args[0]) if args else "Any"
+        return f"list[{inner}]"
+    if origin is dict:
+        return "dict"
+    if origin in (typing.Union, types.UnionType):
+        kept = [h for h in args if h is not type(None)]
+        inner = _annotation(kept[0]) if len(kept) == 1 else "Any"
+        return f"Optional[{inner}]" if type(None) in args else inner
+    return getattr(hint, "__name__", "Any")
+
+
+def _default_text(f: dataclasses.Field) -> str:
+    if f.default_factory is not dataclasses.MISSING:
+        value = f.default_factory()
+    elif f.default is not dataclasses.MISSING:
+        value = f.default
+    else:
+        return ""
+    if dataclasses.is_dataclass(value):
+        return f"{type(value).__name__} section"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _field_comments(cls: type) -> dict[str, str]:
+    """The `# ...` comment on each field's line in cls's source, as its help text."""
+    import inspect  # only the cell generator reads source
+
+    notes = {}
+    for line in inspect.getsource(cls).splitlines():
+        name, sep, rest = line.strip().partition(":")
+        if sep and name.isidentifier() and "#" in rest:
+            notes[name] = rest.split("#", 1)[1].strip()
+    return notes

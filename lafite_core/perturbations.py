@@ -36,11 +36,11 @@ import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from lafite_core.assets import resolve_asset
 from lafite_core.config import PerturbationConfig
 from lafite_core.modality import ModalityGeometry, centre, load_geometry, noise_ratio
+from lafite_core.progress import tqdm
 from lafite_core.registry import Registry
 from lafite_core.tensor_files import check_weights_file, refusal_reason
 

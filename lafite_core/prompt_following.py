@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 import torch
@@ -24,6 +23,7 @@ from lafite_core.assets import ASSETS_DIR
 from lafite_core.attribute_classifier import AttributeClassifier, attribute_accuracy, load_attribute_classifier
 from lafite_core.data.shapes import VOCABULARIES, attribute_combinations, caption_for
 from lafite_core.params import run_main
+from lafite_core.reporting import attribute_chance
 from lafite_core.sampler import Sampler, latents
 from lafite_core.zero_shot import label_indices
 
@@ -35,8 +35,7 @@ BATCH = 64
 
 def chance_levels() -> dict[str, float]:
     """Accuracy of a generator that ignores the prompt (uniform guess per attribute)."""
-    chance = {name: 1 / len(values) for name, values in VOCABULARIES.items()}
-    return {**chance, "all": math.prod(chance.values())}
+    return attribute_chance()
 
 
 @torch.no_grad()
@@ -73,7 +72,7 @@ def judge(source: str | Path, seed: int = 0, classifier: AttributeClassifier | N
 
 def markdown_table(rows: dict[str, dict]) -> str:
     """Rows label -> judge result; one line per (label, split) plus chance. Higher is better."""
-    header = "| generator | prompts | " + " | ".join(ATTRIBUTES) + " |"
+    header = "| generator | prompts | " + " | ".join(f"{a} ↑" for a in ATTRIBUTES) + " |"
     lines = [header, "|---|---|" + "---:|" * len(ATTRIBUTES)]
     chance = chance_levels()
     lines.append("| chance | | " + " | ".join(f"{chance[a]:.2f}" for a in ATTRIBUTES) + " |")

@@ -26,7 +26,9 @@ import hashlib
 import importlib
 import itertools
 import json
+import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -41,14 +43,15 @@ from typing import Any, Iterator
 import pandas as pd
 import psutil
 import yaml
-from matplotlib.figure import Figure
-from tqdm.auto import tqdm
 
 from lafite_core import config as config_module
-from lafite_core.params import load_params, run_main, set_dotted
+from lafite_core.params import HOME_VARIABLE, load_params, run_main, set_dotted
+from lafite_core.progress import tqdm
+from lafite_core.reporting import plot_sweep, sweep_markdown
 from lafite_core.run_lock import FolderLockedError, RunLock
 
 RESULTS = Path("results")
+CELL_LINE = re.compile(r"Executing Cell (\d+)-")  # papermill's log line as a cell starts
 KERNEL_START_ERRORS = ("Address already in use", "Kernel died before replying", "Kernel didn't respond")
 STOP_GRACE_S = 20.0  # after SIGINT/SIGTERM: time the runs get to write a final checkpoint before being killed
 
@@ -191,7 +194,9 @@ def execute(
             return read_status(folder)
         _write_status(folder, status="running", started=time.time(), notebook=spec.notebook, error=None)
         cmd = [sys.executable, "-m", "lafite_core.runner", "_execute", spec.notebook, str(folder)]
-        child_env = {**os.environ, **(env or {})}
+        # the kernel resolves relative paths against LAFITE_HOME (params.kit_home): here, the runner's own folder;
+        # its text progress bars (lafite_core/progress.py) write a log line every few seconds, not ten a second
+        child_env = {HOME_VARIABLE: os.getcwd(), "TQDM_MININTERVAL": "5", **os.environ, **(env or {})}
         for attempt in range(1, retries + 1):
             with open(folder / "log.txt", "a") as log:
                 log.write(f"--- attempt {attempt}\n")
@@ -328,13 +333,16 @@ def _last_error(log: Path) -> str:
 
 
 def _execute_in_child(notebook: str, folder: str) -> None:
-    """Child-process body: papermill with the prepared params, output next to the log. A stop
-    signal (the runner sends it to the kernel too) must not tear papermill down while the kernel
-    writes its checkpoint: papermill waits for the interrupted cell, saves the notebook and exits."""
+    """Child-process body: papermill with the prepared params, output next to the log. Its logger
+    prints each cell as it starts and every output (messages, progress bars) as it arrives, with a
+    time, to this process's stdout: the run's log.txt. A stop signal (the runner sends it to the
+    kernel too) must not tear papermill down while the kernel writes its checkpoint: papermill
+    waits for the interrupted cell, saves the notebook and exits."""
     import papermill as pm  # optional (the notebooks extra): only the kernel-starting child needs it
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: None)  # a Python handler, so the kernel (exec'd) keeps the default
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stdout)
     folder_path = Path(folder)
     params = yaml.safe_load((folder_path / "params.yaml").read_text()) or {}
     pm.execute_notebook(
@@ -397,6 +405,54 @@ def run_all(
     return _run_locally(todo, results, worker_envs(workers), RunProcesses())
 
 
+class RunLine:
+    """One terminal line per running run: its id, the notebook cell it executes and its latest
+    output line, read from its log.txt every `every` seconds (the whole log stays in the file)."""
+
+    def __init__(self, spec: RunSpec, results: Path, position: int, every: float = 1.0):
+        self.log, self.every = run_dir(spec, results) / "log.txt", every
+        cells = len(json.loads(Path(spec.notebook).read_text())["cells"]) + 1  # and papermill's injected one
+        self.bar = tqdm(total=cells, desc=spec.run_id, unit="cell", position=position, leave=False)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._follow, daemon=True)
+
+    def __enter__(self) -> "RunLine":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.update()
+        self.bar.close()
+
+    def _follow(self) -> None:
+        while not self.stop.wait(self.every):
+            self.update()
+
+    def update(self) -> None:
+        """Show the newest cell number and output line of the log's last part."""
+        cell, latest = log_progress(self.log)
+        if cell is not None:
+            self.bar.n = cell
+        if latest:
+            self.bar.set_postfix_str(latest[-60:], refresh=False)
+        self.bar.refresh()
+
+
+def log_progress(log: Path, tail: int = 8192) -> tuple[int | None, str]:
+    """(the cell papermill executes, the latest output line) from the end of a run's log.txt."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - tail))
+            lines = f.read().decode(errors="replace").replace("\r", "\n").splitlines()
+    except OSError:
+        return None, ""
+    cells = [int(m.group(1)) for m in map(CELL_LINE.search, lines) if m]
+    outputs = [ln.strip() for ln in lines if ln.strip() and not CELL_LINE.search(ln) and "Ending Cell" not in ln]
+    return (cells[-1] if cells else None), (outputs[-1] if outputs else "")
+
+
 def _progress(total: int):
     return tqdm(total=total, desc="runs")
 
@@ -410,7 +466,8 @@ def _run_locally(todo: list[RunSpec], results: Path, envs: list[dict[str, str]],
     def job(spec: RunSpec) -> dict:
         slot = free.pop()
         try:
-            return {"run_id": spec.run_id, **execute(spec, results, envs[slot], processes=processes)}
+            with RunLine(spec, results, position=slot + 1):  # below the "runs" bar
+                return {"run_id": spec.run_id, **execute(spec, results, envs[slot], processes=processes)}
         except FolderLockedError as err:
             return {"run_id": spec.run_id, "status": "locked", "error": str(err)}
         finally:
@@ -453,8 +510,8 @@ def _ray_task(spec: RunSpec, results: str) -> dict:
 
 # ----------------------------------------------------------------------------- results
 def collect(sweep: str, results: Path = RESULTS, out_dir: Path | None = None, name: str | None = None):
-    """Gather metrics.json of every run of a sweep into <out_dir>/<name>.csv, .md and .png
-    (default: results/<sweep>.*)."""
+    """Gather metrics.json of every run of a sweep into <out_dir>/<name>.csv (every column), .md and
+    .png (for reading: lafite_core/reporting.py) (default: results/<sweep>.*)."""
     rows = []  # (place in the sweep, row)
     for spec_path in sorted((results / "runs").glob("*/spec.json")):
         spec = json.loads(spec_path.read_text())
@@ -472,57 +529,10 @@ def collect(sweep: str, results: Path = RESULTS, out_dir: Path | None = None, na
     table = pd.DataFrame([row for _, row in sorted(rows, key=lambda pair: pair[0])])
     folder, stem = Path(out_dir or results), name or sweep
     folder.mkdir(parents=True, exist_ok=True)
-    table.to_csv(folder / f"{stem}.csv", index=False)
-    (folder / f"{stem}.md").write_text(table.to_markdown(index=False))
+    table.to_csv(folder / f"{stem}.csv", index=False)  # every column
+    (folder / f"{stem}.md").write_text(sweep_markdown(table))  # the case, its headline metrics, chance, a verdict
     plot_sweep(table, folder / f"{stem}.png")
     return table
-
-
-def plot_sweep(table, path: Path, label_columns: list[str] | None = None) -> Path | None:
-    """One panel per metric, one bar per run (labelled by its case or swept values); the splits of
-    a metric ("test/r_precision", "heldout/r_precision") share its panel. Where metrics carry a split,
-    other numbers only describe the run and are left out, as are spreads (*_std)."""
-    labels = label_columns or [c for c in table.columns if c == "case" or "." in c or c == "seed"]
-    reserved = {"run_id", "status", *labels}
-    split_metrics = any("/" in c for c in table.columns if c not in reserved)
-    panels: dict[str, list[str]] = {}
-    for column in table.columns:
-        if (
-            column not in reserved
-            and not column.endswith("_std")
-            and ("/" in column or not split_metrics)
-            and table[column].dtype.kind in "if"
-            and table[column].notna().any()
-        ):
-            panels.setdefault(column.split("/", 1)[-1], []).append(column)
-    if not panels:
-        return None
-    names = (
-        [" ".join(str(v) for v in row if not pd.isna(v)) for row in table[labels].itertuples(index=False)]
-        if labels
-        else list(table["run_id"])
-    )
-    if "case" in table.columns:
-        names = [case if isinstance(case, str) else name for case, name in zip(table["case"], names)]
-    columns = min(3, len(panels))
-    grid_rows = -(-len(panels) // columns)
-    width = max(4.0, 0.55 * len(table) + 1.5)
-    fig = Figure(figsize=(width * columns, 2.6 * grid_rows))  # no pyplot: any backend, no global state
-    axes = fig.subplots(grid_rows, columns, squeeze=False)
-    for ax, (metric, splits) in zip(axes.flat, panels.items()):
-        bar = 0.8 / len(splits)
-        for k, column in enumerate(splits):
-            offsets = [i + (k - (len(splits) - 1) / 2) * bar for i in range(len(table))]
-            ax.bar(offsets, table[column].astype(float), bar, label=column.split("/")[0] if "/" in column else None)
-        ax.set_title(metric, fontsize=9)
-        ax.set_xticks(range(len(table)), names, rotation=30, ha="right", fontsize=8)
-        if len(splits) > 1:
-            ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(panels) :]:
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return path
 
 
 # ----------------------------------------------------------------------------- command line

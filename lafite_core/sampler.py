@@ -25,6 +25,7 @@ import io
 import json
 import math
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -39,7 +40,7 @@ from torch import Tensor
 from lafite_core import checkpoint as ckpt
 from lafite_core.assets import ASSETS_DIR, DEMO_GENERATOR, resolve_asset
 from lafite_core.config import EncoderConfig, NetworkConfig, SampleConfig, from_dict
-from lafite_core.encoders import load_encoder
+from lafite_core.encoders import check_text, load_encoder, text_notice
 from lafite_core.grids import latents, save_grid
 from lafite_core.networks import Generator
 from lafite_core.params import run_main
@@ -60,10 +61,17 @@ def checkpoint_path(source: str | Path) -> Path:
         return newest
     if not path.is_file():
         raise FileNotFoundError(
-            f"generator not found: {source} (give an exported .safetensors file, "
-            f"a checkpoint-*.pt file or a run folder)"
+            f"generator not found: {path.resolve()} (give an exported .safetensors file, a checkpoint-*.pt file "
+            f"or a run folder; train one with `lafite run notebooks/02_train.ipynb --params params/train.yaml` "
+            f"(results/runs/02_train-<id>/out), `lafite train --params params/train.yaml` (results/runs/train) "
+            f"or `make demo`; runs with a checkpoint now: {_run_names()})"
         )
     return path
+
+
+def _run_names(runs_dir: str | Path = "results/runs") -> str:
+    runs = [source for label, source in available_generators(runs_dir).items() if label.startswith("run:")]
+    return ", ".join(runs[:5]) or "none"
 
 
 def read_generator(source: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -138,12 +146,12 @@ def write_generator(state: dict[str, Tensor], info: dict[str, Any], out_path: st
 
 def available_generators(runs_dir: str | Path = "results/runs") -> dict[str, str]:
     """Label -> source for a checkpoint menu: the shipped generators first, then every run under
-    `runs_dir` that holds a checkpoint, newest first (a run folder of its own, or a runner run whose
-    training wrote to its `out/` folder)."""
+    `runs_dir` that holds a checkpoint, newest first (a run folder of its own, a runner run whose
+    training wrote to its `out/` folder, or an ablation point's `out/train/`)."""
     found = {f"shipped: {p.stem}": str(p) for p in sorted(ASSETS_DIR.glob("*.safetensors")) if _is_exported(p)}
     runs = []
     for folder in sorted(Path(runs_dir).iterdir()) if Path(runs_dir).is_dir() else []:
-        for run in (folder, folder / "out"):
+        for run in (folder, folder / "out", folder / "out" / "train"):  # own folder, runner run, ablation point
             newest = ckpt.latest_checkpoint(run / "checkpoints")
             if newest is not None:
                 runs.append((newest.stat().st_mtime, folder.name, run))
@@ -257,6 +265,12 @@ class Sampler:
         """Unit CLIP text features [P, f] of the prompts: the generator's conditions."""
         return self.encoder.encode_text(prompt_list(prompts)).to(self.device)
 
+    def notices(self, prompts: str | Sequence[str]) -> list[str]:
+        """One line per prompt the encoder reads differently from how it was typed: longer than its
+        context (cut), or mostly words its tokenizer has no whole token for."""
+        checked = ((p, check_text(self.encoder.tokenizer, p)) for p in prompt_list(prompts))
+        return [note for p, check in checked if (note := text_notice(check, f"prompt {p!r}"))]
+
     @torch.no_grad()
     def render(self, conditions: Tensor, seed: int = 0, n: int = 8, psi: float = 1.0) -> Tensor:
         """Images [C * n, 3, R, R] in [-1, 1]: for each condition row, n images with seeds seed..seed+n-1."""
@@ -305,6 +319,9 @@ def sample_from_config(cfg) -> dict[str, Any]:
     sampler = Sampler.load(cfg.checkpoint, cfg.device)
     images = sampler.generate(cfg.prompts, n=cfg.n, seed=cfg.seed, psi=cfg.psi)
     seconds = time.perf_counter() - started
+    notices = sampler.notices(cfg.prompts)
+    for notice in notices:
+        print(f"notice: {notice}", file=sys.stderr)
     out = Path(cfg.out_dir)
     grid = save_grid(
         images, out / "grid.png", columns=cfg.n, captions=cfg.prompts if cfg.captions else None, scale=cfg.scale
@@ -321,6 +338,7 @@ def sample_from_config(cfg) -> dict[str, Any]:
         "seconds": round(seconds, 3),
         "generator_kimg": sampler.info["nimg"] / 1000,
         "encoder": sampler.info["encoder_identity"],
+        "notices": notices,
     }
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -336,11 +354,12 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("out")
     sample = sub.add_parser("sample", help="a grid of n images per prompt")
     sample.add_argument("prompts", nargs="+")
-    sample.add_argument("--checkpoint", default=str(DEMO_GENERATOR))
-    sample.add_argument("--n", type=int, default=8)
-    sample.add_argument("--seed", type=int, default=0)
-    sample.add_argument("--psi", type=float, default=1.0)
-    sample.add_argument("--out", default="results/runs/sample")
+    default = SampleConfig()
+    sample.add_argument("--checkpoint", default=default.checkpoint)
+    sample.add_argument("--n", type=int, default=default.n)
+    sample.add_argument("--seed", type=int, default=default.seed)
+    sample.add_argument("--psi", type=float, default=default.psi)
+    sample.add_argument("--out", default=default.out_dir)
     args = parser.parse_args(argv)
     if args.command == "export":
         path = export_generator(args.source, args.out)

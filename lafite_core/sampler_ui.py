@@ -2,15 +2,22 @@
 
 `SamplerUI` holds the widgets and their callbacks; the notebook only builds and displays it, and
 tests drive the callbacks from Python (set `ui.prompt.value`, call `ui.on_generate()`, read
-`ui.image.value`). Errors (an empty prompt, a missing or incompatible checkpoint) appear in the
-status line instead of a traceback. Loaded generators are kept, so only the first Generate with a
-new checkpoint pays for loading it.
+`ui.image.value`). Enter in a prompt box runs its button; a button is disabled while it works. The
+status line sits beside Generate: errors (an empty prompt, a missing or incompatible checkpoint)
+appear there instead of a traceback, and the grid left from an earlier request is labelled as such.
+A prompt the encoder reads differently from how it was typed (cut at its context, or mostly words
+its tokenizer has no whole token for) gets a notice under the prompt. Grids are shown in a box of
+capped height that scrolls. Loaded generators are kept, so only the first Generate with a new
+checkpoint pays for loading it.
 """
 
 from __future__ import annotations
 
+import html
 import json
 import time
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import ipywidgets as widgets
@@ -21,6 +28,7 @@ from lafite_core.grids import image_grid
 from lafite_core.sampler import Sampler, available_generators, png_bytes, slug
 
 COLUMNS = 4  # images per row in the shown grids
+GRID_HEIGHT = "520px"  # a taller grid scrolls inside its box, so the controls stay in view
 
 
 class SamplerUI:
@@ -59,6 +67,8 @@ class SamplerUI:
             value=psi, min=0.0, max=1.5, step=0.05, description="Truncation psi", style=style, continuous_update=False
         )
         self.image = widgets.Image(format="png", layout=widgets.Layout(display="none"))
+        self.caption = widgets.HTML(value="")  # what the shown grid is: its prompt and settings
+        self.notice = widgets.HTML(value="")  # how the encoder reads the prompt, when that differs
         self.prompt_b = widgets.Text(
             value="", description="To prompt", placeholder="a blue square", style=style, layout=wide
         )
@@ -71,6 +81,12 @@ class SamplerUI:
         self.status = widgets.HTML(value="")
 
         self.refresh(checkpoint)
+        with warnings.catch_warnings():
+            # on_submit is the one event for Enter (even with the text unchanged); its replacement,
+            # observing value with continuous_update off, also fires on leaving the box and not on a repeat.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.prompt.on_submit(self.on_generate)
+            self.prompt_b.on_submit(self.on_interpolate)
         self.generate_button.on_click(self.on_generate)
         self.refresh_button.on_click(lambda _: self.refresh(self.checkpoint.value))
         self.interpolate_button.on_click(self.on_interpolate)
@@ -78,15 +94,17 @@ class SamplerUI:
         self.save_button.on_click(self.on_save)
         self.widget = widgets.VBox(
             [
-                widgets.HBox([self.prompt, self.generate_button]),
+                widgets.HBox([self.prompt, self.generate_button, self.status]),
+                self.notice,
                 widgets.HBox([self.checkpoint, self.refresh_button]),
                 widgets.HBox([self.seed, self.n, self.psi]),
-                self.image,
+                self.caption,
+                _scrolling(self.image),
                 widgets.HTML("<b>Interpolation</b> from the prompt above (Mix 0) to a second prompt (Mix 1)"),
                 widgets.HBox([self.prompt_b, self.interpolate_button]),
                 self.t,
-                self.interp_image,
-                widgets.HBox([self.save_button, self.status]),
+                _scrolling(self.interp_image),
+                self.save_button,
             ]
         )
         self._preload()
@@ -160,7 +178,37 @@ class SamplerUI:
         target.value = png_bytes(picture)
         target.layout.display = None
         self.last[kind] = (picture, settings)
+        if kind == "grid":
+            self.caption.value = f"<b>{_escape(settings['prompt'])}</b> · {_describe(settings)}"
         self._say(f"{len(images)} images in {time.perf_counter() - started:.2f} s")
+
+    def _failed(self, err: Exception) -> None:
+        """Report the error; a grid still shown is from an earlier request, and its label says so."""
+        self._say(str(err), error=True)
+        if self.image.value and "earlier request" not in self.caption.value:
+            self.caption.value = (
+                "<span style='color:#b00020'>shown below: an earlier request, not the one that failed</span> · "
+                + self.caption.value
+            )
+
+    def _check_prompts(self, *prompts: str) -> None:
+        """The notice line: how the encoder reads the prompts, when that differs from what was typed."""
+        typed = [p for p in prompts if p.strip()]
+        try:
+            notes = self.sampler().notices(typed) if typed else []
+        except (ValueError, FileNotFoundError):
+            notes = []  # the request itself reports these
+        self.notice.value = "".join(f"<div style='color:#8a5a00'>&#9888; {_escape(n)}</div>" for n in notes)
+
+    @contextmanager
+    def _busy(self, button: widgets.Button):
+        """The button is disabled (and says so) while its request runs."""
+        label = button.description
+        button.disabled, button.description = True, "Working..."
+        try:
+            yield
+        finally:
+            button.disabled, button.description = False, label
 
     def _say(self, text: str, error: bool = False) -> None:
         colour = "#b00020" if error else "#444"
@@ -169,16 +217,20 @@ class SamplerUI:
     # ------------------------------------------------------------------------------ callbacks
     def on_generate(self, _=None) -> None:
         """n images of the prompt with seeds seed..seed+n-1 into the grid."""
+        if self.generate_button.disabled:
+            return  # Enter pressed while a grid is being made
         started = time.perf_counter()
         settings = self.settings()
-        try:
-            images = self.sampler().generate(
-                settings["prompt"], n=settings["n"], seed=settings["seed"], psi=settings["psi"]
-            )
-        except (ValueError, FileNotFoundError) as err:
-            self._say(str(err), error=True)
-            return
-        self._show("grid", self.image, images, settings, started)
+        with self._busy(self.generate_button):
+            self._check_prompts(settings["prompt"])
+            try:
+                images = self.sampler().generate(
+                    settings["prompt"], n=settings["n"], seed=settings["seed"], psi=settings["psi"]
+                )
+            except (ValueError, FileNotFoundError) as err:
+                self._failed(err)
+                return
+            self._show("grid", self.image, images, settings, started)
 
     def on_interpolate(self, _=None) -> None:
         """n images (the grid's latents) at the condition Mix of the way from prompt to second prompt."""
@@ -187,19 +239,21 @@ class SamplerUI:
         if not settings["prompt_b"]:
             self._say("type a second prompt ('To prompt') to interpolate towards", error=True)
             return
-        try:
-            images = self.sampler().interpolate(
-                settings["prompt"],
-                settings["prompt_b"],
-                settings["t"],
-                n=settings["n"],
-                seed=settings["seed"],
-                psi=settings["psi"],
-            )
-        except (ValueError, FileNotFoundError) as err:
-            self._say(str(err), error=True)
-            return
-        self._show("interpolation", self.interp_image, images, settings, started)
+        with self._busy(self.interpolate_button):
+            self._check_prompts(settings["prompt"], settings["prompt_b"])
+            try:
+                images = self.sampler().interpolate(
+                    settings["prompt"],
+                    settings["prompt_b"],
+                    settings["t"],
+                    n=settings["n"],
+                    seed=settings["seed"],
+                    psi=settings["psi"],
+                )
+            except (ValueError, FileNotFoundError) as err:
+                self._say(str(err), error=True)
+                return
+            self._show("interpolation", self.interp_image, images, settings, started)
 
     def on_save(self, _=None) -> list[Path]:
         """Write the shown grids as PNGs with their settings as JSON next to them; returns the PNGs."""
@@ -220,3 +274,16 @@ class SamplerUI:
 
 def _same_path(a: str, b: str) -> bool:
     return Path(resolve_asset(a)).resolve() == Path(resolve_asset(b)).resolve()
+
+
+def _scrolling(image: widgets.Image) -> widgets.Box:
+    """The image in a box of at most GRID_HEIGHT that scrolls (64 images make a grid 4,000 px tall)."""
+    return widgets.Box([image], layout=widgets.Layout(max_height=GRID_HEIGHT, overflow="auto"))
+
+
+def _describe(settings: dict) -> str:
+    return f"seeds {settings['seed']}..{settings['seed'] + settings['n'] - 1} · psi {settings['psi']:g}"
+
+
+def _escape(text: str) -> str:
+    return html.escape(text, quote=False)

@@ -45,7 +45,6 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 import yaml
-from tqdm.auto import tqdm
 
 from lafite_core import checkpoint as ckpt
 from lafite_core.augment import AugmentedDiscriminator
@@ -65,17 +64,19 @@ from lafite_core.distributed import (
     mean_over_processes,
 )
 from lafite_core.encoders import load_encoder
-from lafite_core.grids import from_uint8, save_image_grid, seed_latents
+from lafite_core.grids import from_uint8, save_grid, save_image_grid, seed_latents
 from lafite_core.losses import LafiteLoss
 from lafite_core.networks import Discriminator, Generator, resolve_feature_dim
 from lafite_core.optimisers import ema_beta, lazy_adam, update_ema
 from lafite_core.params import INPUT_ERRORS, add_params_arguments, load_with_overrides, run_main
 from lafite_core.perturbations import build_perturbation, save_learned_perturbation, train_learned_perturbation
+from lafite_core.progress import tqdm
 from lafite_core.run_lock import RunLock
-from lafite_core.stats import TickStats, peak_memory_mb, plot_stats, read_stats
+from lafite_core.stats import MetricLog, TickStats, peak_memory_mb, plot_stats, read_stats
 from lafite_core.tensor_files import check_weights_file
 
 Tensor = torch.Tensor
+PROGRESS_SCALE = 2  # progress grids are enlarged so each row's prompt fits above it
 
 
 class NonFiniteLossError(RuntimeError):
@@ -590,6 +591,7 @@ class Trainer:
         total_nimg = int(round(cfg.total_kimg * 1000))
         bar = None
         if dist.is_main:
+            self.metrics = MetricLog(self.run_dir)
             bar = tqdm(
                 total=cfg.total_kimg,
                 initial=min(self.nimg / 1000, cfg.total_kimg),  # a resume past total_kimg warned already
@@ -638,6 +640,7 @@ class Trainer:
             if dist.is_main:
                 with open(self.run_dir / "stats.jsonl", "a") as log:
                     log.write(json.dumps(line) + "\n")
+                self.metrics.tick(line)
                 if done or self.tick % cfg.image_ticks == 0:
                     self._write_samples()
             tick_start_nimg, stats, tick_start_time, train_seconds = self.nimg, TickStats(), time.time(), 0.0
@@ -647,6 +650,7 @@ class Trainer:
             bar.close()
         if dist.is_main:
             plot_stats(self.run_dir)
+            self.metrics.close()
         return TrainResult(
             self.run_dir, self.step, self.nimg, self.last_checkpoint, read_stats(self.run_dir) if dist.is_main else []
         )
@@ -661,8 +665,23 @@ class Trainer:
         return bool(broadcast_from_main(torch.tensor(float(over), device=self.dist.device), self.dist).item())
 
     def _write_samples(self) -> None:
+        """The progress grid, and how well it follows its prompts: 100 x the mean cosine between each
+        image's CLIP feature and its prompt's (metric-progress_clip_score.jsonl), a number to follow
+        while the run trains."""
         images = progress_grid(self.G_ema, self.prompt_features, self.grid_z)
-        save_image_grid(images, len(self.cfg.progress_seeds), self.run_dir / f"samples-{self.nimg:010d}.png")
+        with torch.no_grad():
+            image_features = self.encoder.encode_image(images.to(self.prompt_features.device))
+        prompts = self.prompt_features.repeat_interleave(len(self.grid_z), dim=0)
+        score = 100 * torch.nn.functional.cosine_similarity(image_features, prompts).mean().item()
+        snapshot = self.last_checkpoint.name if self.last_checkpoint else None
+        self.metrics.metric("progress_clip_score", round(score, 4), self.nimg, snapshot)
+        save_grid(  # rows = progress prompts, labelled; columns = seeds
+            images,
+            self.run_dir / f"samples-{self.nimg:010d}.png",
+            len(self.cfg.progress_seeds),
+            captions=self.cfg.progress_prompts,
+            scale=PROGRESS_SCALE,
+        )
 
     def close(self) -> None:
         close_distributed(self.dist)

@@ -1,5 +1,5 @@
 """The sampling notebook in a real browser: JupyterLab on localhost, headless Chromium driven by
-Playwright, run all cells, type a prompt, click Generate, see an image.
+Playwright, run all cells, type a prompt, press Enter, see the grid.
 
 Needs Debian's chromium (/usr/bin/chromium) and the Python playwright package; without them it
 skips and says so (`bash scripts/install_browser.sh` installs both; Playwright is pointed at that
@@ -122,7 +122,7 @@ def lab(tmp_path, free_port):
         log.close()
 
 
-def test_prompt_and_generate_in_jupyterlab_shows_an_image(lab, tmp_path):
+def test_prompt_and_enter_in_jupyterlab_shows_the_grid(lab, tmp_path):
     from playwright.sync_api import sync_playwright
 
     committed = NOTEBOOK.read_bytes()
@@ -138,7 +138,7 @@ def test_prompt_and_generate_in_jupyterlab_shows_an_image(lab, tmp_path):
                 prompt = page.locator(".jp-OutputArea .widget-text input").first
                 prompt.wait_for(timeout=CELLS_MS)
                 prompt.fill("a red star")
-                page.locator(".jp-OutputArea button", has_text="Generate").first.click()
+                prompt.press("Enter")  # Enter generates, as the Generate button does
                 page.wait_for_function(
                     """() => [...document.querySelectorAll('.jp-OutputArea img.widget-image')]
                               .some(img => img.complete && img.naturalWidth > 0)""",
@@ -149,6 +149,9 @@ def test_prompt_and_generate_in_jupyterlab_shows_an_image(lab, tmp_path):
                 page.locator(".jp-OutputArea img.widget-image").first.scroll_into_view_if_needed()
                 page.screenshot(path=str(shot))
                 text = status.inner_text()
+                caption = page.locator(".jp-OutputArea .widget-html-content", has_text="seeds 0..7").first
+                caption.wait_for(timeout=GENERATE_MS)
+                label = caption.inner_text()
             except Exception:
                 page.screenshot(path=str(tmp_path / "failure.png"))  # what the page showed when a wait ran out
                 raise
@@ -158,7 +161,7 @@ def test_prompt_and_generate_in_jupyterlab_shows_an_image(lab, tmp_path):
         if NOTEBOOK.read_bytes() != committed:  # never leave outputs in the committed notebook
             NOTEBOOK.write_bytes(committed)
             pytest.fail("JupyterLab wrote to the committed notebook (autosave should be off)")
-    assert "8 images in" in text
+    assert "8 images in" in text and "a red star" in label  # the grid is labelled with its prompt
     assert shot.stat().st_size > 0
     if os.environ.get("LAFITE_BROWSER_SHOT"):
         shutil.copy(shot, os.environ["LAFITE_BROWSER_SHOT"])

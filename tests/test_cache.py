@@ -18,6 +18,7 @@ from lafite_core.data.cache import (
     CachedImageTextSet,
     CacheMismatchError,
     IncompleteCacheError,
+    LongCaptionWarning,
     build_cache,
     load_cache,
 )
@@ -288,3 +289,27 @@ def test_an_index_with_another_header_is_a_clear_error(tmp_path, encoder, shapes
     index.write_text("row,id\n0,x\n")
     with pytest.raises(ValueError, match=r"index.csv is not an index of this cache format"):
         load_cache(tmp_path / "c")
+
+
+def test_captions_longer_than_the_context_are_named_with_their_file_and_token_count(tmp_path, encoder):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    long = ", ".join(["a small red triangle in the top left corner on a black background"] * 3)
+    for k, caption in enumerate(["a red circle", long]):
+        Image.fromarray(np.full((8, 8, 3), 60 * k, np.uint8)).save(folder / f"{k}.png")
+        (folder / f"{k}.txt").write_text(caption)
+    with pytest.warns(LongCaptionWarning) as caught:
+        build_cache(build_dataset("image_folder", folder, 32), encoder, tmp_path / "c", progress=False)
+    messages = [str(w.message) for w in caught]
+    tokens = len(encoder.tokenizer.encode(long)) + 2
+    assert len(messages) == 1 and f"caption 0 of item '1' ({folder / '1.txt'}) has {tokens} tokens" in messages[0]
+    assert "split on '.' and ','" in messages[0]
+
+
+def test_a_missing_cache_names_its_absolute_folder_and_the_notebook_that_builds_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(IncompleteCacheError) as caught:
+        load_cache("results/cache/nothing")
+    message = str(caught.value)
+    assert str(tmp_path / "results" / "cache" / "nothing") in message
+    assert "lafite run notebooks/01_embed.ipynb --params params/embed.yaml" in message

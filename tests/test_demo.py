@@ -71,3 +71,21 @@ def test_demo_smoke_pipeline_end_to_end(tmp_path, capsys):
     demo.run_demo(cfg)
     printed = capsys.readouterr().out
     assert printed.count("0 to run") == 3
+
+
+def test_evaluation_table_has_arrows_a_chance_row_per_split_and_a_verdict(tmp_path):
+    rows = [
+        (split, subject, fid, acc)
+        for split in ("test", "heldout")
+        for subject, fid, acc in (("model", 0.2, 0.4), ("real images", 0.05, 0.9), ("shuffled conditions", 0.2, 0.01))
+    ]
+    table = pd.DataFrame(rows, columns=["eval_split", "subject", "clip_fid", "caption_accuracy"])
+    table["r_precision"], table["r_precision_candidates"], table["num_samples"] = 0.3, 50, 500
+    table.to_csv(tmp_path / "eval.csv", index=False)
+    text = demo.headline_table(tmp_path / "eval.csv")
+    assert "clip_fid ↓" in text and "caption_accuracy ↑" in text and "r_precision ↑" in text
+    chance_rows = [line for line in text.splitlines() if line.startswith("| chance")]
+    assert len(chance_rows) == 2 and "0.02 " in chance_rows[0]  # 1 / 50 candidates
+    line = demo.eval_verdict(tmp_path / "eval.csv")
+    assert line.startswith("On `heldout` prompts the model's caption_accuracy (higher is better) is 0.4 (")
+    assert "real images 0.9" in line and "shuffled conditions 0.01" in line and "chance 0.00104" in line

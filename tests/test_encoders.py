@@ -11,10 +11,12 @@ import torch.nn.functional as F
 from lafite_core.config import EncoderConfig
 from lafite_core.encoders import (
     _random_square_crop,
+    check_text,
     encoder_device,
     list_encoders,
     load_encoder,
     register_model_config,
+    text_notice,
 )
 
 LONG_CAPTION = ", ".join(["a small red triangle in the top left corner on a black background"] * 3) + "."
@@ -114,6 +116,24 @@ def test_long_caption_is_split_and_averaged(tiny):
     got = tiny.encode_text(["a cat", LONG_CAPTION])
     torch.testing.assert_close(got[1:], expected)
     torch.testing.assert_close(got[:1], tiny.encode_text(["a cat"]))  # short captions untouched
+
+
+def test_text_check_counts_tokens_and_words_without_a_whole_token(tiny):
+    long = check_text(tiny.tokenizer, LONG_CAPTION)
+    assert long.truncated and long.tokens == len(tiny.tokenizer.encode(LONG_CAPTION)) + 2 and long.context == 32
+    assert f"caption 0 of x.txt has {long.tokens} tokens" in text_notice(long, "caption 0 of x.txt")
+    fine = check_text(tiny.tokenizer, "a red star")
+    assert not fine.truncated and not fine.mostly_unknown and text_notice(fine, "prompt") is None
+    odd = check_text(tiny.tokenizer, "a qxzv glorpt star")
+    assert odd.unknown_words == ("qxzv", "glorpt") and not odd.mostly_unknown  # 2 of 4 words: not most
+    worse = check_text(tiny.tokenizer, "qxzv glorpt zzyzzx star")
+    assert worse.mostly_unknown and "knows 1 of its 4 words" in text_notice(worse, "prompt 'q'")
+
+
+def test_long_captions_encoded_are_reported_with_their_index(tiny):
+    heard = []
+    tiny.encode_text(["a cat", LONG_CAPTION], on_long=lambda i, check: heard.append((i, check.tokens)))
+    assert [i for i, _ in heard] == [1] and heard[0][1] > tiny.tokenizer.context_length
 
 
 @pytest.mark.parametrize("bad", ["", "   ", None, 3])

@@ -24,7 +24,7 @@ def test_notebooks_pretrain_then_embed_at_a_tiny_preset(tmp_path):
         str(tmp_path / "00.ipynb"),
         parameters=dict(steps=20, batch_size=16, warmup_steps=2, eval_images=40, output_dir=str(pretrain_out)),
         kernel_name="python3",
-        cwd=str(REPO),
+        cwd=str(REPO / "notebooks"),  # where JupyterLab starts kernels
         progress_bar=False,
     )
     metrics = json.loads((pretrain_out / "metrics.json").read_text())
@@ -56,7 +56,7 @@ def test_notebooks_pretrain_then_embed_at_a_tiny_preset(tmp_path):
             output_dir=str(embed_out),
         ),
         kernel_name="python3",
-        cwd=str(REPO),
+        cwd=str(REPO / "notebooks"),  # where JupyterLab starts kernels
         progress_bar=False,
     )
     shapes = ShapesDataset(resolution=32, size=200, seed=0, split="train")

@@ -11,7 +11,7 @@ from lafite_core import config, runner
 from lafite_core.config import TrainConfig
 from lafite_core.params import add_params_arguments, load_params, load_with_overrides
 
-PARAMS = sorted((Path(__file__).resolve().parents[1] / "params").glob("*.yaml"))
+PARAMS = sorted((Path(__file__).resolve().parents[1] / "params").rglob("*.yaml"))  # examples/ too
 HEADER = re.compile(r"#\s*(\S+)\s*->\s*lafite_core\.config\.(\w+)")
 
 

@@ -2,6 +2,7 @@
 conversion (grey, RGBA, centre crop), and every bad-input case: a clear error naming the
 file, or (skip_bad=True) a skip listed in ds.skipped."""
 
+import dataclasses
 import gzip
 import json
 import pickle
@@ -184,6 +185,18 @@ def test_coco_captions(tmp_path):
     assert len(build_dataset("coco", val, 16, split="val")) == 2
 
 
+def test_coco_2017_in_other_places_from_data_config_alone(tmp_path):
+    root = make_coco(tmp_path / "coco", split="val", year="2017")
+    (root / "annotations" / "captions_val2017.json").rename(root / "captions.json")
+    (root / "val2017").rename(root / "pictures")
+    cfg = DataConfig(kind="coco", root=str(root), resolution=16, split="val", year=2017)  # as --set reads it
+    with pytest.raises(FileNotFoundError, match="captions_val2017.json"):
+        dataset_from_config(cfg)
+    ds = dataset_from_config(dataclasses.replace(cfg, annotations="captions.json", image_dir="pictures"))
+    assert len(ds) == 2 and ds[0].captions == ["A plate of food.", "Some broccoli on a plate."]
+    assert ds[0].caption_file == str(root / "captions.json")
+
+
 def test_coco_bad_annotations_and_missing_image(tmp_path):
     root = make_coco(tmp_path / "coco")
     ann = root / "annotations" / "captions_train2014.json"
@@ -330,6 +343,13 @@ def test_mm_celeba_hq_layouts(tmp_path):
     (released / "train" / "filenames.pickle").write_bytes(pickle.dumps(["5"], protocol=2))
     ds = build_dataset("mm_celeba_hq", released, 16, split="train")
     assert len(ds) == 1 and ds[0].captions == ["she wears lipstick"]
+    # folders of other names, from DataConfig alone
+    (root / "images").rename(root / "faces")
+    (root / "text").rename(root / "captions")
+    cfg = DataConfig(
+        kind="mm_celeba_hq", root=str(root), resolution=16, split="all", image_dir="faces", text_dir="captions"
+    )
+    assert [item.item_id for item in dataset_from_config(cfg)] == ["0", "2", "10"]
 
 
 def test_mm_celeba_hq_unreadable_caption(tmp_path):

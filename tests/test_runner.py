@@ -2,6 +2,7 @@
 failing run, skipping finished runs, and collection into a table."""
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ def write_echo_notebook(path: Path) -> Path:
     params.metadata["tags"] = ["parameters"]
     body = nbformat.v4.new_code_cell(
         "import json, pathlib\n"
+        "print('echo:', message)\n"
         "assert not fail, 'failing on purpose'\n"
         "pathlib.Path(out_dir).mkdir(parents=True, exist_ok=True)\n"
         "json.dump({'length': len(message)}, open(pathlib.Path(out_dir) / 'metrics.json', 'w'))\n"
@@ -91,6 +93,11 @@ def test_parallel_runs_one_failing_then_rerun_skips_finished(tmp_path, monkeypat
     assert "failing on purpose" in outcomes[bad.run_id]["error"]
     assert Path(outcomes[bad.run_id]["executed_notebook"]).is_file()
     assert json.loads((results / "runs" / good.run_id / "out" / "metrics.json").read_text()) == {"length": 5}
+
+    log = (results / "runs" / good.run_id / "log.txt").read_text()
+    assert re.search(r"\d\d:\d\d:\d\d Executing Cell 2-", log) and "echo: hello" in log  # as the run went
+    cell, latest = runner.log_progress(results / "runs" / good.run_id / "log.txt")
+    assert cell == 3 and latest.endswith(" echo: hello")  # what the run's terminal line shows
 
     again = runner.run_all([good, bad], results, workers=2)
     assert [o["run_id"] for o in again] == [bad.run_id]  # the finished run is skipped
@@ -184,3 +191,13 @@ def test_sweep_cases_times_grid(tmp_path):
         {"case": "gauss-1", "perturbation.kind": "gaussian", "perturbation.xi": 1.0, "seed": 1},
     ]
     assert runs[2].params == {"perturbation": {"kind": "gaussian", "xi": 1.0}, "seed": 0}
+
+
+def test_log_progress_reads_the_latest_cell_and_output_line(tmp_path):
+    log = tmp_path / "log.txt"
+    assert runner.log_progress(log) == (None, "")
+    log.write_text(
+        "--- attempt 1\n10:00:01 Executing Cell 4---------\n10:00:02 embedding:  10%|#  | 10/100\r"
+        "10:00:03 embedding:  50%|##### | 50/100\n10:00:04 Ending Cell 4------\n"
+    )
+    assert runner.log_progress(log) == (4, "10:00:03 embedding:  50%|##### | 50/100")

@@ -50,7 +50,7 @@ def test_papermill_run_with_a_prompt_saves_a_grid(runs, tmp_path):
             out_dir=str(out),
         ),
         kernel_name="python3",
-        cwd=str(REPO),
+        cwd=str(REPO / "notebooks"),  # where JupyterLab starts kernels
         progress_bar=False,
     )
     grid = Image.open(out / "grid.png")
@@ -106,6 +106,42 @@ def test_empty_prompt_is_reported_and_keeps_the_grid(ui):
     ui.on_generate()
     assert "empty" in ui.status.value and "#b00020" in ui.status.value
     assert ui.image.value == before
+    assert "an earlier request" in ui.caption.value and "a red circle" in ui.caption.value  # labelled stale
+    ui.prompt.value = "a blue square"
+    ui.on_generate()
+    assert "earlier request" not in ui.caption.value and "a blue square" in ui.caption.value
+
+
+def test_enter_in_the_prompt_box_generates_and_the_button_is_disabled_meanwhile(ui, monkeypatch):
+    seen = []
+    original = ui.sampler().generate
+
+    def generate(*args, **kwargs):
+        seen.append((ui.generate_button.disabled, ui.generate_button.description))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(ui.sampler(), "generate", generate)
+    ui.image.value = b""
+    ui.prompt.value = "a green circle"
+    ui.prompt._handle_string_msg(None, {"event": "submit"}, [])  # what the browser sends on Enter
+    assert seen == [(True, "Working...")] and ui.image.value[:8] == PNG_SIGNATURE
+    assert not ui.generate_button.disabled and ui.generate_button.description == "Generate"
+
+
+def test_layout_puts_the_status_beside_generate_and_caps_the_grid(ui):
+    top = ui.widget.children[0]
+    assert list(top.children) == [ui.prompt, ui.generate_button, ui.status]
+    box = next(c for c in ui.widget.children if ui.image in getattr(c, "children", ()))
+    assert box.layout.max_height and box.layout.overflow == "auto"
+
+
+def test_a_prompt_cut_at_the_context_gets_a_notice(ui):
+    ui.prompt.value = " ".join(["a small red triangle in the top left corner"] * 4)
+    ui.on_generate()
+    assert "more than the encoder's context" in ui.notice.value and "4 images in" in ui.status.value
+    ui.prompt.value = "a red circle"
+    ui.on_generate()
+    assert ui.notice.value == ""
 
 
 def test_slider_interpolates_between_the_two_prompts(ui):

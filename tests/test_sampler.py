@@ -216,8 +216,12 @@ def test_available_generators_lists_shipped_then_runs(run, tmp_path):
 
     shutil.copy(ckpt.latest_checkpoint(run / "checkpoints"), runner_run / "checkpoints")
     (tmp_path / "empty-run" / "checkpoints").mkdir(parents=True)
+    ablation_point = tmp_path / "03_ablation-def" / "out" / "train"  # where an ablation point trains
+    (ablation_point / "checkpoints").mkdir(parents=True)
+    shutil.copy(ckpt.latest_checkpoint(run / "checkpoints"), ablation_point / "checkpoints")
     assert {k: v for k, v in available_generators(tmp_path).items() if k.startswith("run:")} == {
-        "run: 02_train-abc": str(runner_run)
+        "run: 02_train-abc": str(runner_run),
+        "run: 03_ablation-def": str(ablation_point),
     }
     shipped = [label for label in found if label.startswith("shipped:")]
     assert shipped == (["shipped: demo-generator"] if DEMO_GENERATOR.is_file() else [])
@@ -238,6 +242,7 @@ def test_sample_from_config_writes_grid_and_summary(run, tmp_path):
     assert grid.width == 3 * 64 and grid.height > 2 * 64  # two rows plus caption bands
     saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert saved["images"] == 6 and saved["prompts"] == cfg.prompts and saved["resolution"] == 32
+    assert saved["notices"] == []
     assert sample_from_config(SampleConfig(checkpoint=str(run), out_dir=str(tmp_path / "none"))) == {}
     assert not (tmp_path / "none").exists()
 
@@ -259,3 +264,13 @@ def test_the_shipped_demo_generator_loads_offline_and_draws_the_prompted_colours
     assert right.float().mean() >= 0.6  # chance 1/8; measured 0.875 (demo-generator.md)
     held_out = sampler.generate(["a red star"], n=8, seed=0)  # a pair no training image shows
     assert (judge.predict(held_out)[:, colour] == colours.index("red")).float().mean() >= 0.75  # measured 1.0
+
+
+def test_prompts_cut_at_the_context_or_mostly_unknown_get_a_notice(sampler, run, tmp_path, capsys):
+    long = " ".join(["a small red triangle in the top left corner"] * 4)
+    notes = sampler.notices(["a red circle", long, "qxzv glorpt zzyzzx star"])
+    assert len(notes) == 2
+    assert notes[0].startswith(f"prompt {long!r} has ") and "context of 32" in notes[0]
+    assert "knows 1 of its 4 words" in notes[1]
+    summary = sample_from_config(SampleConfig(checkpoint=str(run), prompts=[long], n=1, out_dir=str(tmp_path)))
+    assert summary["notices"] == notes[:1] and f"notice: {notes[0]}" in capsys.readouterr().err

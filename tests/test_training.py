@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import types
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from lafite_core.losses import LafiteLoss
 from lafite_core.optimisers import ema_beta, lazy_adam
 from lafite_core.params import load_params, load_yaml
 from lafite_core.sampler import load_generator
-from lafite_core.stats import read_stats
+from lafite_core.stats import MetricLog, loss_figure, read_metric, read_stats
 from lafite_core.training import NonFiniteLossError, Trainer, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,11 +60,65 @@ def test_run_folder_holds_config_stats_grids_and_checkpoints(uninterrupted):
         assert s["peak_mem_mb"] > 0
     assert "D_r1" in stats[0]  # R1 runs on step 0 (interval 4), not in steps 2-3
     assert "D_r1" not in stats[1]
-    grid = Image.open(run_dir / f"samples-{16:010d}.png")
-    assert grid.size == (3 * 32, 2 * 32)  # columns = seeds, rows = prompts
+    grid = np.asarray(Image.open(run_dir / f"samples-{16:010d}.png").convert("RGB"))
+    band = (grid.shape[0] - 2 * 64) // 2  # each row: its prompt in a band, then 3 seeds at 2x
+    assert grid.shape[1] == 3 * 64 and band > 5  # columns = seeds, rows = prompts
+    assert (grid[band - 2, -20:] == 255).all() and (grid[:band, :60] < 128).any()  # dark text on white
     assert (run_dir / "samples-0000000000.png").is_file() and (run_dir / "reals.png").is_file()
     assert (run_dir / "loss_curves.png").is_file()
     assert [p.name for p in list_checkpoints(run_dir / "checkpoints")] == [checkpoint_name(8), checkpoint_name(16)]
+    measured = read_metric(run_dir, "progress_clip_score")  # one line per progress grid, as it trains
+    assert [m["kimg"] for m in measured] == [0.0] + [
+        s["kimg"] for s in stats if (run_dir / f"samples-{s['nimg']:010d}.png").is_file()
+    ]
+    assert all(
+        -100 <= m["results"]["progress_clip_score"] <= 100 and m["metric"] == "progress_clip_score" for m in measured
+    )
+    assert measured[-1]["snapshot"] == checkpoint_name(16)
+
+
+def test_metric_log_writes_tensorboard_scalars_when_tensorboard_is_installed(tmp_path, monkeypatch):
+    written = []
+
+    class SummaryWriter:  # stands in for torch.utils.tensorboard's (the tensorboard package is optional)
+        def __init__(self, log_dir):
+            written.append(("dir", log_dir))
+
+        def add_scalar(self, tag, value, global_step):
+            written.append((tag, value, global_step))
+
+        def flush(self):
+            pass
+
+        def close(self):
+            written.append(("closed",))
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=SummaryWriter))
+    log = MetricLog(tmp_path)
+    log.tick({"tick": 1, "step": 4, "nimg": 16, "kimg": 0.016, "G_adv": 0.7, "img_per_s": 50.0, "peak_mem_kind": "x"})
+    log.metric("progress_clip_score", 12.5, 16, "checkpoint-0000000016.pt")
+    log.close()
+    assert written == [
+        ("dir", str(tmp_path)),
+        ("Progress/kimg", 0.016, 16),
+        ("Loss/G_adv", 0.7, 16),
+        ("Progress/img_per_s", 50.0, 16),
+        ("Metrics/progress_clip_score", 12.5, 16),
+        ("closed",),
+    ]
+    assert read_metric(tmp_path, "progress_clip_score")[0]["results"] == {"progress_clip_score": 12.5}
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # not installed: jsonl only
+    assert MetricLog(tmp_path).tensorboard is None
+
+
+def test_loss_curves_have_a_panel_per_term_with_its_own_scale(uninterrupted):
+    fig = loss_figure(uninterrupted.stats)
+    panels = [ax for ax in fig.axes if ax.axison]
+    terms = [k for k in uninterrupted.stats[-1] if k[:2] in ("G_", "D_") and not k.endswith("_total")]
+    assert [ax.get_title().split(":")[0] for ax in panels] == terms and len(terms) >= 6
+    assert "unknown" not in " ".join(ax.get_title() for ax in panels)
+    assert all(ax.get_xlabel() == "kimg" and ax.get_ylabel().startswith(ax.get_title().split(":")[0]) for ax in panels)
+    assert "G_total" not in [ax.get_title().split(":")[0] for ax in panels]
 
 
 def test_checkpoint_holds_the_full_state(uninterrupted, tmp_path):
@@ -362,13 +417,18 @@ def test_notebook_runs_the_tiny_preset(tmp_path):
     papermill.execute_notebook(
         str(REPO / "notebooks" / "02_train.ipynb"),
         str(tmp_path / "out.ipynb"),
-        parameters=params,
+        parameters={**params, "params": "params/train_tiny.yaml"},  # relative: read from the kit's home
         kernel_name="python3",
-        cwd=str(REPO),
+        cwd=str(REPO / "notebooks"),  # where JupyterLab starts kernels
         progress_bar=False,
     )
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["kimg"] == 0.004 and metrics["steps"] == 1 and metrics["setting"] == "language_free"
+    executed = json.loads((tmp_path / "out.ipynb").read_text())
+    train_cell = next(c for c in executed["cells"] if "result = train(cfg)" in "".join(c["source"]))
+    shown = "".join("".join(o.get("text", "")) for o in train_cell["outputs"] if o["output_type"] == "stream")
+    assert "100%" in shown.split("\r")[-1] and "0.004/0.004 kimg" in shown  # the saved notebook shows the last state
+    assert not any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in train_cell["outputs"])
     assert len(read_stats(tmp_path / "run")) == 1
 
 

@@ -11,6 +11,7 @@ dataset that changed under it.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 
 from lafite_core.config import DataConfig
@@ -47,11 +48,12 @@ def build_dataset(kind: str, root: str | None, resolution: int, **kwargs):
 
 
 def dataset_from_config(cfg: DataConfig):
-    """Build from a DataConfig. size and seed mean something only to shapes, split and
-    skip_bad only to the readers that take them, so each reader gets the fields it names."""
+    """Build from a DataConfig. Each field means something only to the kinds whose reader takes it
+    (size and seed: shapes; year: coco; ...), so each reader gets the fields it names."""
     factory = DATASETS.get(cfg.kind)
     accepted = inspect.signature(factory).parameters
-    fields = {"size": cfg.size, "seed": cfg.seed, "split": cfg.split, "skip_bad": cfg.skip_bad}
+    fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("kind", "root", "resolution")}
+    fields["year"] = str(fields["year"])  # `--set data.year=2017` reads as a number; the layouts name it as text
     return factory(cfg.root, cfg.resolution, **{k: v for k, v in fields.items() if k in accepted})
 
 

@@ -30,6 +30,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from itertools import islice
@@ -40,10 +41,10 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from lafite_core.data.images import ImageReadError
-from lafite_core.encoders import load_encoder
+from lafite_core.encoders import TextCheck, load_encoder, text_notice
+from lafite_core.progress import tqdm
 from lafite_core.run_lock import RunLock
 
 FORMAT_VERSION = 1
@@ -54,6 +55,17 @@ INDEX_COLUMNS = ["item_row", "item_id", "path", "caption_row", "caption"]
 
 class CacheMismatchError(ValueError):
     """A cache was built from another encoder or another dataset than the one asked for."""
+
+
+BUILD_HINT = (
+    "build it with notebooks/01_embed.ipynb: `lafite run notebooks/01_embed.ipynb --params params/embed.yaml` "
+    "(its cache_dir, data and encoder must match the training params; `make demo` builds "
+    "results/cache/shapes-32-lafite-tiny-20k)"
+)
+
+
+class LongCaptionWarning(UserWarning):
+    """A caption longer than the encoder's context: its pieces' features were averaged."""
 
 
 class IncompleteCacheError(FileNotFoundError):
@@ -223,6 +235,8 @@ def _embed_shard(
     image_chunks, caption_chunks = [], []
     kept, skipped, enlarged, caption_owner, items = [], [], [], [], []
     pending_images, pending_captions = [], []
+    caption_sources: list[str] = []  # per caption of this shard: where it came from, for the long-caption warning
+    long: list[tuple[TextCheck, str]] = []  # captions longer than the encoder's context
 
     def flush() -> None:
         if pending_images:
@@ -231,8 +245,17 @@ def _embed_shard(
                 image_chunks.append(encoder.encode_image(images).cpu().numpy().astype(dtype))
             pending_images.clear()
         if pending_captions:
-            caption_chunks.append(encoder.encode_text(list(pending_captions)).cpu().numpy().astype(dtype))
+            embed_captions(list(pending_captions))
             pending_captions.clear()
+
+    def embed_captions(captions: list[str]) -> None:
+        first = len(caption_sources) - len(pending_captions)
+        caption_chunks.append(
+            encoder.encode_text(captions, on_long=lambda i, check: long.append((check, caption_sources[first + i])))
+            .cpu()
+            .numpy()
+            .astype(dtype)
+        )
 
     for index, item in items_read:
         if isinstance(item, ImageReadError):
@@ -254,13 +277,16 @@ def _embed_shard(
         caption_owner.extend([len(kept) - 1] * len(item.captions))
         pending_images.append(item.image)
         pending_captions.extend(item.captions)
+        where = item.caption_file or item.path or "the dataset"
+        caption_sources.extend(f"caption {j} of item {item.item_id!r} ({where})" for j in range(len(item.captions)))
         if len(pending_images) >= batch_size:
             flush()
         while len(pending_captions) >= batch_size:  # keep caption batches bounded too
-            caption_chunks.append(encoder.encode_text(pending_captions[:batch_size]).cpu().numpy().astype(dtype))
+            embed_captions(pending_captions[:batch_size])
             del pending_captions[:batch_size]
         bar.update(1)
     flush()
+    _warn_long(long)
     feature_dim = int(encoder.feature_dim)
     arrays = {
         "image_features": np.concatenate(image_chunks) if image_chunks else np.zeros((0, feature_dim), dtype),
@@ -350,6 +376,17 @@ def _read_items(dataset, batches: list[range], num_workers: int):
         del iterator
 
 
+def _warn_long(long: list[tuple[TextCheck, str]], named: int = 3) -> None:
+    """The split-and-average rule changed what the encoder reads: say so for the first `named`
+    long captions of a shard (file, item and token count), then how many more there were."""
+    for check, where in long[:named]:
+        warnings.warn(text_notice(check, where), LongCaptionWarning, stacklevel=3)
+    if len(long) > named:
+        warnings.warn(
+            f"... and {len(long) - named} more captions longer than the context", LongCaptionWarning, stacklevel=3
+        )
+
+
 def _check_captions(item, index: int) -> None:
     for j, caption in enumerate(item.captions):
         if not isinstance(caption, str) or not caption.strip():
@@ -430,9 +467,9 @@ def load_cache(
     folder = Path(folder)
     meta = _read_meta(folder)
     if meta is None:
-        raise IncompleteCacheError(f"no embedding cache in {folder} (meta.json missing); build it with build_cache")
+        raise IncompleteCacheError(f"no embedding cache in {folder.resolve()} (meta.json missing); {BUILD_HINT}")
     if not meta.get("complete"):
-        raise IncompleteCacheError(f"embedding cache {folder} is unfinished; run build_cache again to continue it")
+        raise IncompleteCacheError(f"embedding cache {folder.resolve()} is unfinished; {BUILD_HINT} (it continues)")
     problems = []
     if encoder_identity is not None:
         problems += _encoder_differences(meta["encoder"], encoder_identity)

@@ -30,6 +30,7 @@ class Item:
     captions: list[str]
     path: str | None = None
     attributes: dict | None = None
+    caption_file: str | None = None  # where the captions were read (a sidecar, an annotation file)
 
 
 class ImageReadError(OSError):

@@ -53,6 +53,7 @@ class Record:
     captions: list[str]
     attributes: dict | None = None
     box: tuple[float, float, float, float] | None = None  # crop (left, top, right, bottom)
+    caption_file: Path | None = None  # where the captions were read, for messages about them
 
 
 @dataclass
@@ -166,7 +167,8 @@ class FileDataset:
     def __getitem__(self, index: int) -> Item:
         r = self.records[index]
         image = load_image(r.path, self.resolution, r.box)
-        return Item(r.item_id, image, list(r.captions), path=str(r.path), attributes=r.attributes)
+        caption_file = str(r.caption_file) if r.caption_file else None
+        return Item(r.item_id, image, list(r.captions), str(r.path), r.attributes, caption_file)
 
     def fingerprint(self) -> str:
         """Hash of kind, resolution, options, and every item's id, file (relative path and
@@ -213,7 +215,7 @@ def read_image_folder(root: str | Path, resolution: int, skip_bad: bool = False)
             skips.handle(sidecar, err)
             continue
         item_id = path.relative_to(root).with_suffix("").as_posix()
-        records.append(Record(item_id, path, captions))
+        records.append(Record(item_id, path, captions, caption_file=sidecar if captions else None))
     return FileDataset("image_folder", root, resolution, records, skips, options={})
 
 
@@ -261,7 +263,7 @@ def read_coco(
         raise EmptyDatasetError(f"{ann_path} lists no images")
     skips, records = Skips(skip_bad), []
     for image_id in sorted(files, key=lambda i: _numeric_first(str(i))):
-        record = Record(str(image_id), folder / files[image_id], captions.get(image_id, []))
+        record = Record(str(image_id), folder / files[image_id], captions.get(image_id, []), caption_file=ann_path)
         if _require_image(record, skips, ann_path):
             records.append(record)
     options = {"split": split, "year": year, "annotations": annotations, "image_dir": image_dir}
@@ -318,7 +320,7 @@ def read_ln_coco(
     skips, records = Skips(skip_bad), []
     for image_id, caps in captions.items():
         name = f"{int(image_id):012d}.jpg" if image_id.isdigit() else f"{image_id}.jpg"
-        record = Record(image_id, folder / name, caps)
+        record = Record(image_id, folder / name, caps, caption_file=listed_in[image_id])
         if _require_image(record, skips, listed_in[image_id]):
             records.append(record)
     options = {"split": split, "annotations": [p.name for p in files]}
@@ -351,7 +353,7 @@ def _paired_records(
         except CaptionReadError as err:
             skips.handle(text_dir / f"{name}.txt", err)
             continue
-        records.append(Record(name, image, captions, attributes_for(name), box_for(name)))
+        records.append(Record(name, image, captions, attributes_for(name), box_for(name), text_dir / f"{name}.txt"))
     return records
 
 
