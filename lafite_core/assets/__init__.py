@@ -6,6 +6,10 @@ for the command, parameters and measured accuracies). It loads like any CLIP wei
 
     load_encoder(EncoderConfig(name="lafite-tiny", pretrained=str(TINY_ENCODER_WEIGHTS)))
 
+`lafite-tiny-shapes-cliplike.safetensors` is a second encoder of the same architecture whose
+geometry is CLIP's (matched image/caption cosine near 0.3 rather than 0.53), trained by
+params/pretrain_encoder_cliplike.yaml; its .json and .geometry files sit next to it.
+
 Params files name it by its path in the repository, `lafite_core/assets/lafite-tiny-shapes.safetensors`;
 `resolve_asset` maps that to the installed file when the working directory is elsewhere.
 """
@@ -16,7 +20,6 @@ from pathlib import Path
 
 ASSETS_DIR = Path(__file__).resolve().parent
 TINY_ENCODER_WEIGHTS = ASSETS_DIR / "lafite-tiny-shapes.safetensors"
-TINY_ENCODER_PROVENANCE = ASSETS_DIR / "lafite-tiny-shapes.json"
 TINY_ENCODER_GEOMETRY = ASSETS_DIR / "lafite-tiny-shapes.geometry.safetensors"  # lafite_core/modality.py
 DEMO_GENERATOR = ASSETS_DIR / "demo-generator.safetensors"  # the sampler's default generator
 REPO_PREFIX = "lafite_core/assets/"
