@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from encoder_fakes import CountingEncoder
 from PIL import Image
 
 from lafite_core.config import EncoderConfig
@@ -35,20 +36,6 @@ def encoder():
 @pytest.fixture(scope="module")
 def shapes():
     return ShapesDataset(resolution=32, size=20, seed=0, split="train")
-
-
-class CountingEncoder:
-    """Delegates to a real encoder and counts the images it embeds."""
-
-    def __init__(self, encoder):
-        self.encoder, self.images = encoder, 0
-
-    def encode_image(self, images):
-        self.images += images.shape[0]
-        return self.encoder.encode_image(images)
-
-    def __getattr__(self, name):
-        return getattr(self.encoder, name)
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:

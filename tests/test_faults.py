@@ -17,6 +17,7 @@ import numpy as np
 import psutil
 import pytest
 import torch
+from encoder_fakes import CountingEncoder
 from PIL import Image
 from training_fixtures import TinyImageTextSet, tiny_config
 
@@ -358,20 +359,6 @@ def test_a_build_stopped_by_a_bad_file_continues_after_the_fix_keeping_finished_
     cache = build_cache(fixed, counted, tmp_path / "cache", shard_size=2, progress=False)
     assert len(cache) == 6 and counted.images == 2  # only the unfinished shard was embedded
     assert cache.meta["dataset"]["fingerprint"] == fixed.fingerprint()
-
-
-class CountingEncoder:
-    """Delegates to a real encoder and counts the images it embeds."""
-
-    def __init__(self, encoder):
-        self.encoder, self.images = encoder, 0
-
-    def encode_image(self, images):
-        self.images += images.shape[0]
-        return self.encoder.encode_image(images)
-
-    def __getattr__(self, name):
-        return getattr(self.encoder, name)
 
 
 def test_a_huge_grid_is_split_into_pages_that_reopen(tmp_path, monkeypatch, capsys):
