@@ -185,8 +185,9 @@ def write_summary(cfg: DemoConfig, judged: dict[str, dict], seconds: float) -> P
     if pictures:
         lines += ["## Training", "", *(f"![{name}]({name})" for name in pictures), ""]
     lines += [
-        "The perturbation ablation (every kind, longer runs): results/ablation.md; "
-        "`python -m lafite_core.runner run params/ablation.yaml`.",
+        "The perturbation ablation (every kind, longer runs) on the shipped encoder and on the CLIP-like one: "
+        "results/ablation.md and results/ablation_cliplike.md; "
+        "`python -m lafite_core.runner run params/ablation.yaml` (or `params/ablation_cliplike.yaml`).",
         "",
         f"Run folders (executed notebooks, logs, checkpoints): {results / 'runs'}",
         "",
