@@ -31,7 +31,8 @@ from lafite_core import checkpoint as ckpt  # noqa: E402
 from lafite_core.attribute_classifier import AttributeClassifier, load_attribute_classifier  # noqa: E402
 from lafite_core.config import TrainConfig  # noqa: E402
 from lafite_core.params import add_params_arguments, load_with_overrides  # noqa: E402
-from lafite_core.prompt_following import ATTRIBUTES, JUDGE_WEIGHTS, SPLITS, chance_levels, judge  # noqa: E402
+from lafite_core.prompt_following import ATTRIBUTES, JUDGE_WEIGHTS, SPLITS, judge  # noqa: E402
+from lafite_core.reporting import attribute_chance  # noqa: E402
 from lafite_core.training import train  # noqa: E402
 
 THRESHOLDS = (("shape", 0.6), ("shape", 0.9), ("colour", 0.95), ("position", 0.9), ("all", 0.85))
@@ -101,7 +102,7 @@ def first_reached(table: pd.DataFrame) -> pd.DataFrame:
 
 def plot(table: pd.DataFrame, path: Path) -> None:
     """Shape and all-five accuracy against kimg and against minutes; chance as grey lines."""
-    chance = chance_levels()
+    chance = attribute_chance()
     fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharey=True)
     for row, attribute in enumerate(("shape", "all")):
         for col, x in enumerate(("kimg", "minutes")):
@@ -127,7 +128,7 @@ def report(run_dirs: list[Path], out: Path, seed: int) -> pd.DataFrame:
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out.with_suffix(".csv"), index=False)
     plot(table, out.with_suffix(".png"))
-    chance = chance_levels()
+    chance = attribute_chance()
     text = [
         "# Time to quality (judge accuracy per attribute; higher is better)",
         "",

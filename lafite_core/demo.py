@@ -29,7 +29,7 @@ from lafite_core import reporting, runner
 from lafite_core.assets import resolve_asset
 from lafite_core.config import DemoConfig, from_dict, to_dict
 from lafite_core.params import load_params, run_main
-from lafite_core.prompt_following import chance_levels, judge, markdown_table
+from lafite_core.prompt_following import judge, markdown_table
 from lafite_core.runner import RunSpec
 from lafite_core.stats import read_stats
 
@@ -107,7 +107,7 @@ def judge_generators(cfg: DemoConfig) -> dict[str, dict]:
 
 def verdict(label: str, result: dict) -> str:
     """One line a reader takes away: how often the model draws the prompted shape and colour."""
-    chance = chance_levels()
+    chance = reporting.attribute_chance()
     seen, held = result["seen"], result["heldout"]
     return (
         f"- **{label}** ({result['kimg']:.0f} kimg): draws the prompted shape in {seen['shape']:.0%} of seen "

@@ -33,11 +33,6 @@ ATTRIBUTES = (*VOCABULARIES, "all")
 BATCH = 64
 
 
-def chance_levels() -> dict[str, float]:
-    """Accuracy of a generator that ignores the prompt (uniform guess per attribute)."""
-    return attribute_chance()
-
-
 @torch.no_grad()
 def generate_combinations(sampler: Sampler, which: str, seed: int = 0) -> tuple[Tensor, list[dict]]:
     """One image per combination of split `which`: combination i uses the latent of seed + i."""
@@ -74,7 +69,7 @@ def markdown_table(rows: dict[str, dict]) -> str:
     """Rows label -> judge result; one line per (label, split) plus chance. Higher is better."""
     header = "| generator | prompts | " + " | ".join(f"{a} ↑" for a in ATTRIBUTES) + " |"
     lines = [header, "|---|---|" + "---:|" * len(ATTRIBUTES)]
-    chance = chance_levels()
+    chance = attribute_chance()
     lines.append("| chance | | " + " | ".join(f"{chance[a]:.2f}" for a in ATTRIBUTES) + " |")
     for label, result in rows.items():
         for which in SPLITS:

@@ -9,7 +9,8 @@ from torch import nn
 
 from lafite_core.attribute_classifier import load_attribute_classifier
 from lafite_core.data.shapes import VOCABULARIES, attribute_combinations, caption_for, render
-from lafite_core.prompt_following import JUDGE_WEIGHTS, chance_levels, judge_sampler, markdown_table
+from lafite_core.prompt_following import JUDGE_WEIGHTS, judge_sampler, markdown_table
+from lafite_core.reporting import attribute_chance
 
 PROMPTS = [caption_for(a, 0) for a in attribute_combinations("all")]
 ATTRIBUTES = attribute_combinations("all")
@@ -66,7 +67,7 @@ def test_a_generator_that_ignores_the_prompt_scores_its_constant_guess(judge_mod
 
 
 def test_chance_levels_and_table():
-    chance = chance_levels()
+    chance = attribute_chance()
     assert chance["shape"] == pytest.approx(1 / 6) and chance["size"] == pytest.approx(0.5)
     assert chance["all"] == pytest.approx(math.prod(1 / len(v) for v in VOCABULARIES.values()))
     row = {w: {**{a: 0.5 for a in (*VOCABULARIES, "all")}, "count": 3} for w in ("seen", "heldout")}
