@@ -27,8 +27,9 @@ def read_tagged_safetensors(path: str | Path, fmt: str) -> tuple[dict[str, torch
 
 # What the first bytes of a file say it is, for errors that name a wrong file instead of failing
 # inside a loader with an unpickling traceback.
+_ZIP = "a zip archive (a PyTorch checkpoint or another zip)"
 _MAGIC: tuple[tuple[bytes, str], ...] = (
-    (b"PK\x03\x04", "a zip archive (a PyTorch checkpoint or another zip)"),
+    (b"PK\x03\x04", _ZIP),
     (b"\x89PNG", "a PNG image"),
     (b"\xff\xd8\xff", "a JPEG image"),
     (b"GIF8", "a GIF image"),
@@ -37,7 +38,7 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"\x93NUMPY", "a NumPy array (.npy)"),
     (b"version https://git-lfs", "a Git LFS pointer (the real file was never downloaded)"),
 )
-WEIGHTS_KINDS = ("a safetensors file", "a zip archive (a PyTorch checkpoint or another zip)", "a Python pickle")
+WEIGHTS_KINDS = ("a safetensors file", _ZIP, "a Python pickle")
 
 
 def describe_file(path: str | Path) -> str:
