@@ -35,9 +35,10 @@ from torch import nn
 from lafite_core import precision
 from lafite_core.config import MAX_RESOLUTION, MIN_RESOLUTION, NetworkConfig
 from lafite_core.ops import (
+    LRELU_GAIN,
     Conv2d,
     FullyConnected,
-    bias_act,
+    activate,
     fir_filter,
     modulated_conv2d,
     upsample2d,
@@ -221,13 +222,25 @@ class SynthesisLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, c: torch.Tensor, noise_mode: str) -> torch.Tensor:
         styles = self.style(w, c)
-        x = modulated_conv2d(x, self.weight, styles, demodulate=True, up=self.up, resample_filter=self.resample_filter)
+        x = modulated_conv2d(
+            x,
+            self.weight,
+            styles,
+            up=self.up,
+            resample_filter=self.resample_filter,
+            bias=self.bias,
+            noise=self.noise(x.shape[0], noise_mode, x.device),
+            gain=LRELU_GAIN,
+        )
+        return activate(x, "lrelu", clamp=self.conv_clamp)
+
+    def noise(self, batch: int, noise_mode: str, device: torch.device) -> torch.Tensor | None:
+        """Per-pixel noise times its learned strength: [N, 1, R, R] random, [1, 1, R, R] const."""
         if noise_mode == "random":
-            noise = torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device, dtype=x.dtype)
-            x = x + noise * self.noise_strength.to(x.dtype)
-        elif noise_mode == "const":
-            x = x + (self.noise_const * self.noise_strength).to(x.dtype)
-        return bias_act(x, self.bias, activation="lrelu", clamp=self.conv_clamp)
+            return torch.randn(batch, 1, self.resolution, self.resolution, device=device) * self.noise_strength
+        if noise_mode == "const":
+            return (self.noise_const * self.noise_strength).reshape(1, 1, self.resolution, self.resolution)
+        return None
 
 
 class ToRGB(nn.Module):
@@ -243,8 +256,8 @@ class ToRGB(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         styles = self.style(w, c) * self.weight_gain
-        x = modulated_conv2d(x, self.weight, styles, demodulate=False)
-        return bias_act(x, self.bias, clamp=self.conv_clamp)
+        x = modulated_conv2d(x, self.weight, styles, demodulate=False, bias=self.bias)
+        return activate(x, "linear", clamp=self.conv_clamp)
 
 
 class SynthesisBlock(MixedPrecisionBlock):

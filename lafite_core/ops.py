@@ -59,6 +59,30 @@ def leaky_relu(x: torch.Tensor, clamp: float | None = None) -> torch.Tensor:
     return bias_act(x, activation="lrelu", clamp=clamp)
 
 
+def activation_gain(activation: str) -> float:
+    """The gain `bias_act` applies after `activation`."""
+    return LRELU_GAIN if activation == "lrelu" else 1.0
+
+
+def activate(x: torch.Tensor, activation: str, clamp: float | None = None) -> torch.Tensor:
+    """`bias_act` for a layer whose bias and gains are already inside its linear op.
+
+    A positive gain commutes with leaky ReLU, lrelu(g * y) = g * lrelu(y), so a layer can scale its
+    (small) weights and bias by the gain instead of scaling the (large) activation afterwards. The
+    activation then runs in place: the tensor is a fresh output that nothing else holds.
+    """
+    if activation == "lrelu":
+        x = F.leaky_relu(x, LRELU_SLOPE, inplace=True)
+    if clamp is not None:
+        x = x.clamp(-clamp, clamp)
+    return x
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """oneDNN's convolutions run faster on NHWC; a no-op for tensors already in that layout."""
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 # --------------------------------------------------------------------------------------------
 # FIR filtering and resampling
 
@@ -90,9 +114,10 @@ def upfirdn2d(
         x = x.reshape(n, c, h, 1, w, 1)
         x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
         x = x.reshape(n, c, h * up, w * up)
-    x = F.pad(x, list(padding))
     weight = (f * gain).to(x.dtype)[None, None].expand(c, 1, *f.shape)
-    return F.conv2d(x, weight, stride=down, groups=c)
+    if len(set(padding)) == 1:  # the convolution pads by itself, without a padded copy of x
+        return F.conv2d(x, weight, stride=down, padding=padding[0], groups=c)
+    return F.conv2d(F.pad(x, list(padding)), weight, stride=down, groups=c)
 
 
 def _resample_padding(filter_size: int, factor: int, up: bool) -> tuple[int, int, int, int]:
@@ -133,7 +158,9 @@ def conv2d_up2(x: torch.Tensor, weight: torch.Tensor, f: torch.Tensor) -> torch.
     return upfirdn2d(x, f, padding=(p0, p1, p0, p1), gain=4.0)
 
 
-def conv2d_down2(x: torch.Tensor, weight: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+def conv2d_down2(
+    x: torch.Tensor, weight: torch.Tensor, f: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
     """A k x k convolution followed by down-sampling x2, computed as FIR + stride-2 conv.
 
     Filtering first lets the convolution run only at the output pixels (as in StyleGAN2). Away
@@ -143,7 +170,7 @@ def conv2d_down2(x: torch.Tensor, weight: torch.Tensor, f: torch.Tensor) -> torc
     p0 = (fw - 1) // 2 + k // 2
     p1 = (fw - 2) // 2 + k // 2
     x = upfirdn2d(x, f, padding=(p0, p1, p0, p1))
-    return F.conv2d(x, weight, stride=2)
+    return F.conv2d(x, weight, bias, stride=2)
 
 
 # --------------------------------------------------------------------------------------------
@@ -177,11 +204,12 @@ class FullyConnected(nn.Module):
         self.bias_gain = lr_multiplier
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight.to(x.dtype) * self.weight_gain
-        b = None if self.bias is None else self.bias.to(x.dtype) * self.bias_gain
-        if self.activation == "linear":
-            return F.linear(x, w, b)
-        return bias_act(F.linear(x, w), b, activation=self.activation)
+        gain = activation_gain(self.activation)
+        b = None if self.bias is None else self.bias.to(x.dtype) * (self.bias_gain * gain)
+        # The weight gain goes on whichever operand is smaller: (x g) W^T = x (g W)^T.
+        if x.numel() < self.weight.numel():
+            return activate(F.linear(x * (self.weight_gain * gain), self.weight.to(x.dtype), b), self.activation)
+        return activate(F.linear(x, self.weight.to(x.dtype) * (self.weight_gain * gain), b), self.activation)
 
     def extra_repr(self) -> str:
         out_f, in_f = self.weight.shape
@@ -220,17 +248,20 @@ class Conv2d(nn.Module):
         self.register_buffer("resample_filter", fir_filter(resample_filter), persistent=False)
 
     def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
-        w = self.weight * self.weight_gain
+        gain_total = gain * activation_gain(self.activation)
+        w = (self.weight * (self.weight_gain * gain_total)).to(x.dtype)
+        b = None if self.bias is None else (self.bias * gain_total).to(x.dtype)
         k = w.shape[-1]
+        x = channels_last(x)
         if self.down == 1:
-            x = F.conv2d(x, w.to(x.dtype), padding=k // 2)
+            x = F.conv2d(x, w, b, padding=k // 2)
         elif k == 1:
             # A 1x1 conv commutes with the filter: downsample first, convolve 4x fewer pixels.
-            x = F.conv2d(downsample2d(x, self.resample_filter), w.to(x.dtype))
+            x = F.conv2d(downsample2d(x, self.resample_filter), w, b)
         else:
-            x = conv2d_down2(x, w.to(x.dtype), self.resample_filter)
+            x = conv2d_down2(x, w, self.resample_filter, b)
         clamp = None if self.conv_clamp is None else self.conv_clamp * gain
-        return bias_act(x, self.bias, activation=self.activation, gain=gain, clamp=clamp)
+        return activate(x, self.activation, clamp)
 
 
 # --------------------------------------------------------------------------------------------
@@ -253,16 +284,22 @@ def modulated_conv2d(
     demodulate: bool = True,
     up: int = 1,
     resample_filter: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
+    gain: float = 1.0,
 ) -> torch.Tensor:
-    """StyleGAN2 modulated convolution (eqs. 1-3) with 'same' padding, optionally up-sampling x2.
+    """StyleGAN2 modulated convolution (eqs. 1-3) with 'same' padding, optionally up-sampling x2,
+    plus the layer's bias and noise, all times `gain`:
 
-    Equivalent to convolving sample n with the per-sample weight w'[o,i,k] = w[o,i,k] * s[n,i]
-    (divided by d's norm when demodulating), but computed by scaling activations instead:
-        conv(x, w') = d[n, o] * conv(x * s[n, :], w)
-    so every sample shares one weight tensor and one ordinary (batched) convolution.
+        out = gain * (conv(x, w'_n) + bias + noise),  w'_n[o,i,k] = w[o,i,k] * s[n,i] * d[n,o]
 
-    x: [N, I, H, W]; weight: [O, I, k, k]; styles: [N, I]. Returns [N, O, H*up, W*up].
-    Noise and bias are added by the caller, after this.
+    computed by scaling activations instead of building w'_n: conv(x, w'_n) = d[n, o] *
+    conv(x * s[n, :], w), so every sample shares one weight tensor and one batched convolution on
+    channels-last activations. StyleGAN2's other form, one grouped convolution with each sample's
+    own weight, measured slower on CPU at every size from 32 to 256 px, even for a single image.
+    Bias, noise and gain are taken here so they cost one pass over the output, not three.
+
+    x: [N, I, H, W]; weight: [O, I, k, k]; styles: [N, I]; noise broadcasts to [N, 1, H*up, W*up].
     """
     n, in_channels = styles.shape
     if x.shape[:2] != (n, in_channels) or weight.shape[1] != in_channels:
@@ -270,23 +307,39 @@ def modulated_conv2d(
             f"modulated_conv2d: x {tuple(x.shape)}, weight {tuple(weight.shape)} and styles "
             f"{tuple(styles.shape)} disagree on batch or input channels"
         )
-    if demodulate:
+    if up not in (1, 2):
+        raise ValueError(f"up must be 1 or 2, got {up}")
+    if up == 2 and resample_filter is None:
+        raise ValueError("modulated_conv2d with up=2 needs a resample_filter")
+    if demodulate and x.dtype == torch.float16:
         # Scale-invariant pre-normalisation (the result is unchanged): keeps x * s and the conv
-        # output in range when the conv runs in fp16.
+        # output in fp16's range.
         weight = weight * (weight.abs().amax(dim=[1, 2, 3], keepdim=True) * math.sqrt(weight[0].numel())).reciprocal()
         styles = styles / styles.abs().amax(dim=1, keepdim=True)
-    x = x * styles.to(x.dtype).reshape(n, in_channels, 1, 1)
+    x = channels_last(x * styles.to(x.dtype).reshape(n, in_channels, 1, 1))
     w = weight.to(x.dtype)
-    k = weight.shape[-1]
-    if up == 1:
-        x = F.conv2d(x, w, padding=k // 2)
-    elif up == 2:
-        if resample_filter is None:
-            raise ValueError("modulated_conv2d with up=2 needs a resample_filter")
-        x = conv2d_up2(x, w, resample_filter)
-    else:
-        raise ValueError(f"up must be 1 or 2, got {up}")
+    y = F.conv2d(x, w, padding=w.shape[-1] // 2) if up == 1 else conv2d_up2(x, w, resample_filter)
+    addend, noise = _constant_addend(bias, noise, gain, y)
     if demodulate:
-        d = demodulation_coefficients(weight, styles)
-        x = x * d.to(x.dtype).reshape(n, -1, 1, 1)
-    return x
+        scale = (demodulation_coefficients(weight, styles) * gain).to(y.dtype).reshape(n, -1, 1, 1)
+        y = y * scale if addend is None else torch.addcmul(addend, y, scale)
+    elif addend is not None:
+        y = torch.add(addend, y, alpha=gain)
+    elif gain != 1:
+        y = y * gain
+    return y if noise is None else y.add_((noise * gain).to(y.dtype))
+
+
+def _constant_addend(bias, noise, gain, like):
+    """gain * (bias + noise) as one small tensor where noise is the same for every sample, so the
+    large activation is passed over once; per-sample noise is returned to be added on its own."""
+    addend = None if bias is None else bias.reshape(1, -1, 1, 1)
+    if noise is not None and noise.shape[0] == 1:
+        addend = noise if addend is None else addend + noise
+        noise = None
+    if addend is None:
+        return None, noise
+    addend = (addend * gain).to(like.dtype)
+    if like.is_contiguous(memory_format=torch.channels_last):
+        addend = channels_last(addend)  # a broadcast across two layouts is several times slower
+    return addend, noise
