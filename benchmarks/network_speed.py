@@ -4,6 +4,7 @@ alternating in one process, so machine drift affects both sides alike.
     python benchmarks/network_speed.py                          # 32, 64, 256 px against f9c9d9f
     python benchmarks/network_speed.py --configs 256 --rounds 3 --json results/network_speed.json
     python benchmarks/network_speed.py --configs 32 --profile   # where the time goes, per op
+    python benchmarks/network_speed.py --low-precision-blocks 4 # bf16 autocast (CPU) / fp16 (CUDA)
 
 Two workloads, as in the side-by-side with the authors' code (../shared/tools/official/bench_pair.py):
 - step: G forward, D on the fakes and on reals, logistic loss, backward into every G and D
@@ -79,8 +80,9 @@ def import_networks_at(commit: str):
     return importlib.import_module(f"{name}.networks"), importlib.import_module(f"{name}.config")
 
 
-def network_config(config_module, setting: Setting):
-    """The same networks in either version's own NetworkConfig."""
+def network_config(config_module, setting: Setting, low_precision_blocks: int = 0):
+    """The same networks in either version's own NetworkConfig; `low_precision_blocks` highest
+    resolutions under autocast, clamped at 256 as the authors do for fp16."""
     return config_module.NetworkConfig(
         resolution=setting.resolution,
         z_dim=WIDTH,
@@ -89,21 +91,34 @@ def network_config(config_module, setting: Setting):
         mapping_layers=8,
         channel_base=setting.channel_base,
         channel_max=setting.channel_max,
+        num_fp16_res=low_precision_blocks,
+        conv_clamp=256.0 if low_precision_blocks else None,
     )
 
 
 class Side:
     """One version's G, D and eval-mode G, with the step and the inference as callables."""
 
-    def __init__(self, networks_module, config_module, setting: Setting, inputs: dict, weights_from=None):
-        cfg = network_config(config_module, setting)
+    def __init__(
+        self,
+        networks_module,
+        config_module,
+        setting: Setting,
+        inputs: dict,
+        weights_from=None,
+        low_precision_blocks: int = 0,
+    ):
+        cfg = network_config(config_module, setting, low_precision_blocks)
         torch.manual_seed(0)
-        self.G = networks_module.Generator(cfg, WIDTH).train()
-        self.D = networks_module.Discriminator(cfg, WIDTH).train()
+        device = inputs["z"].device
+        self.G = networks_module.Generator(cfg, WIDTH).to(device).train()
+        self.D = networks_module.Discriminator(cfg, WIDTH).to(device).train()
         if weights_from is not None:
             self.G.load_state_dict(weights_from.G.state_dict())
             self.D.load_state_dict(weights_from.D.state_dict())
         self.G_eval = copy.deepcopy(self.G).eval().requires_grad_(False)
+        for net in (self.G, self.D, self.G_eval):
+            net.set_mixed_precision(low_precision_blocks > 0)
         self.params = list(self.G.parameters()) + list(self.D.parameters())
         self.inputs = inputs
 
@@ -131,17 +146,18 @@ class Side:
             }
 
 
-def make_inputs(setting: Setting) -> dict[str, torch.Tensor]:
+def make_inputs(setting: Setting, device: str = "cpu") -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(1)
     n, r = max(setting.batch, INFERENCE_BATCH), setting.resolution
     z, c = torch.randn(n, WIDTH, generator=g), F.normalize(torch.randn(n, WIDTH, generator=g), dim=1)
-    return {
+    inputs = {
         "z": z[: setting.batch],
         "c": c[: setting.batch],
         "reals": torch.rand(setting.batch, 3, r, r, generator=g) * 2 - 1,
         "z_inference": z[:INFERENCE_BATCH],
         "c_inference": c[:INFERENCE_BATCH],
     }
+    return {k: v.to(device) for k, v in inputs.items()}
 
 
 def max_differences(a: Side, b: Side) -> dict[str, float]:
@@ -158,22 +174,30 @@ def gflop(fn) -> float:
 def timed(fn, repeats: int) -> float:
     times = []
     for _ in range(repeats):
+        _synchronize()
         start = time.perf_counter()
         fn()
+        _synchronize()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
-def matmul_peak(repeats: int = 5) -> float:
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+def _synchronize() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def matmul_peak(device: str, repeats: int = 5) -> float:
+    a, b = torch.randn(2048, 2048, device=device), torch.randn(2048, 2048, device=device)
     a @ b
     return 2 * 2048**3 / 1e9 / timed(lambda: a @ b, repeats)
 
 
-def compare(name: str, setting: Setting, base_modules, rounds: int, repeats: int) -> dict:
-    inputs = make_inputs(setting)
+def compare(name: str, setting: Setting, base_modules, args) -> dict:
+    inputs = make_inputs(setting, args.device)
     base = Side(*base_modules, setting, inputs)
-    new = Side(networks, config, setting, inputs, weights_from=base)
+    new = Side(networks, config, setting, inputs, weights_from=base, low_precision_blocks=args.low_precision_blocks)
+    rounds, repeats = args.rounds, args.repeats
     diffs = max_differences(base, new)
     print(f"[{name} px] max |new - base|: " + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()), flush=True)
     work = {"step": (base.step, new.step), "inference": (base.inference, new.inference)}
@@ -208,16 +232,37 @@ def compare(name: str, setting: Setting, base_modules, rounds: int, repeats: int
     return summary
 
 
-def profile_table(setting: Setting, rows: int) -> str:
-    """torch.profiler's self-time table of this checkout's step and inference."""
-    side = Side(networks, config, setting, make_inputs(setting))
-    tables = []
-    for kind, fn in (("step", side.step), ("inference", side.inference)):
+OP_KINDS = (  # how profile_table groups torch's operators, first match wins
+    ("convolution backward", ("convolution_backward",)),
+    ("convolution forward", ("convolution", "conv2d", "conv_transpose")),
+    ("matmul (mapping, styles, heads)", ("mm", "addmm", "bmm", "baddbmm", "linear")),
+    ("copies and layout changes", ("copy_", "_to_copy", "contiguous", "clone", "cat", "pad", "fill_")),
+)
+
+
+def op_kind(name: str) -> str:
+    bare = name.removeprefix("aten::")
+    for kind, names in OP_KINDS:
+        if any(bare == n or (len(n) > 4 and n in bare) for n in names):
+            return kind
+    return "elementwise and the rest"
+
+
+def profile_table(setting: Setting, device: str) -> str:
+    """Where this checkout's time goes: torch.profiler's self time, grouped by kind of operator."""
+    side = Side(networks, config, setting, make_inputs(setting, device))
+    lines = ["| workload | " + " | ".join(kind for kind, _ in OP_KINDS) + " | elementwise and the rest |"]
+    lines.append("|---" * (len(OP_KINDS) + 2) + "|")
+    for name, fn in (("step", side.step), ("inference", side.inference)):
         fn()
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
             fn()
-        tables.append(f"## {kind}\n" + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
-    return "\n".join(tables)
+        shares = {kind: 0.0 for kind, _ in OP_KINDS} | {"elementwise and the rest": 0.0}
+        for event in prof.key_averages():
+            shares[op_kind(event.key)] += event.self_cpu_time_total
+        total = sum(shares.values())
+        lines.append(f"| {name} | " + " | ".join(f"{100 * v / total:.0f}%" for v in shares.values()) + " |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -227,20 +272,35 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3, help="timings per side per round (median)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--profile", action="store_true", help="print where this checkout's time goes instead")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--low-precision-blocks",
+        type=int,
+        default=0,
+        help="run this checkout's N highest resolutions under autocast (bf16 on CPU, fp16 on CUDA); "
+        "the differences printed are then those of mixed precision",
+    )
+    parser.add_argument("--profile", action="store_true", help="print where this checkout's time goes, instead")
     parser.add_argument("--json", help="write the summaries to this file too")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
     if args.profile:
         for name in args.configs:
-            print(f"# {name} px, {args.threads} threads\n" + profile_table(SETTINGS[name], rows=20))
+            print(
+                f"\n{name} px, batch {SETTINGS[name].batch}, {args.threads} threads\n"
+                + profile_table(SETTINGS[name], args.device)
+            )
         return
     base_modules = import_networks_at(args.base)
-    peak = matmul_peak()
-    machine = f"CPU, {args.threads} threads, torch {torch.__version__}; 2048^2 fp32 matmul {peak:.0f} GFLOP/s"
+    peak = matmul_peak(args.device)
+    where = (
+        torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else f"CPU, {args.threads} threads"
+    )
+    precision = f"; {args.low_precision_blocks} blocks in low precision" if args.low_precision_blocks else ""
+    machine = f"{where}, torch {torch.__version__}; 2048^2 fp32 matmul {peak:.0f} GFLOP/s{precision}"
     print(machine, flush=True)
-    summaries = [compare(n, SETTINGS[n], base_modules, args.rounds, args.repeats) for n in args.configs]
+    summaries = [compare(n, SETTINGS[n], base_modules, args) for n in args.configs]
     print(f"\n{machine}; against {args.base}, median of {args.rounds} alternating rounds")
     print("| config | batch | step speed-up | step GFLOP/s (% of matmul) | inference speed-up | inference GFLOP/s |")
     print("|---|---|---|---|---|---|")

@@ -95,12 +95,7 @@ def load_with_overrides(
     """A command line's config: a params file (with `extends`), whole sections from `replace`
     (e.g. a protocol preset), then `key.sub=value` overrides (values parsed as YAML). Errors name
     the file and the parameter."""
-    data = {**(load_params(params) if params else {}), **(replace or {})}
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"override {item!r} must look like key=value (e.g. a.b=10)")
-        data = set_dotted(data, key.strip(), yaml.safe_load(value))
+    data = apply_overrides({**(load_params(params) if params else {}), **(replace or {})}, overrides)
     try:
         return from_dict(cls, data)
     except (TypeError, ValueError) as err:
@@ -163,6 +158,16 @@ def _parse_structured(name: str, value: Any, hint: Any) -> Any:
         f"parameter {name} = {value!r} must be a list or mapping; with papermill give it as YAML: "
         f"-p {name} '[\"a\", \"b\"]' or -y '{name}: [a, b]'"
     )
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """`key.sub=value` command-line overrides (values parsed as YAML) applied to params data."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} must look like key=value (e.g. a.b=10)")
+        data = set_dotted(data, key.strip(), yaml.safe_load(value))
+    return data
 
 
 def add_params_arguments(parser: argparse.ArgumentParser, what: str, example: str) -> None:
