@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from lafite_core.distributed import Distributed, all_gather
-from lafite_core.losses import LafiteLoss
+from lafite_core.losses import LafiteLoss, Passes
 from lafite_core.registry import Registry
 
 ConditionFn = Callable[[dict, Callable, float], Tensor]
@@ -67,8 +67,8 @@ class GatheredNegativesLoss(LafiteLoss):
     processes gives the full gradient; the gradient average (division by world_size) is undone by
     scaling the gradient by world_size. Reported values are the global means."""
 
-    def __init__(self, G, D, encoder, cfg, dist: Distributed):
-        super().__init__(G, D, encoder, cfg)
+    def __init__(self, G, D, encoder, cfg, dist: Distributed, main: Passes | None = None):
+        super().__init__(G, D, encoder, cfg, main)
         self.dist = dist
 
     def _gather(self, x: Tensor) -> Tensor:

@@ -325,6 +325,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N (under torchrun: the local rank's GPU)
     mixed_precision: bool = False  # autocast the network.num_fp16_res highest resolutions
+    # The lazy regularisation passes (R1 and path length) stay eager, because compiled graphs cannot be
+    # differentiated twice. Where compiling is unavailable, it warns once and runs eagerly.
+    compile: bool = False  # torch.compile the main G and D passes (lafite_core/compiled.py)
     num_workers: int = 0  # data loader worker processes
     max_minutes: float | None = None  # stop with a checkpoint after this much training (job time limits)
     resume: str | None = "auto"  # auto: newest checkpoint in run_dir if any; a file; None: fresh only
@@ -459,6 +462,7 @@ class SampleConfig:
     captions: bool = True  # prompt text above each row of the saved grid
     scale: int = 4  # saved and shown images are enlarged this many times (nearest neighbour)
     device: str = "cpu"
+    compile: bool = False  # torch.compile the generator (lafite_core/compiled.py); eager where unavailable
     runs_dir: str = "results/runs"
     out_dir: str = "results/runs/sample"
 

@@ -12,11 +12,13 @@ is a positive pair and the other rows of the batch are its negatives.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
+from lafite_core.compiled import compile_or_eager
 from lafite_core.config import LossConfig
 
 Tensor = torch.Tensor
@@ -87,29 +89,61 @@ def mix_styles(mapping: Callable[..., Tensor], z: Tensor, ws: Tensor, prob: floa
     return torch.cat([ws[:, :cutoff], other[:, cutoff:]], dim=1)
 
 
+@dataclass
+class Passes:
+    """The network calls a phase makes: G's mapping and synthesis, and D."""
+
+    mapping: Callable[..., Tensor]
+    synthesis: Callable[..., Tensor]
+    D: Callable[..., tuple[Tensor, Tensor]]
+
+
+def compiled_passes(G, D, enabled: bool) -> Passes:
+    """The main phases' passes, compiled when `enabled` (compile_or_eager falls back to eager)."""
+    return Passes(
+        compile_or_eager(G.mapping, enabled, "G.mapping"),
+        compile_or_eager(G.synthesis, enabled, "G.synthesis"),
+        compile_or_eager(D, enabled, "D"),
+    )
+
+
 class LafiteLoss:
     """The G and D phases of one LAFITE step; each method returns (loss to back-propagate, terms).
 
     Lazy regularisation (R1 every `r1_interval` D steps, path length every `pl_interval` G steps)
     multiplies the penalty by its interval, so the caller only decides *when* to run it.
+
+    The main phases call `main` (compiled_passes; None: G and D themselves). R1 and path length
+    always call G and D: they differentiate their graph twice, which compiled graphs cannot.
     """
 
-    def __init__(self, G, D, encoder, cfg: LossConfig):
-        self.G, self.D, self.encoder, self.cfg = G, D, encoder, cfg
+    def __init__(self, G, D, encoder, cfg: LossConfig, main: Passes | None = None):
+        self.G, self.D, self.encoder, self.cfg, self.main = G, D, encoder, cfg, main
         self.pl_mean = torch.zeros([])
 
     def _contrastive(self, x: Tensor, y: Tensor) -> Tensor:
         return contrastive_loss(x, y, self.cfg.temperature, self.cfg.contrastive_form, self.cfg.contrastive_lam)
 
-    def generate(self, z: Tensor, c: Tensor, update_w_avg: bool = False) -> tuple[Tensor, Tensor]:
-        ws = self.G.mapping(z, update_w_avg=update_w_avg)
-        ws = mix_styles(self.G.mapping, z, ws, self.cfg.style_mixing_prob)
-        return self.G.synthesis(ws, c), ws
+    def _eager(self) -> Passes:
+        return Passes(self.G.mapping, self.G.synthesis, self.D)
+
+    def _main(self) -> Passes:
+        return self.main or self._eager()
+
+    def generate(
+        self, z: Tensor, c: Tensor, update_w_avg: bool = False, passes: Passes | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """(images, ws) through `passes`, by default the eager modules."""
+        p = passes or self._eager()
+        ws = p.mapping(z, update_w_avg=update_w_avg)
+        ws = mix_styles(p.mapping, z, ws, self.cfg.style_mixing_prob)
+        return p.synthesis(ws, c), ws
 
     def generator_main(self, z: Tensor, c: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """L_adv(fake) + lambda_G * L_ConG + lambda_D * L_ConD(fake)."""
-        fake, _ = self.generate(z, c, update_w_avg=True)
-        logits, fts = self.D(fake, c)
+        main = self._main()
+        fake, _ = self.generate(z, c, update_w_avg=True, passes=main)
+        logits, fts = main.D(fake, c)
         terms = {"G_adv": generator_adversarial_loss(logits).mean()}
         if self.cfg.lambda_clip > 0:
             clip_fts = self.clip_features(fake)
@@ -143,10 +177,11 @@ class LafiteLoss:
 
     def discriminator_main(self, real: Tensor, z: Tensor, c: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """L_adv(real, fake) + lambda_D * L_ConD(real); the fakes are detached from G."""
+        main = self._main()
         with torch.no_grad():
-            fake, _ = self.generate(z, c)
-        fake_logits, _ = self.D(fake, c)
-        real_logits, real_fts = self.D(real, c)
+            fake, _ = self.generate(z, c, passes=main)
+        fake_logits, _ = main.D(fake, c)
+        real_logits, real_fts = main.D(real, c)
         terms = {"D_adv": discriminator_adversarial_loss(real_logits, fake_logits).mean()}
         if self.cfg.lambda_disc > 0:
             terms["D_con_disc"] = self._contrastive(real_fts, c).mean()

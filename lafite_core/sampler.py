@@ -39,6 +39,7 @@ from torch import Tensor
 
 from lafite_core import checkpoint as ckpt
 from lafite_core.assets import ASSETS_DIR, DEMO_GENERATOR, resolve_asset
+from lafite_core.compiled import compile_or_eager
 from lafite_core.config import EncoderConfig, NetworkConfig, SampleConfig, from_dict
 from lafite_core.encoders import check_text, load_encoder, text_notice
 from lafite_core.grids import latents, save_grid
@@ -234,15 +235,26 @@ def interpolate_conditions(a: Tensor, b: Tensor, t: float | Sequence[float]) -> 
 
 @dataclasses.dataclass
 class Sampler:
-    """A generator (eval mode, frozen) and the encoder its conditions come from."""
+    """A generator (eval mode, frozen) and the encoder its conditions come from. With `compile`,
+    images come from the torch.compile'd generator (compiled.py); G itself stays the eager module."""
 
     G: torch.nn.Module
     encoder: Any
     info: dict
     device: torch.device
+    compile: dataclasses.InitVar[bool] = False
+
+    def __post_init__(self, compile: bool) -> None:
+        self._forward = compile_or_eager(self.G, compile, "the generator")
 
     @classmethod
-    def load(cls, source: str | Path = DEMO_GENERATOR, device: str | torch.device = "cpu", encoder=None) -> "Sampler":
+    def load(
+        cls,
+        source: str | Path = DEMO_GENERATOR,
+        device: str | torch.device = "cpu",
+        encoder=None,
+        compile: bool = False,
+    ) -> "Sampler":
         """Load a generator from an exported file, a checkpoint or a run folder (see the module
         docstring). `encoder` overrides the stored one (it is still checked against the identity)."""
         device = torch.device(device)
@@ -254,7 +266,7 @@ class Sampler:
             check_encoder(encoder, identity)
         if encoder.feature_dim != G.feature_dim:
             raise ValueError(f"encoder gives {encoder.feature_dim}-d features, the generator expects {G.feature_dim}")
-        return cls(G, encoder, info, device)
+        return cls(G, encoder, info, device, compile)
 
     @property
     def resolution(self) -> int:
@@ -281,7 +293,7 @@ class Sampler:
         z = z.repeat(len(conditions), 1)
         return torch.cat(
             [
-                self.G(z[i : i + BATCH], c[i : i + BATCH], truncation_psi=psi, noise_mode="const").cpu()
+                self._forward(z[i : i + BATCH], c[i : i + BATCH], truncation_psi=psi, noise_mode="const").cpu()
                 for i in range(0, len(z), BATCH)
             ]
         )
@@ -316,7 +328,7 @@ def sample_from_config(cfg) -> dict[str, Any]:
     if not cfg.prompts:
         return {}
     started = time.perf_counter()
-    sampler = Sampler.load(cfg.checkpoint, cfg.device)
+    sampler = Sampler.load(cfg.checkpoint, cfg.device, compile=cfg.compile)
     images = sampler.generate(cfg.prompts, n=cfg.n, seed=cfg.seed, psi=cfg.psi)
     seconds = time.perf_counter() - started
     notices = sampler.notices(cfg.prompts)
@@ -360,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     sample.add_argument("--seed", type=int, default=default.seed)
     sample.add_argument("--psi", type=float, default=default.psi)
     sample.add_argument("--out", default=default.out_dir)
+    sample.add_argument("--compile", action="store_true", default=default.compile, help="torch.compile the generator")
     args = parser.parse_args(argv)
     if args.command == "export":
         path = export_generator(args.source, args.out)
@@ -367,7 +380,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     summary = sample_from_config(
         SampleConfig(
-            checkpoint=args.checkpoint, prompts=args.prompts, n=args.n, seed=args.seed, psi=args.psi, out_dir=args.out
+            checkpoint=args.checkpoint,
+            prompts=args.prompts,
+            n=args.n,
+            seed=args.seed,
+            psi=args.psi,
+            out_dir=args.out,
+            compile=args.compile,
         )
     )
     print(f"{summary['images']} images in {summary['seconds']} s -> {summary['grid']}")

@@ -46,8 +46,10 @@ class SamplerUI:
         device: str = "cpu",
         runs_dir: str = "results/runs",
         out_dir: str = "results/runs/sample",
+        compile: bool = False,
     ):
         self.device, self.runs_dir, self.out_dir, self.scale = device, runs_dir, Path(out_dir), scale
+        self.compile = compile
         self._samplers: dict[str, Sampler] = {}
         self.last: dict[str, tuple] = {}  # "grid" / "interpolation" -> (picture, settings)
 
@@ -122,6 +124,7 @@ class SamplerUI:
             device=cfg.device,
             runs_dir=cfg.runs_dir,
             out_dir=cfg.out_dir,
+            compile=cfg.compile,
         )
 
     def _ipython_display_(self):
@@ -161,7 +164,7 @@ class SamplerUI:
                 "lafite_core/assets/demo-generator.safetensors"
             )
         if source not in self._samplers:
-            self._samplers[source] = Sampler.load(source, self.device)
+            self._samplers[source] = Sampler.load(source, self.device, compile=self.compile)
         return self._samplers[source]
 
     def settings(self) -> dict:

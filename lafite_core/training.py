@@ -8,6 +8,7 @@ One step (StyleGAN2's phases, Karras et al. 2020, with LAFITE's losses from loss
   5. D reg    : R1 penalty, every loss.r1_interval steps (lazy)
   6. G_ema    : exponential moving average of G's weights (used for samples and evaluation).
 Each phase is its own Adam step, lazily corrected for the regularisation phases (optimisers.py).
+With compile: true, phases 2 and 4 call torch.compile'd G and D (compiled.py); 3 and 5 stay eager.
 
 Scale: run `python -m lafite_core.training --params params/train.yaml` for one process, or the same
 under `torchrun --nproc_per_node N` (and `--nnodes` ...): the process group is detected from the
@@ -65,7 +66,7 @@ from lafite_core.distributed import (
 )
 from lafite_core.encoders import load_encoder
 from lafite_core.grids import from_uint8, save_grid, save_image_grid, seed_latents
-from lafite_core.losses import LafiteLoss
+from lafite_core.losses import LafiteLoss, compiled_passes
 from lafite_core.networks import Discriminator, Generator, resolve_feature_dim
 from lafite_core.optimisers import ema_beta, lazy_adam, update_ema
 from lafite_core.params import INPUT_ERRORS, add_params_arguments, load_with_overrides, run_main
@@ -254,10 +255,11 @@ class Trainer:
         self.perturbation = build_perturbation(cfg.perturbation, f).to(device).requires_grad_(False)
 
         D_seen = AugmentedDiscriminator(self.D, cfg.diffaugment) if cfg.diffaugment else self.D
+        main = compiled_passes(self.G, D_seen, cfg.compile)
         if cfg.gather_negatives and self.dist.world_size > 1:
-            self.loss = GatheredNegativesLoss(self.G, D_seen, self.encoder, cfg.loss, self.dist)
+            self.loss = GatheredNegativesLoss(self.G, D_seen, self.encoder, cfg.loss, self.dist, main)
         else:
-            self.loss = LafiteLoss(self.G, D_seen, self.encoder, cfg.loss)
+            self.loss = LafiteLoss(self.G, D_seen, self.encoder, cfg.loss, main)
         self.pl_enabled = cfg.loss.pl_weight > 0
         self.r1_enabled = cfg.loss.r1_gamma > 0
         pl_interval = cfg.loss.pl_interval if self.pl_enabled else None

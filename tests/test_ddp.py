@@ -1,5 +1,6 @@
-"""Two gloo processes on CPU: the same weights on both ranks after training, and contrastive
-negatives gathered across ranks give the gradient of the full global batch."""
+"""Two gloo processes on CPU: the same weights on both ranks after training, contrastive negatives
+gathered across ranks give the gradient of the full global batch, and one step of the real G and D
+with averaged gradients gives the gradients of one process computing the whole global batch."""
 
 import os
 import sys
@@ -42,6 +43,71 @@ def _gathered_gradient_matches_full_batch(rank: int, world: int) -> dict:
     }
 
 
+MBSTD_GROUP = 4  # NetworkConfig's default minibatch-stddev group
+
+
+def _mbstd_share(x: torch.Tensor, rank: int, world: int) -> torch.Tensor:
+    """This rank's share of a global batch, chosen so that its minibatch-stddev groups are groups of
+    the global batch: a group is a column of the batch laid out as [group, N / group] (samples i,
+    i + N/group, ...), so each rank takes whole columns. Then D sees in each process exactly what
+    it sees in the single process, and the gradients must agree."""
+    columns = x.reshape(MBSTD_GROUP, -1, *x.shape[1:]).chunk(world, dim=1)[rank]
+    return columns.reshape(-1, *x.shape[1:])
+
+
+def _tiny_network():
+    from training_fixtures import tiny_config
+
+    network = tiny_config("unused").network
+    assert network.mbstd_group_size == MBSTD_GROUP
+    return network
+
+
+def _logistic_step_gradients(z, c, real, processes) -> dict[str, torch.Tensor]:
+    """Every parameter's gradient of one logistic G step and one logistic D step with R1 on freshly
+    seeded networks, averaged over `processes`. Constant noise and no style mixing: each image
+    depends on its own latent only."""
+    from training_fixtures import FEATURE_DIM
+
+    from lafite_core.distributed import average_gradients
+    from lafite_core.losses import discriminator_adversarial_loss, generator_adversarial_loss, r1_penalty
+    from lafite_core.networks import Discriminator, Generator
+
+    torch.manual_seed(0)
+    G, D = Generator(_tiny_network(), FEATURE_DIM), Discriminator(_tiny_network(), FEATURE_DIM)
+    D.requires_grad_(False)
+    fake = G(z, c, noise_mode="const")
+    generator_adversarial_loss(D(fake, c)[0]).mean().backward()
+    average_gradients(G, processes, sanitize=False)
+
+    G.requires_grad_(False)
+    D.requires_grad_(True)
+    real = real.detach().requires_grad_(True)
+    real_logits, _ = D(real, c)
+    fake_logits, _ = D(fake.detach(), c)
+    (discriminator_adversarial_loss(real_logits, fake_logits) + r1_penalty(real, real_logits)).mean().backward()
+    average_gradients(D, processes, sanitize=False)
+    return {f"{name}.{k}": p.grad for name, net in (("G", G), ("D", D)) for k, p in net.named_parameters()}
+
+
+def _ddp_step_matches_single_process(rank: int, world: int) -> dict[str, float]:
+    """Each rank holds 4 of the 8 samples; returns, per parameter, max |DDP - single process| over
+    the largest gradient of the single process."""
+    from training_fixtures import FEATURE_DIM
+
+    from lafite_core.distributed import Distributed
+
+    network, n, g = _tiny_network(), 4 * world, torch.Generator().manual_seed(1)
+    z = torch.randn(n, network.z_dim, generator=g)
+    c = torch.nn.functional.normalize(torch.randn(n, FEATURE_DIM, generator=g), dim=1)
+    real = torch.rand(n, 3, network.resolution, network.resolution, generator=g) * 2 - 1
+    cpu = torch.device("cpu")
+    here = [_mbstd_share(x, rank, world) for x in (z, c, real)]
+    shared = _logistic_step_gradients(*here, Distributed(rank, world, cpu))
+    single = _logistic_step_gradients(z, c, real, Distributed(0, 1, cpu))
+    return {k: ((shared[k] - v).abs().max() / v.abs().max()).item() for k, v in single.items()}
+
+
 def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     sys.path.insert(0, str(TESTS))
     torch.set_num_threads(1)
@@ -55,6 +121,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
         from lafite_core.training import Trainer
 
         check = _gathered_gradient_matches_full_batch(rank, world)
+        check["step_grad_errors"] = _ddp_step_matches_single_process(rank, world)
         cfg = tiny_config(out_dir, gather_negatives=True, total_kimg=0.008, seed=3)
         trainer = Trainer(cfg, TinyImageTextSet())
         assert trainer.batch_per_process == 2
@@ -87,3 +154,7 @@ def test_two_processes_end_with_identical_weights(tmp_path, free_port):
         check = r["check"]
         assert abs(check["value"] - check["full_value"]) < 1e-6  # each rank reports the global mean
         assert check["grad_error"] < 1e-6
+        errors = check["step_grad_errors"]
+        assert any(k.startswith("G.") for k in errors) and any(k.startswith("D.") for k in errors)
+        for name, error in errors.items():
+            assert error < 1e-5, f"{name}: DDP gradient differs from the single process's by {error:.2e} of its scale"

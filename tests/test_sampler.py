@@ -247,6 +247,23 @@ def test_sample_from_config_writes_grid_and_summary(run, tmp_path):
     assert not (tmp_path / "none").exists()
 
 
+def test_compile_draws_the_eager_images_from_sampler_and_config(run, sampler, tmp_path, monkeypatch):
+    """aot_eager stands in for inductor (test_compiled.py runs inductor itself)."""
+    compiled, real = [], torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn: compiled.append(fn) or real(fn, backend="aot_eager"))
+    try:
+        fast = Sampler.load(run, compile=True)
+        assert compiled == [fast.G]
+        expected = sampler.generate("a red circle", n=3, seed=5)
+        assert (fast.generate("a red circle", n=3, seed=5) - expected).abs().max() < 1e-5
+        cfg = SampleConfig(
+            checkpoint=str(run), prompts=["a red circle"], n=3, seed=5, out_dir=str(tmp_path), compile=True
+        )
+        assert sample_from_config(cfg)["images"] == 3 and len(compiled) == 2
+    finally:
+        torch._dynamo.reset()
+
+
 def test_the_shipped_demo_generator_loads_offline_and_draws_the_prompted_colours():
     from lafite_core.assets import ASSETS_DIR
     from lafite_core.attribute_classifier import load_attribute_classifier
