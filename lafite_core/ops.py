@@ -29,43 +29,14 @@ ACTIVATIONS = ("linear", "lrelu")
 # Activation
 
 
-def bias_act(
-    x: torch.Tensor,
-    bias: torch.Tensor | None = None,
-    activation: str = "linear",
-    gain: float = 1.0,
-    clamp: float | None = None,
-) -> torch.Tensor:
-    """x + bias (broadcast over channel dim 1), activation, times `gain`, clamped to +-`clamp`.
-
-    For "lrelu" the gain is multiplied by sqrt(2) (StyleGAN2's `def_gain`).
-    """
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
-    if bias is not None:
-        x = x + bias.to(x.dtype).reshape([1, -1] + [1] * (x.ndim - 2))
-    if activation == "lrelu":
-        x = F.leaky_relu(x, LRELU_SLOPE)
-        gain = gain * LRELU_GAIN
-    if gain != 1:
-        x = x * gain
-    if clamp is not None:
-        x = x.clamp(-clamp, clamp)
-    return x
-
-
-def leaky_relu(x: torch.Tensor, clamp: float | None = None) -> torch.Tensor:
-    """Leaky ReLU (slope 0.2) with gain sqrt(2), optionally clamped to +-clamp."""
-    return bias_act(x, activation="lrelu", clamp=clamp)
-
-
 def activation_gain(activation: str) -> float:
-    """The gain `bias_act` applies after `activation`."""
+    """StyleGAN2's gain after `activation` (`def_gain`): sqrt(2) after leaky ReLU keeps the second
+    moment of the activations unchanged."""
     return LRELU_GAIN if activation == "lrelu" else 1.0
 
 
 def activate(x: torch.Tensor, activation: str, clamp: float | None = None) -> torch.Tensor:
-    """`bias_act` for a layer whose bias and gains are already inside its linear op.
+    """The activation (and clamp) of a layer whose bias and gains are already inside its linear op.
 
     A positive gain commutes with leaky ReLU, lrelu(g * y) = g * lrelu(y), so a layer can scale its
     (small) weights and bias by the gain instead of scaling the (large) activation afterwards. The
@@ -206,10 +177,13 @@ class FullyConnected(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gain = activation_gain(self.activation)
         b = None if self.bias is None else self.bias.to(x.dtype) * (self.bias_gain * gain)
+        w, scale = self.weight.to(x.dtype), self.weight_gain * gain
         # The weight gain goes on whichever operand is smaller: (x g) W^T = x (g W)^T.
-        if x.numel() < self.weight.numel():
-            return activate(F.linear(x * (self.weight_gain * gain), self.weight.to(x.dtype), b), self.activation)
-        return activate(F.linear(x, self.weight.to(x.dtype) * (self.weight_gain * gain), b), self.activation)
+        if x.numel() < w.numel():
+            x = x * scale
+        else:
+            w = w * scale
+        return activate(F.linear(x, w, b), self.activation)
 
     def extra_repr(self) -> str:
         out_f, in_f = self.weight.shape

@@ -76,19 +76,32 @@ def test_fused_down_conv_matches_conv_then_downsample():
 # ---------------------------------------------------------------------------------- activations
 
 
+def lrelu(x: torch.Tensor) -> torch.Tensor:
+    """StyleGAN2's gained leaky ReLU, the reference the layers are checked against."""
+    return F.leaky_relu(x, 0.2) * math.sqrt(2)
+
+
 def test_leaky_relu_gain_and_clamp():
     x = torch.tensor([-1.0, 0.0, 2.0, 100.0])
     s2 = math.sqrt(2)
-    assert torch.allclose(ops.leaky_relu(x), torch.tensor([-0.2 * s2, 0.0, 2 * s2, 100 * s2]))
-    assert torch.allclose(ops.leaky_relu(x, clamp=5.0), torch.tensor([-0.2 * s2, 0.0, 2 * s2, 5.0]))
+    assert ops.activation_gain("lrelu") == s2 and ops.activation_gain("linear") == 1.0
+    gained = x * ops.activation_gain("lrelu")  # the layers fold the gain in before activating
+    assert torch.allclose(ops.activate(gained.clone(), "lrelu"), torch.tensor([-0.2 * s2, 0.0, 2 * s2, 100 * s2]))
+    assert torch.allclose(ops.activate(gained.clone(), "lrelu", clamp=5.0), torch.tensor([-0.2 * s2, 0.0, 2 * s2, 5.0]))
+    assert torch.equal(ops.activate(x.clone(), "linear"), x)
 
 
-def test_bias_act_adds_bias_per_channel_and_rejects_unknown_activation():
-    x = torch.zeros(1, 2, 3, 3)
-    y = ops.bias_act(x, torch.tensor([1.0, -2.0]), gain=3.0)
+def test_conv_adds_bias_per_channel_times_gain_and_rejects_unknown_activation():
+    conv = ops.Conv2d(3, 2, 1)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.bias.copy_(torch.tensor([1.0, -2.0]))
+    y = conv(torch.randn(1, 3, 3, 3), gain=3.0)
     assert torch.all(y[0, 0] == 3.0) and torch.all(y[0, 1] == -6.0)
     with pytest.raises(ValueError, match="activation"):
-        ops.bias_act(x, activation="gelu")
+        ops.Conv2d(3, 2, 1, activation="gelu")
+    with pytest.raises(ValueError, match="activation"):
+        ops.FullyConnected(3, 2, activation="gelu")
 
 
 # ---------------------------------------------------------------------------------- layers
@@ -109,13 +122,13 @@ def test_fully_connected_lrelu():
     fc = ops.FullyConnected(5, 3, activation="lrelu")
     x = torch.randn(4, 5)
     linear = x @ (fc.weight / math.sqrt(5)).t()
-    assert torch.allclose(fc(x), ops.leaky_relu(linear), atol=1e-6)
+    assert torch.allclose(fc(x), lrelu(linear), atol=1e-6)
 
 
 def test_conv2d_shapes_gain_and_clamp():
     conv = ops.Conv2d(3, 6, 3, activation="lrelu", conv_clamp=0.5)
     x = torch.randn(2, 3, 8, 8)
-    expected = ops.leaky_relu(F.conv2d(x, conv.weight / math.sqrt(27), padding=1)).clamp(-0.5, 0.5)
+    expected = lrelu(F.conv2d(x, conv.weight / math.sqrt(27), padding=1)).clamp(-0.5, 0.5)
     assert torch.allclose(conv(x), expected, atol=1e-6)
     halved = conv(x, gain=0.5)  # gain scales the activation and the clamp together
     assert torch.allclose(halved, expected * 0.5, atol=1e-6)
