@@ -625,6 +625,17 @@ class AblationConfig:
 
 
 @dataclass
+class TimeToQualityConfig:
+    """One training run judged at every snapshot (lafite_core/time_to_quality.py,
+    notebooks/06_time_to_quality.ipynb): how many kimg and minutes it needs to draw what it is told.
+    The run and its curve go inside `output_dir`; params/recipe.yaml sweeps it."""
+
+    train: TrainConfig = field(default_factory=TrainConfig)
+    judge_seed: int = 0  # attribute combination i is drawn from the latent of judge_seed + i
+    output_dir: str = "results/runs/time_to_quality"
+
+
+@dataclass
 class DemoConfig:
     """The whole embedded-default pipeline (lafite_core/demo.py, `make demo`): embed Shapes, train
     the main language-free model for a wall-time budget (train.max_minutes), evaluate it against

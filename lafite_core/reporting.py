@@ -15,7 +15,11 @@ from lafite_core.data.shapes import VOCABULARIES
 
 LOWER_IS_BETTER = ("fid", "kid", "clip_fid", "clip_kid")
 HIGHER_IS_BETTER = ("is", "clip_score", "r_precision", "caption_accuracy")
-HEADLINE_METRICS = ("clip_fid", "clip_kid", "clip_score", "r_precision", "caption_accuracy", "fid", "kid", "is")
+HEADLINE_METRICS = (
+    *("clip_fid", "clip_kid", "clip_score", "r_precision", "caption_accuracy", "fid", "kid", "is"),
+    *("acc_shape", "acc_all", "kimg_to_shape0.6", "minutes_to_shape0.6"),  # time to quality's judge (Shapes)
+)
+COST_PREFIXES = ("kimg_to_", "minutes_to_")  # how long a run took to reach a bar: lower is better
 R_PRECISION_CANDIDATES = 100  # ProtocolConfig's default, for tables that do not record theirs
 NOT_LABELS = {"run_id", "status"}
 
@@ -28,7 +32,7 @@ def metric_name(column: str) -> str:
 def better(column: str) -> str | None:
     """ "higher" or "lower" (which way the metric improves), None for a column that is not a metric."""
     name = metric_name(column)
-    if name in LOWER_IS_BETTER:
+    if name in LOWER_IS_BETTER or name.startswith(COST_PREFIXES):
         return "lower"
     if name in HIGHER_IS_BETTER or name.startswith("acc_"):
         return "higher"
@@ -105,7 +109,10 @@ def verdict(table: pd.DataFrame, candidates: int = R_PRECISION_CANDIDATES) -> st
     """One line: the best run on the sweep's main alignment metric, against chance."""
     metrics = headline_columns(table)
     preferred = [
-        c for name in ("caption_accuracy", "r_precision", "clip_score") for c in metrics if metric_name(c) == name
+        c
+        for name in ("caption_accuracy", "acc_all", "r_precision", "clip_score")
+        for c in metrics
+        if metric_name(c) == name
     ]
     if not preferred:
         return "No metric to compare."

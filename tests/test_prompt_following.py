@@ -73,33 +73,3 @@ def test_chance_levels_and_table():
     row = {w: {**{a: 0.5 for a in (*VOCABULARIES, "all")}, "count": 3} for w in ("seen", "heldout")}
     table = markdown_table({"model": row})
     assert "| model | heldout (3) | 0.50 |" in table and "| chance | | 0.17 | 0.12 |" in table
-
-
-def _time_to_quality():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "time_to_quality.py"
-    spec = importlib.util.spec_from_file_location("time_to_quality", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_time_to_quality_counts_training_time_and_first_crossings(tmp_path):
-    import json
-
-    import pandas as pd
-
-    ttq = _time_to_quality()
-    ticks = [{"nimg": 1000, "kimg": 1.0, "s_per_kimg": 60.0}, {"nimg": 3000, "kimg": 3.0, "s_per_kimg": 30.0}]
-    (tmp_path / "stats.jsonl").write_text("".join(json.dumps(t) + "\n" for t in ticks))
-    assert ttq.training_minutes(tmp_path) == {1000: pytest.approx(1.0), 3000: pytest.approx(2.0)}
-    rows = [
-        {"run": "r", "prompts": "seen", "kimg": k, "minutes": m, "shape": s, "colour": 1.0, "position": 1.0, "all": a}
-        for k, m, s, a in ((10, 1.0, 0.5, 0.1), (20, 2.0, 0.7, 0.5), (30, 3.0, 0.95, 0.9))
-    ]
-    reached = ttq.first_reached(pd.DataFrame(rows)).iloc[0]
-    assert reached["shape >= 0.6"] == "20 kimg / 2.0 min"
-    assert reached["shape >= 0.9"] == reached["all >= 0.85"] == "30 kimg / 3.0 min"
-    assert reached["colour >= 0.95"] == "10 kimg / 1.0 min"

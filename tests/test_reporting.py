@@ -50,6 +50,29 @@ def test_directions_and_chance_levels():
     assert chance("test/r_precision", candidates=50) == pytest.approx(0.02)
     assert chance("heldout/acc_colour") == pytest.approx(attribute_chance()["colour"])
     assert chance("test/clip_fid") is None
+    assert better("seen/kimg_to_shape0.6") == better("heldout/minutes_to_all0.85") == "lower"
+    assert chance("seen/kimg_to_shape0.6") is None and chance("seen/acc_all") == pytest.approx(
+        attribute_chance()["all"]
+    )
+
+
+def test_a_recipe_sweep_reads_as_accuracy_and_time_to_the_shape_bar():
+    recipe = pd.DataFrame(
+        {
+            "run_id": ["a", "b"],
+            "case": ["default", "batch32"],
+            "status": ["done"] * 2,
+            "seen/acc_shape": [0.5, 0.7],
+            "seen/acc_colour": [1.0, 1.0],
+            "seen/acc_all": [0.45, 0.66],
+            "seen/kimg_to_shape0.6": [None, 35.0],
+            "seen/kimg_to_colour0.95": [20.0, 20.0],
+            "img_per_s": [50.0, 60.0],
+        }
+    )
+    table = readable_table(recipe)
+    assert list(table.columns) == ["case", "seen/acc_shape ↑", "seen/acc_all ↑", "seen/kimg_to_shape0.6 ↓"]
+    assert verdict(recipe).startswith("Best on seen/acc_all (higher is better): batch32 with 0.66")
 
 
 def test_readable_table_shows_the_case_and_its_metrics_with_a_chance_row(ablation):
@@ -60,6 +83,7 @@ def test_readable_table_shows_the_case_and_its_metrics_with_a_chance_row(ablatio
         "test/r_precision ↑",
         "heldout/r_precision ↑",
         "heldout/caption_accuracy ↑",
+        "heldout/acc_shape ↑",
     ]
     assert list(table["case"]) == ["chance", "none", "gaussian-xi1", "official"]
     assert table.loc[0, "test/r_precision ↑"] == pytest.approx(0.01) and pd.isna(table.loc[0, "test/clip_fid ↓"])
@@ -78,13 +102,13 @@ def test_the_legend_sits_below_the_panels_and_every_panel_has_a_y_label(ablation
     canvas.draw()
     renderer = canvas.get_renderer()
     panels = [ax for ax in fig.axes if ax.axison]
-    assert [ax.get_ylabel() for ax in panels] == ["clip_fid ↓", "r_precision ↑", "caption_accuracy ↑"]
+    assert [ax.get_ylabel() for ax in panels] == ["clip_fid ↓", "r_precision ↑", "caption_accuracy ↑", "acc_shape ↑"]
     (legend,) = fig.legends
     assert [t.get_text() for t in legend.get_texts()] == ["test", "heldout", "chance"]
     box = legend.get_window_extent(renderer)
     assert not any(box.overlaps(ax.get_window_extent(renderer)) for ax in panels)
     chance_lines = [line for ax in panels for line in ax.lines if line.get_linestyle() == "--"]
-    assert len(chance_lines) == 2  # r_precision and caption_accuracy have a chance level, clip_fid none
+    assert len(chance_lines) == 3  # r_precision, caption_accuracy and acc_shape have a chance level, clip_fid none
 
 
 def test_the_committed_ablation_table_is_the_readable_one():

@@ -1,41 +1,42 @@
-"""Time to quality: how many kimg and wall minutes a training config needs to draw what it is told.
+"""Time to quality: how many kimg and training minutes a config needs to draw what it is told.
 
-Every checkpoint of one or more run folders is read by the independent judge
-(lafite_core/prompt_following.py: every attribute combination, seen and held-out). The wall time of
-a checkpoint is the training time logged in the run's stats.jsonl up to it, so a resumed run counts
-only time spent training. Judged checkpoints are remembered in each run's `judge.jsonl`, so the
-script can be run again while a run is still training.
+Every checkpoint of a run folder is read by the independent judge (lafite_core/prompt_following.py:
+every attribute combination, seen and held-out). A checkpoint's wall time is the training time
+logged in the run's stats.jsonl up to it, so a resumed run counts only time spent training. Judged
+checkpoints are remembered in each run's `judge.jsonl`, so judging again, even while a run is still
+training, only reads the new ones.
 
-    python benchmarks/time_to_quality.py results/runs/train [more run folders]    # judge and report
-    python benchmarks/time_to_quality.py --train --params params/train.yaml --set total_kimg=60 --set run_dir=results/runs/ttq
-    python benchmarks/time_to_quality.py RUN... --out results/time_to_quality       # table, curve, thresholds
+    python -m lafite_core.time_to_quality results/runs/train [more run folders]   # judge and report
+    python -m lafite_core.time_to_quality --train --params params/train.yaml --set total_kimg=60 --set run_dir=results/runs/ttq
+    python -m lafite_core.runner run notebooks/06_time_to_quality.ipynb --params params/time_to_quality.yaml
+    python -m lafite_core.runner run params/recipe.yaml --workers 2                 # a recipe sweep
 
-Writes <out>.csv (one row per checkpoint and split), <out>.md (the table and the first kimg /
-minutes at which each threshold was reached) and <out>.png (the curves, with chance levels).
+Writes <out>.csv (one row per checkpoint and split), <out>.md (the table and the first kimg and
+minutes at which each threshold holds) and <out>.png (the curves, with chance levels). The notebook
+also writes metrics.json, which the runner's `collect` turns into a sweep's table.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
+import statistics
+from dataclasses import replace
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from lafite_core import checkpoint as ckpt  # noqa: E402
-from lafite_core.attribute_classifier import AttributeClassifier, load_attribute_classifier  # noqa: E402
-from lafite_core.config import TrainConfig  # noqa: E402
-from lafite_core.params import add_params_arguments, load_with_overrides  # noqa: E402
-from lafite_core.prompt_following import ATTRIBUTES, JUDGE_WEIGHTS, SPLITS, judge  # noqa: E402
-from lafite_core.reporting import attribute_chance  # noqa: E402
-from lafite_core.training import train  # noqa: E402
+from lafite_core import checkpoint as ckpt
+from lafite_core.attribute_classifier import AttributeClassifier, load_attribute_classifier
+from lafite_core.config import TimeToQualityConfig, TrainConfig
+from lafite_core.params import add_params_arguments, load_with_overrides, run_main
+from lafite_core.prompt_following import ATTRIBUTES, JUDGE_WEIGHTS, SPLITS, judge
+from lafite_core.reporting import attribute_chance
+from lafite_core.training import train
 
 THRESHOLDS = (("shape", 0.6), ("shape", 0.9), ("colour", 0.95), ("position", 0.9), ("all", 0.85))
+KEEP_EVERY_SNAPSHOT = 1_000_000  # keep_last for a judged run: every checkpoint stays to be read
 
 
 def training_minutes(run_dir: Path) -> dict[int, float]:
@@ -52,8 +53,18 @@ def training_minutes(run_dir: Path) -> dict[int, float]:
     return minutes
 
 
+def run_label(run_dir: Path) -> str:
+    """A run's name in tables: its sweep case when the runner made it (<run>/out/train), else the folder."""
+    spec = run_dir.parent.parent / "spec.json"
+    if run_dir.parent.name == "out" and spec.is_file():
+        case = json.loads(spec.read_text()).get("label", {}).get("case")
+        return case or run_dir.parent.parent.name
+    return run_dir.name
+
+
 def judged_rows(run_dir: Path, seed: int, classifier: AttributeClassifier) -> list[dict]:
     """One row per (checkpoint, split), judging only checkpoints not yet in run_dir/judge.jsonl."""
+    label = run_label(run_dir)
     memo_path = run_dir / "judge.jsonl"
     memo = {}
     if memo_path.is_file():
@@ -67,7 +78,7 @@ def judged_rows(run_dir: Path, seed: int, classifier: AttributeClassifier) -> li
             with open(memo_path, "a") as log:
                 log.write(json.dumps(memo[path.name]) + "\n")
             print(
-                f"{run_dir.name} {result['kimg']:.0f} kimg: shape {result['seen']['shape']:.2f} "
+                f"{label} {result['kimg']:.0f} kimg: shape {result['seen']['shape']:.2f} "
                 f"(held-out {result['heldout']['shape']:.2f}), all {result['seen']['all']:.2f}",
                 flush=True,
             )
@@ -76,7 +87,7 @@ def judged_rows(run_dir: Path, seed: int, classifier: AttributeClassifier) -> li
         for which in SPLITS:
             rows.append(
                 {
-                    "run": run_dir.name,
+                    "run": label,
                     "kimg": result["kimg"],
                     "minutes": minutes.get(nimg),
                     "prompts": which,
@@ -94,16 +105,18 @@ def first_reached(table: pd.DataFrame) -> pd.DataFrame:
         record = {"run": run, "prompts": which}
         for attribute, bar in THRESHOLDS:
             hit = group[group[attribute] >= bar]
-            label = f"{attribute} >= {bar}"
-            record[label] = "" if hit.empty else f"{hit.kimg.iloc[0]:.0f} kimg / {hit.minutes.iloc[0]:.1f} min"
+            record[f"{attribute} >= {bar}"] = (
+                "" if hit.empty else f"{hit.kimg.iloc[0]:.0f} kimg / {hit.minutes.iloc[0]:.1f} min"
+            )
         records.append(record)
     return pd.DataFrame(records)
 
 
-def plot(table: pd.DataFrame, path: Path) -> None:
+def curve_figure(table: pd.DataFrame) -> Figure:
     """Shape and all-five accuracy against kimg and against minutes; chance as grey lines."""
     chance = attribute_chance()
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharey=True)
+    fig = Figure(figsize=(11, 7))  # no pyplot: any backend, no global state
+    axes = fig.subplots(2, 2, sharey=True)
     for row, attribute in enumerate(("shape", "all")):
         for col, x in enumerate(("kimg", "minutes")):
             ax = axes[row][col]
@@ -118,16 +131,18 @@ def plot(table: pd.DataFrame, path: Path) -> None:
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8)
     fig.tight_layout(rect=(0, 0.08 + 0.02 * (len(labels) // 3), 1, 1))
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig
 
 
-def report(run_dirs: list[Path], out: Path, seed: int) -> pd.DataFrame:
+def report(run_dirs: list[Path], out: Path, seed: int = 0) -> pd.DataFrame:
+    """Judge every checkpoint of the runs and write <out>.csv, .md and .png."""
     classifier = load_attribute_classifier(JUDGE_WEIGHTS)
     table = pd.DataFrame([row for run_dir in run_dirs for row in judged_rows(run_dir, seed, classifier)])
+    if table.empty:
+        raise FileNotFoundError(f"no checkpoints to judge under {', '.join(str(r / 'checkpoints') for r in run_dirs)}")
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out.with_suffix(".csv"), index=False)
-    plot(table, out.with_suffix(".png"))
+    curve_figure(table).savefig(out.with_suffix(".png"), dpi=100)
     chance = attribute_chance()
     text = [
         "# Time to quality (judge accuracy per attribute; higher is better)",
@@ -147,8 +162,41 @@ def report(run_dirs: list[Path], out: Path, seed: int) -> pd.DataFrame:
     return table
 
 
+def summary(table: pd.DataFrame, run_dir: Path) -> dict:
+    """One run's row for a sweep table: the last checkpoint's accuracies per split, the kimg and
+    minutes at which each threshold first holds (None: not reached), and the median training speed."""
+    metrics: dict = {}
+    last_kimg = table.kimg.max()
+    for which, group in table.groupby("prompts", sort=False):
+        group = group.sort_values("kimg")
+        last = group[group.kimg == last_kimg].iloc[0]
+        metrics.update({f"{which}/acc_{a}": float(last[a]) for a in ATTRIBUTES})
+        for attribute, bar in THRESHOLDS:
+            hit = group[group[attribute] >= bar]
+            key = f"{attribute}{bar:g}"
+            metrics[f"{which}/kimg_to_{key}"] = float(hit.kimg.iloc[0]) if not hit.empty else None
+            metrics[f"{which}/minutes_to_{key}"] = float(hit.minutes.iloc[0]) if not hit.empty else None
+    ticks = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines() if line.strip()]
+    metrics["kimg"] = float(last_kimg)
+    metrics["minutes"] = float(table.minutes.max())
+    metrics["img_per_s"] = statistics.median(t["img_per_s"] for t in ticks)
+    return metrics
+
+
+def train_and_judge(cfg: TimeToQualityConfig) -> dict:
+    """Train (resuming if interrupted) keeping every snapshot, judge each one, and write the curve
+    (`output_dir/curve.*`) and `output_dir/metrics.json`."""
+    out = Path(cfg.output_dir)
+    train_cfg = replace(cfg.train, run_dir=str(out / "train"), keep_last=KEEP_EVERY_SNAPSHOT)
+    train(train_cfg)
+    table = report([Path(train_cfg.run_dir)], out / "curve", cfg.judge_seed)
+    metrics = summary(table, Path(train_cfg.run_dir))
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m lafite_core.time_to_quality", description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="*", type=Path, help="run folders whose checkpoints/ to judge")
     parser.add_argument("--train", action="store_true", help="first train the config given by --params/--set")
     add_params_arguments(parser, "TrainConfig", "total_kimg=60 --set run_dir=results/runs/ttq")
@@ -158,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = list(args.runs)
     if args.train:
         cfg = load_with_overrides(TrainConfig, args.params, args.overrides)
-        train(dataclasses.replace(cfg, keep_last=10_000))  # every snapshot stays, to be judged
+        train(replace(cfg, keep_last=KEEP_EVERY_SNAPSHOT))
         runs.append(Path(cfg.run_dir))
     if not runs:
         parser.error("give run folders, or --train [--params FILE] [--set KEY=VALUE ...]")
@@ -169,4 +217,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)
