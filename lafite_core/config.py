@@ -259,8 +259,9 @@ class TrainConfig:
     """One training run (lafite_core/training.py): the model sections plus the loop's settings.
 
     The defaults are the kit's embedded CPU run: language-free LAFITE on Captioned Shapes at 32x32
-    with the shipped tiny encoder and networks about 10x cheaper than the official 32x32 ones. A
-    nested section given in part (`network: {z_dim: 32}`) is merged over these defaults.
+    with the shipped tiny encoder and networks about 10x cheaper than the official 32x32 ones, at the
+    authors' learning rate; params/train.yaml raises it for these small networks (results/recipe.md).
+    A nested section given in part (`network: {z_dim: 32}`) is merged over these defaults.
     `run_dir` receives config.yaml, stats.jsonl, sample grids and checkpoints/.
     """
 

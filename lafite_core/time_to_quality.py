@@ -25,6 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from lafite_core import checkpoint as ckpt
@@ -115,6 +116,8 @@ def first_reached(table: pd.DataFrame) -> pd.DataFrame:
 def curve_figure(table: pd.DataFrame) -> Figure:
     """Shape and all-five accuracy against kimg and against minutes; chance as grey lines."""
     chance = attribute_chance()
+    runs = list(dict.fromkeys(table["run"]))
+    colours = colormaps["tab10" if len(runs) <= 10 else "tab20"]  # one colour per run: seen solid, held-out dashed
     fig = Figure(figsize=(11, 7))  # no pyplot: any backend, no global state
     axes = fig.subplots(2, 2, sharey=True)
     for row, attribute in enumerate(("shape", "all")):
@@ -122,7 +125,9 @@ def curve_figure(table: pd.DataFrame) -> Figure:
             ax = axes[row][col]
             for (run, which), group in table.groupby(["run", "prompts"], sort=False):
                 group = group.sort_values("kimg")
-                ax.plot(group[x], group[attribute], "-o" if which == "seen" else "--x", ms=3, label=f"{run} ({which})")
+                style = "-o" if which == "seen" else "--x"
+                colour = colours(runs.index(run) % colours.N)
+                ax.plot(group[x], group[attribute], style, ms=3, color=colour, label=f"{run} ({which})")
             ax.axhline(chance[attribute], color="grey", lw=1, ls=":", label="chance")
             ax.set_xlabel("thousands of images shown" if x == "kimg" else "training minutes")
             ax.set_ylabel(f"judge: {attribute} accuracy (higher is better)")
