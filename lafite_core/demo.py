@@ -156,7 +156,8 @@ def write_summary(cfg: DemoConfig, judged: dict[str, dict], seconds: float) -> P
         markdown_table(judged),
         "",
         f"{THIS_RUN}: {trained} of training (params/demo.yaml: params/train.yaml with a wall-time budget). "
-        f"The {SHIPPED} is the same recipe trained for longer (lafite_core/assets/demo-generator.md).",
+        f"The {SHIPPED} was trained for longer at the authors' learning rate, a quarter of params/train.yaml's "
+        "(lafite_core/assets/demo-generator.md; results/recipe.md).",
         "",
     ]
     for label in judged:

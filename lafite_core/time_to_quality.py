@@ -8,7 +8,6 @@ training, only reads the new ones.
 
     python -m lafite_core.time_to_quality results/runs/train [more run folders]   # judge and report
     python -m lafite_core.time_to_quality --train --params params/train.yaml --set total_kimg=60 --set run_dir=results/runs/ttq
-    python -m lafite_core.runner run notebooks/06_time_to_quality.ipynb --params params/time_to_quality.yaml
     python -m lafite_core.runner run params/recipe.yaml --workers 2                 # a recipe sweep
 
 Writes <out>.csv (one row per checkpoint and split), <out>.md (the table and the first kimg and
