@@ -33,6 +33,7 @@ from lafite_core.config import TimeToQualityConfig, TrainConfig
 from lafite_core.params import add_params_arguments, load_with_overrides, run_main
 from lafite_core.prompt_following import ATTRIBUTES, JUDGE_WEIGHTS, SPLITS, judge
 from lafite_core.reporting import attribute_chance
+from lafite_core.stats import read_stats
 from lafite_core.training import train
 
 THRESHOLDS = (("shape", 0.6), ("shape", 0.9), ("colour", 0.95), ("position", 0.9), ("all", 0.85))
@@ -43,10 +44,7 @@ def training_minutes(run_dir: Path) -> dict[int, float]:
     """nimg at each logged tick -> training minutes up to it (resumed runs keep the earlier ticks)."""
     minutes, total, previous = {}, 0.0, 0.0
     # s_per_kimg times the tick's kimg is its training time; ticks are logged in order.
-    for line in (run_dir / "stats.jsonl").read_text().splitlines():
-        if not line.strip():
-            continue
-        tick = json.loads(line)
+    for tick in read_stats(run_dir):
         total += tick["s_per_kimg"] * (tick["kimg"] - previous) / 60
         previous = tick["kimg"]
         minutes[tick["nimg"]] = total
@@ -97,17 +95,21 @@ def judged_rows(run_dir: Path, seed: int, classifier: AttributeClassifier) -> li
     return rows
 
 
+def first_hit(group: pd.DataFrame, attribute: str, bar: float) -> pd.Series | None:
+    """The first checkpoint (by kimg) of one run and split at which `attribute` >= bar; None: never."""
+    group = group.sort_values("kimg")
+    hit = group[group[attribute] >= bar]
+    return None if hit.empty else hit.iloc[0]
+
+
 def first_reached(table: pd.DataFrame) -> pd.DataFrame:
     """Per run and split, the first checkpoint at which each threshold holds (blank: not reached)."""
     records = []
     for (run, which), group in table.groupby(["run", "prompts"], sort=False):
-        group = group.sort_values("kimg")
         record = {"run": run, "prompts": which}
         for attribute, bar in THRESHOLDS:
-            hit = group[group[attribute] >= bar]
-            record[f"{attribute} >= {bar}"] = (
-                "" if hit.empty else f"{hit.kimg.iloc[0]:.0f} kimg / {hit.minutes.iloc[0]:.1f} min"
-            )
+            hit = first_hit(group, attribute, bar)
+            record[f"{attribute} >= {bar}"] = "" if hit is None else f"{hit.kimg:.0f} kimg / {hit.minutes:.1f} min"
         records.append(record)
     return pd.DataFrame(records)
 
@@ -172,18 +174,16 @@ def summary(table: pd.DataFrame, run_dir: Path) -> dict:
     metrics: dict = {}
     last_kimg = table.kimg.max()
     for which, group in table.groupby("prompts", sort=False):
-        group = group.sort_values("kimg")
         last = group[group.kimg == last_kimg].iloc[0]
         metrics.update({f"{which}/acc_{a}": float(last[a]) for a in ATTRIBUTES})
         for attribute, bar in THRESHOLDS:
-            hit = group[group[attribute] >= bar]
+            hit = first_hit(group, attribute, bar)
             key = f"{attribute}{bar:g}"
-            metrics[f"{which}/kimg_to_{key}"] = float(hit.kimg.iloc[0]) if not hit.empty else None
-            metrics[f"{which}/minutes_to_{key}"] = float(hit.minutes.iloc[0]) if not hit.empty else None
-    ticks = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines() if line.strip()]
+            metrics[f"{which}/kimg_to_{key}"] = None if hit is None else float(hit.kimg)
+            metrics[f"{which}/minutes_to_{key}"] = None if hit is None else float(hit.minutes)
     metrics["kimg"] = float(last_kimg)
     metrics["minutes"] = float(table.minutes.max())
-    metrics["img_per_s"] = statistics.median(t["img_per_s"] for t in ticks)
+    metrics["img_per_s"] = statistics.median(t["img_per_s"] for t in read_stats(run_dir))
     return metrics
 
 
