@@ -31,12 +31,29 @@ from lafite_core import checkpoint as ckpt
 from lafite_core.attribute_classifier import AttributeClassifier, load_attribute_classifier
 from lafite_core.config import TimeToQualityConfig, TrainConfig
 from lafite_core.params import add_params_arguments, load_with_overrides, run_main
-from lafite_core.prompt_following import ATTRIBUTES, JUDGE_WEIGHTS, SPLITS, judge
+from lafite_core.prompt_following import ATTRIBUTES, JUDGE_VERSION, JUDGE_WEIGHTS, SPLITS, judge, summary_metrics
 from lafite_core.reporting import attribute_chance
 from lafite_core.stats import read_stats
 from lafite_core.training import train
 
-THRESHOLDS = (("shape", 0.6), ("shape", 0.9), ("colour", 0.95), ("position", 0.9), ("all", 0.85))
+THRESHOLDS = (
+    ("shape", 0.6),
+    ("shape", 0.9),
+    ("colour", 0.95),
+    ("position", 0.9),
+    ("all", 0.85),
+    ("named_t5", 0.9),
+    ("named_a_shape", 0.9),
+    ("spread_ratio_t5", 0.8),
+)
+CURVES = ("shape", "all", "named_t5", "named_a_shape", "spread_ratio_t5", "spread_ratio_a_shape", "confidence")
+CURVE_TITLES = {  # every figure is higher-is-better
+    "named_t5": '"{colour} {shape}": both right',
+    "named_a_shape": '"a {shape}": shape right',
+    "spread_ratio_t5": '"{colour} {shape}": spread / real (min)',
+    "spread_ratio_a_shape": '"a {shape}": spread / real (min)',
+    "confidence": "judge confidence (mean max-softmax)",
+}
 KEEP_EVERY_SNAPSHOT = 1_000_000  # keep_last for a judged run: every checkpoint stays to be read
 
 
@@ -66,7 +83,11 @@ def judged_rows(run_dir: Path, seed: int, classifier: AttributeClassifier) -> li
     memo_path = run_dir / "judge.jsonl"
     memo = {}
     if memo_path.is_file():
-        memo = {r["checkpoint"]: r for r in map(json.loads, memo_path.read_text().splitlines()) if r["seed"] == seed}
+        memo = {
+            r["checkpoint"]: r
+            for r in map(json.loads, memo_path.read_text().splitlines())
+            if r["seed"] == seed and r.get("judge_version") == JUDGE_VERSION
+        }
     minutes = training_minutes(run_dir)
     rows = []
     for path in ckpt.list_checkpoints(run_dir / "checkpoints"):
@@ -75,13 +96,16 @@ def judged_rows(run_dir: Path, seed: int, classifier: AttributeClassifier) -> li
             memo[path.name] = {"checkpoint": path.name, "seed": seed, **result}
             with open(memo_path, "a") as log:
                 log.write(json.dumps(memo[path.name]) + "\n")
+            forms = result["forms"]["seen"]
             print(
-                f"{label} {result['kimg']:.0f} kimg: shape {result['seen']['shape']:.2f} "
-                f"(held-out {result['heldout']['shape']:.2f}), all {result['seen']['all']:.2f}",
+                f"{label} {result['kimg']:.0f} kimg: all {result['seen']['all']:.2f} "
+                f"(held-out {result['heldout']['all']:.2f}), \"colour shape\" {forms['t5']['named']:.2f}, "
+                f"\"a shape\" {forms['a_shape']['named']:.2f}, spread {forms['t5']['spread']:.2f}",
                 flush=True,
             )
         result = memo[path.name]
         nimg = round(result["kimg"] * 1000)
+        flat = summary_metrics(result)
         for which in SPLITS:
             rows.append(
                 {
@@ -90,6 +114,9 @@ def judged_rows(run_dir: Path, seed: int, classifier: AttributeClassifier) -> li
                     "minutes": minutes.get(nimg),
                     "prompts": which,
                     **{a: result[which][a] for a in ATTRIBUTES},
+                    **{
+                        k.split("/", 1)[1]: v for k, v in flat.items() if k.startswith(f"{which}/") and "/acc_" not in k
+                    },
                 }
             )
     return rows
@@ -115,28 +142,31 @@ def first_reached(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def curve_figure(table: pd.DataFrame) -> Figure:
-    """Shape and all-five accuracy against kimg and against minutes; chance as grey lines."""
+    """Each of CURVES against kimg, and every attribute right against training minutes; a figure's
+    chance level (where it has one) as a grey line."""
     chance = attribute_chance()
     runs = list(dict.fromkeys(table["run"]))
     colours = colormaps["tab10" if len(runs) <= 10 else "tab20"]  # one colour per run: seen solid, held-out dashed
-    fig = Figure(figsize=(11, 7))  # no pyplot: any backend, no global state
-    axes = fig.subplots(2, 2, sharey=True)
-    for row, attribute in enumerate(("shape", "all")):
-        for col, x in enumerate(("kimg", "minutes")):
-            ax = axes[row][col]
-            for (run, which), group in table.groupby(["run", "prompts"], sort=False):
-                group = group.sort_values("kimg")
-                style = "-o" if which == "seen" else "--x"
-                colour = colours(runs.index(run) % colours.N)
-                ax.plot(group[x], group[attribute], style, ms=3, color=colour, label=f"{run} ({which})")
-            ax.axhline(chance[attribute], color="grey", lw=1, ls=":", label="chance")
-            ax.set_xlabel("thousands of images shown" if x == "kimg" else "training minutes")
-            ax.set_ylabel(f"judge: {attribute} accuracy (higher is better)")
-            ax.set_ylim(0, 1.02)
-            ax.grid(alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8)
-    fig.tight_layout(rect=(0, 0.08 + 0.02 * (len(labels) // 3), 1, 1))
+    fig = Figure(figsize=(16, 7.5))  # no pyplot: any backend, no global state
+    axes = fig.subplots(2, 4, sharey=True).ravel()
+    panels = [(figure, "kimg") for figure in CURVES] + [("all", "minutes")]
+    for ax, (figure, x) in zip(axes, panels):
+        for (run, which), group in table.groupby(["run", "prompts"], sort=False):
+            group = group.sort_values("kimg").dropna(subset=[figure])
+            if group.empty:
+                continue
+            style = "-o" if which == "seen" else "--x"
+            colour = colours(runs.index(run) % colours.N)
+            ax.plot(group[x], group[figure], style, ms=3, color=colour, label=f"{run} ({which})")
+        if figure in chance:
+            ax.axhline(chance[figure], color="grey", lw=1, ls=":", label="chance")
+        ax.set_xlabel("thousands of images shown" if x == "kimg" else "training minutes")
+        ax.set_title(CURVE_TITLES.get(figure, f"judge: {figure} accuracy"), fontsize=9)
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8)
+    fig.tight_layout(rect=(0, 0.06 + 0.02 * (len(labels) // 4), 1, 1))
     return fig
 
 
@@ -176,6 +206,8 @@ def summary(table: pd.DataFrame, run_dir: Path) -> dict:
     for which, group in table.groupby("prompts", sort=False):
         last = group[group.kimg == last_kimg].iloc[0]
         metrics.update({f"{which}/acc_{a}": float(last[a]) for a in ATTRIBUTES})
+        figures = [c for c in group.columns if c.startswith(("named_", "spread_ratio_", "confidence"))]
+        metrics.update({f"{which}/{c}": None if pd.isna(last[c]) else float(last[c]) for c in figures})
         for attribute, bar in THRESHOLDS:
             hit = first_hit(group, attribute, bar)
             key = f"{attribute}{bar:g}"
