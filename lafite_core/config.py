@@ -92,6 +92,9 @@ class LossConfig:
     pl_decay: float = 0.01
     pl_batch_shrink: int = 2
     style_mixing_prob: float = 0.9
+    # weight of MSGAN's mode-seeking term (losses.mode_seeking_loss; 0: off, as in LAFITE): makes the
+    # generator use its latent for what the condition leaves open
+    mode_seeking: float = 0.0
     # CLIP's view of fakes smaller than its input: resize them up (resize), or paste them at one
     # random offset into a white canvas of CLIP's input size (official, the authors' code).
     clip_view: Literal["resize", "official"] = "resize"

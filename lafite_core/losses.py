@@ -2,7 +2,10 @@
 
 Generator:      L_G = L_adv(fake) + lambda_G * L_ConG + lambda_D * L_ConD(fake)      (paper Eq. 7)
 Discriminator:  L_D = L_adv(real, fake) + lambda_D * L_ConD(real) + lazy R1           (paper Eq. 8)
-plus StyleGAN2's path-length regulariser and style mixing on the generator side.
+plus StyleGAN2's path-length regulariser and style mixing on the generator side, and optionally
+(`mode_seeking` > 0, not in LAFITE) the mode-seeking term of MSGAN (Mao et al. 2019), which makes
+the latent matter: every other term rewards an image that matches its condition exactly, so
+without it the generator can draw one image per condition and ignore z.
 
 The condition `c` is the pseudo text feature h' of each real image in the batch (or a caption
 feature); fakes are generated from the same conditions, so row i of every similarity matrix below
@@ -55,6 +58,13 @@ def generator_adversarial_loss(fake_logits: Tensor) -> Tensor:
 def discriminator_adversarial_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
     """Logistic loss: -log sigmoid(D(x)) - log(1 - sigmoid(D(G(z))))."""
     return F.softplus(-real_logits) + F.softplus(fake_logits)
+
+
+def mode_seeking_loss(fake_a: Tensor, fake_b: Tensor, z_a: Tensor, z_b: Tensor, eps: float = 1e-5) -> Tensor:
+    """MSGAN's term (Mao et al. 2019, Eq. 3) per sample: 1 / (|G(z_a, c) - G(z_b, c)| / |z_a - z_b| + eps),
+    mean absolute differences; small when two latents give the same image for one condition."""
+    ratio = (fake_a - fake_b).abs().flatten(1).mean(1) / (z_a - z_b).abs().flatten(1).mean(1)
+    return 1.0 / (ratio + eps)
 
 
 def r1_penalty(real_images: Tensor, real_logits: Tensor) -> Tensor:
@@ -150,12 +160,22 @@ class LafiteLoss:
             terms["G_con_clip"] = self._contrastive(clip_fts, c).mean()
         if self.cfg.lambda_disc > 0:
             terms["G_con_disc"] = self._contrastive(fts, c).mean()
+        if self.cfg.mode_seeking > 0:
+            terms["G_mode_seeking"] = self._mode_seeking(z, c, fake, main)
         total = (
             terms["G_adv"]
             + self.cfg.lambda_clip * terms.get("G_con_clip", 0.0)
             + self.cfg.lambda_disc * terms.get("G_con_disc", 0.0)
+            + self.cfg.mode_seeking * terms.get("G_mode_seeking", 0.0)
         )
         return total, terms
+
+    def _mode_seeking(self, z: Tensor, c: Tensor, fake: Tensor, passes: Passes) -> Tensor:
+        """The first half of the batch drawn again from new latents, compared with its first draw."""
+        n = max(1, z.shape[0] // 2)
+        z_b = torch.randn_like(z[:n])
+        fake_b, _ = self.generate(z_b, c[:n], passes=passes)
+        return mode_seeking_loss(fake[:n], fake_b, z[:n], z_b).mean()
 
     def clip_features(self, fake: Tensor) -> Tensor:
         """CLIP features of fakes in the training view: cfg.clip_view decides for small fakes."""

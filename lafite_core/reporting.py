@@ -18,7 +18,13 @@ HIGHER_IS_BETTER = ("is", "clip_score", "r_precision", "caption_accuracy")
 HEADLINE_METRICS = (
     *("clip_fid", "clip_kid", "clip_score", "r_precision", "caption_accuracy", "fid", "kid", "is"),
     *("acc_shape", "acc_all", "kimg_to_shape0.6", "minutes_to_shape0.6"),  # time to quality's judge (Shapes)
+    *("named_t5", "named_a_shape", "spread_ratio_t5", "spread_ratio_a_shape", "confidence"),  # short prompts
 )
+JUDGED_PREFIXES = ("acc_", "named_", "spread_ratio_", "confidence")  # the Shapes judge's figures: higher is better
+NAMED_CHANCE = {  # a uniform guess names colour and shape right 1 time in 48, the shape alone 1 in 6
+    "named_t5": 1 / (len(VOCABULARIES["colour"]) * len(VOCABULARIES["shape"])),
+    "named_a_shape": 1 / len(VOCABULARIES["shape"]),
+}
 COST_PREFIXES = ("kimg_to_", "minutes_to_")  # how long a run took to reach a bar: lower is better
 R_PRECISION_CANDIDATES = 100  # ProtocolConfig's default, for tables that do not record theirs
 NOT_LABELS = {"run_id", "status"}
@@ -34,7 +40,7 @@ def better(column: str) -> str | None:
     name = metric_name(column)
     if name in LOWER_IS_BETTER or name.startswith(COST_PREFIXES):
         return "lower"
-    if name in HIGHER_IS_BETTER or name.startswith("acc_"):
+    if name in HIGHER_IS_BETTER or name.startswith(JUDGED_PREFIXES):
         return "higher"
     return None
 
@@ -62,7 +68,7 @@ def chance(column: str, candidates: int = R_PRECISION_CANDIDATES) -> float | Non
         return attribute_chance()["all"]
     if name.startswith("acc_"):
         return attribute_chance().get(name[4:])
-    return None
+    return NAMED_CHANCE.get(name)
 
 
 # ---------------------------------------------------------------------------------------- sweeps

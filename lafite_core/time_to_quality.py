@@ -124,6 +124,8 @@ def judged_rows(run_dir: Path, seed: int, classifier: AttributeClassifier) -> li
 
 def first_hit(group: pd.DataFrame, attribute: str, bar: float) -> pd.Series | None:
     """The first checkpoint (by kimg) of one run and split at which `attribute` >= bar; None: never."""
+    if attribute not in group.columns:
+        return None
     group = group.sort_values("kimg")
     hit = group[group[attribute] >= bar]
     return None if hit.empty else hit.iloc[0]

@@ -10,6 +10,7 @@ from lafite_core.losses import (
     discriminator_adversarial_loss,
     generator_adversarial_loss,
     mix_styles,
+    mode_seeking_loss,
     path_lengths,
     r1_penalty,
 )
@@ -110,3 +111,14 @@ def test_style_mixing_replaces_layers_after_a_cutoff():
     cutoff = int((per_layer == 0).sum())
     assert 1 <= cutoff < 6
     assert torch.all(per_layer[:cutoff] == 0) and torch.all(per_layer[cutoff:] == 1)
+
+
+def test_mode_seeking_loss_is_large_when_latents_give_one_image_and_pushes_them_apart():
+    z_a, z_b = torch.zeros(2, 4), torch.ones(2, 4)  # mean |z_a - z_b| = 1
+    same = torch.zeros(2, 3, 8, 8)
+    apart = torch.cat([torch.zeros(1, 3, 8, 8), torch.full((1, 3, 8, 8), 0.5)])
+    assert mode_seeking_loss(same, same, z_a, z_b)[0] == pytest.approx(1e5)
+    assert mode_seeking_loss(same, apart, z_a, z_b).tolist() == pytest.approx([1e5, 1 / (0.5 + 1e-5)])
+    fake_b = torch.full((2, 3, 8, 8), 0.1, requires_grad=True)
+    mode_seeking_loss(same, fake_b, z_a, z_b).sum().backward()
+    assert (fake_b.grad < 0).all()  # descending the loss moves the second draw further from the first

@@ -12,12 +12,14 @@ from lafite_core.prompt_following import ATTRIBUTES
 
 
 def _rows(run="r"):
-    """Three judged checkpoints per split: shape crosses 0.6 at 20 kimg, 0.9 (and all 0.85) at 30."""
+    """Three judged checkpoints per split: shape crosses 0.6 at 20 kimg, 0.9 (and all 0.85) at 30;
+    "{colour} {shape}" is named right 0.9 of the time from 20 kimg, and "a {shape}" (seen only) never."""
     rows = []
     for which, lag in (("seen", 0.0), ("heldout", 0.2)):
         for kimg, minutes, shape, everything in ((10, 1.0, 0.5, 0.1), (20, 2.0, 0.7, 0.5), (30, 3.0, 0.95, 0.9)):
             attributes = {a: 1.0 for a in ATTRIBUTES} | {"shape": shape - lag, "all": everything - lag}
-            rows.append({"run": run, "kimg": kimg, "minutes": minutes, "prompts": which, **attributes})
+            short = {"named_t5": 0.9 if kimg >= 20 else 0.3, "named_a_shape": 0.5 if which == "seen" else None}
+            rows.append({"run": run, "kimg": kimg, "minutes": minutes, "prompts": which, **attributes, **short})
     return rows
 
 
@@ -34,6 +36,9 @@ def test_first_reached_names_the_first_checkpoint_over_each_bar():
     assert reached.loc["seen", "colour >= 0.95"] == "10 kimg / 1.0 min"
     assert reached.loc["heldout", "shape >= 0.6"] == "30 kimg / 3.0 min"
     assert reached.loc["heldout", "shape >= 0.9"] == ""  # 0.75 at the end: never
+    assert reached.loc["heldout", "named_t5 >= 0.9"] == "20 kimg / 2.0 min"
+    assert reached.loc["seen", "named_a_shape >= 0.9"] == reached.loc["heldout", "named_a_shape >= 0.9"] == ""
+    assert reached.loc["seen", "spread_ratio_t5 >= 0.8"] == ""  # a figure the rows lack: never
 
 
 def test_summary_is_the_last_checkpoint_and_the_crossings_per_split(tmp_path):
@@ -44,6 +49,8 @@ def test_summary_is_the_last_checkpoint_and_the_crossings_per_split(tmp_path):
     assert row["seen/kimg_to_shape0.6"] == 20 and row["seen/minutes_to_shape0.6"] == 2.0
     assert row["heldout/kimg_to_shape0.6"] == 30 and row["heldout/kimg_to_shape0.9"] is None
     assert row["kimg"] == 30 and row["minutes"] == 3.0 and row["img_per_s"] == 50.0
+    assert row["seen/named_t5"] == 0.9 and row["seen/named_a_shape"] == 0.5 and row["heldout/named_a_shape"] is None
+    assert row["heldout/kimg_to_named_t50.9"] == 20
 
 
 def test_run_label_is_the_sweep_case_for_a_runner_folder(tmp_path):
@@ -54,7 +61,7 @@ def test_run_label_is_the_sweep_case_for_a_runner_folder(tmp_path):
     assert ttq.run_label(train_dir) == "batch32"
 
 
-def test_train_and_judge_keeps_and_judges_every_snapshot_once(tmp_path, monkeypatch):
+def test_train_and_judge_keeps_and_judges_every_snapshot_once(tmp_path, monkeypatch, small_judge):
     """A tiny run with three snapshots: each is judged once (again only when new), and the curve and
     metrics.json describe all of them."""
     dataset = TinyImageTextSet()
@@ -73,6 +80,8 @@ def test_train_and_judge_keeps_and_judges_every_snapshot_once(tmp_path, monkeypa
     assert (tmp_path / "out" / "curve.png").stat().st_size > 0
     assert json.loads((tmp_path / "out" / "metrics.json").read_text()) == pytest.approx(metrics, nan_ok=True)
     assert metrics["kimg"] == pytest.approx(0.012) and 0.0 <= metrics["seen/acc_shape"] <= 1.0
+    assert 0.0 <= metrics["seen/named_t5"] <= 1.0 and 0.0 <= metrics["heldout/confidence"] <= 1.0
+    assert {"named_t5", "named_a_shape", "spread_ratio_t5", "confidence"} <= set(curve.columns)
 
     def no_judging(*args, **kwargs):
         raise AssertionError("a judged checkpoint was judged again")
