@@ -29,7 +29,7 @@ from lafite_core import reporting, runner
 from lafite_core.assets import resolve_asset
 from lafite_core.config import DemoConfig, from_dict, to_dict
 from lafite_core.params import load_params, run_main
-from lafite_core.prompt_following import judge, markdown_table
+from lafite_core.prompt_following import forms_table, judge, markdown_table, spread_ratio
 from lafite_core.runner import RunSpec
 from lafite_core.stats import read_stats
 
@@ -106,14 +106,18 @@ def judge_generators(cfg: DemoConfig) -> dict[str, dict]:
 
 
 def verdict(label: str, result: dict) -> str:
-    """One line a reader takes away: how often the model draws the prompted shape and colour."""
+    """One line a reader takes away: how often the model draws what full and short prompts name, and
+    how much its 8 seeds vary what a short prompt leaves open."""
     chance = reporting.attribute_chance()
     seen, held = result["seen"], result["heldout"]
+    short, short_held = result["forms"]["seen"], result["forms"]["heldout"]
     return (
-        f"- **{label}** ({result['kimg']:.0f} kimg): draws the prompted shape in {seen['shape']:.0%} of seen "
-        f"combinations (held-out pairs {held['shape']:.0%}; chance {chance['shape']:.0%}), the colour in "
-        f"{seen['colour']:.0%} ({held['colour']:.0%}; chance {chance['colour']:.0%}), every attribute right in "
-        f"{seen['all']:.0%} ({held['all']:.0%})."
+        f"- **{label}** ({result['kimg']:.0f} kimg): full captions: every attribute right in {seen['all']:.0%} of "
+        f"seen combinations (held-out pairs {held['all']:.0%}; shape {seen['shape']:.0%}, chance "
+        f"{chance['shape']:.0%}). \"{{colour}} {{shape}}\": both right in {short['t5']['named']:.0%} "
+        f"(held-out {short_held['t5']['named']:.0%}); \"a {{shape}}\": {short['a_shape']['named']:.0%}. "
+        f"What a short prompt leaves open varies across seeds "
+        f"{spread_ratio(result, 'seen', 't5'):.0%} as much as in real renders (least-varied attribute)."
     )
 
 
@@ -150,10 +154,18 @@ def write_summary(cfg: DemoConfig, judged: dict[str, dict], seconds: float) -> P
         *(verdict(label, result) for label, result in judged.items()),
         "",
         "The judge is the shipped supervised attribute classifier (never the encoder the generator was trained "
-        "against), reading one image per attribute combination prompted with its long caption. Accuracy "
-        "(↑: higher is better); `all` = every attribute right; `chance` = a generator that ignores the prompt.",
+        "against), reading 8 images (seeds 0-7) per prompt. Full captions name every attribute, one prompt per "
+        "attribute combination; accuracy (↑: higher is better); `all` = every attribute right; `chance` = a "
+        "generator that ignores the prompt:",
         "",
         markdown_table(judged),
+        "",
+        "Every prompt form (t0-t5: the caption templates, from the full caption to \"{colour} {shape}\"; a_shape: "
+        "\"a {shape}\"). named: every attribute the prompt names judged right; spread: how much the attributes it "
+        "leaves out vary over the 8 seeds (normalised entropy), and its ratio to real renders' for the least "
+        "varied one; confidence: the judge's mean certainty (a faint blend reads low). ↑ throughout:",
+        "",
+        forms_table(judged),
         "",
         f"{THIS_RUN}: {trained} of training (params/demo.yaml: params/train.yaml with a wall-time budget). "
         f"The {SHIPPED} was trained for longer at the authors' learning rate, a quarter of params/train.yaml's "
@@ -162,7 +174,8 @@ def write_summary(cfg: DemoConfig, judged: dict[str, dict], seconds: float) -> P
     ]
     for label in judged:
         lines += [
-            f"### {label}: one row per prompt (params/demo.yaml says which are held out)",
+            f"### {label}: one row per prompt, {cfg.samples_per_prompt} seeds each (params/demo.yaml says which are "
+            "held out and which are short)",
             "",
             f"![{label}](samples-{_slug(label)}.png)",
             "",
