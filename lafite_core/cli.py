@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     if not argv or argv[0] not in COMMANDS:
         parser().parse_args(argv)  # prints the usage (--help, or an unknown command) and exits
         return
-    name, rest = argv[0], argv[1:]
+    name, rest = argv[0], [a for a in argv[1:] if a != "--debug"]  # run_main reads --debug itself
     try:
         function, errors = command_main(name)
     except FileNotFoundError as err:

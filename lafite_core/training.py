@@ -74,7 +74,7 @@ from lafite_core.perturbations import build_perturbation, save_learned_perturbat
 from lafite_core.progress import tqdm
 from lafite_core.run_lock import RunLock
 from lafite_core.stats import MetricLog, TickStats, peak_memory_mb, plot_stats, read_stats
-from lafite_core.tensor_files import check_weights_file
+from lafite_core.tensor_files import judge_weights_file
 
 Tensor = torch.Tensor
 PROGRESS_SCALE = 2  # progress grids are enlarged so each row's prompt fits above it
@@ -186,6 +186,8 @@ class Trainer:
         if dist.is_main:  # one writer per run folder; the other ranks write nothing there
             self.lock = RunLock(self.run_dir, "training").acquire()
         resume_path = self._resume_path(cfg)
+        if resume_path is None and cfg.fine_tune_from is not None:  # a bad file fails before any loading
+            judge_weights_file(cfg.fine_tune_from, "fine_tune_from")
 
         torch.manual_seed(cfg.seed)  # a randomly initialised encoder (tests) is the same in every run
         # the encoder runs where training runs (under torchrun: this process's GPU)
@@ -281,7 +283,7 @@ class Trainer:
         path = Path(cfg.resume)
         if not path.is_file():
             raise FileNotFoundError(f"parameter resume = {cfg.resume!r}: no such checkpoint file")
-        return path
+        return judge_weights_file(path, "resume")
 
     def _cached_dataset(self, cfg: TrainConfig):
 
@@ -450,8 +452,7 @@ class Trainer:
 
     def _load_state(self, path: Path) -> list[dict]:
         """Continue a run: every weight, optimiser moment, counter and RNG state."""
-        check_weights_file(path, "resume")
-        state = ckpt.load_checkpoint(path, map_location=self.dist.device)
+        state = ckpt.load_checkpoint(path, map_location=self.dist.device, parameter="resume")
         self._check_encoder(state, path, "resume")
         self._load_modules(state, path, ("G", "D", "G_ema", "perturbation"))
         self.G_opt.load_state_dict(state["G_opt"])
@@ -462,8 +463,7 @@ class Trainer:
 
     def _load_weights(self, path: Path) -> None:
         """Fine-tuning: G, D and G_ema from another run; optimisers and counters start fresh."""
-        check_weights_file(path, "fine_tune_from")
-        state = ckpt.load_checkpoint(path, map_location=self.dist.device)
+        state = ckpt.load_checkpoint(path, map_location=self.dist.device, parameter="fine_tune_from")
         self._check_encoder(state, path, "fine_tune_from")
         self._load_modules(state, path, ("G", "D", "G_ema"))
 
