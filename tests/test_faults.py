@@ -24,7 +24,7 @@ from PIL import Image
 from safetensors.torch import save_file
 from training_fixtures import TinyImageTextSet, tiny_config
 
-from lafite_core import augment, conditions, convert, grids, runner, sampler, training
+from lafite_core import augment, cli, conditions, convert, grids, runner, sampler, training
 from lafite_core.assets import TINY_ENCODER_WEIGHTS
 from lafite_core.checkpoint import load_checkpoint, save_checkpoint
 from lafite_core.config import EmbedConfig, EncoderConfig, EvalConfig, TrainConfig
@@ -420,8 +420,9 @@ def _command_error(capfd, main, argv: list[str]) -> str:
         run_main(lambda: main(argv), INPUT_ERRORS)
     err = capfd.readouterr().err
     assert exit_.value.code == 2, err
-    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
-    return err
+    lines = [line for line in err.split("\n")[:-1] if not line.startswith("\r")]  # a progress bar ends its line
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    return lines[0]
 
 
 def test_bad_weights_on_each_command_line_exit_2_in_one_line_leaving_no_folder(tmp_path, capfd):
@@ -465,6 +466,48 @@ def test_debug_shows_the_traceback_behind_the_line(tmp_path, capfd, monkeypatch)
     assert (
         exit_.value.code == 2 and "Traceback" in err and err.splitlines()[-1].startswith("error: parameter checkpoint")
     )
+
+
+def _embed_args(tmp_path: Path) -> list[str]:
+    return [
+        *(
+            "--set",
+            "data.kind=image_folder",
+            "--set",
+            f"data.root={tmp_path / 'images'}",
+            "--set",
+            "data.resolution=32",
+        ),
+        *("--set", f"cache_dir={tmp_path / 'cache'}", "--set", f"output_dir={tmp_path / 'out'}"),
+    ]
+
+
+def test_a_caption_file_that_is_not_utf8_is_one_line_naming_it_and_skip_bad(tmp_path, capfd):
+    _folder_of_images(tmp_path / "images", {"a": 40, "b": 40})
+    (tmp_path / "images" / "b.txt").write_bytes(b"caf\xe9 au lait\n")  # latin-1
+    err = _command_error(capfd, cli.embed_main, _embed_args(tmp_path))
+    assert "b.txt is not UTF-8 text" in err and "data.skip_bad=true" in err
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "out").exists()
+
+
+def test_a_zero_byte_image_is_one_line_naming_the_item_and_skip_bad(tmp_path, capfd):
+    _folder_of_images(tmp_path / "images", {"a": 40, "b": 40})
+    (tmp_path / "images" / "b.png").write_bytes(b"")
+    err = _command_error(capfd, cli.embed_main, _embed_args(tmp_path))
+    assert "item 1 of the dataset: cannot read image " in err and "b.png" in err and "data.skip_bad=true" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_empty_caption_lines_are_counted_in_the_cache_report(tmp_path, encoder):
+    _folder_of_images(tmp_path / "images", {"a": 40, "b": 40})
+    (tmp_path / "images" / "b.txt").write_text("a caption\n\n   \nanother caption\n")
+    data = build_dataset("image_folder", tmp_path / "images", 32)
+    cache = build_cache(data, encoder, tmp_path / "cache", progress=False)
+    assert cache.report["empty_caption_lines"] == {
+        "count": 2,
+        "files": [{"path": str(tmp_path / "images" / "b.txt"), "lines": 2}],
+    }
+    assert [len(data[i].captions) for i in range(2)] == [1, 2]
 
 
 # ---------------------------------------------------------------------- what is cut, said
