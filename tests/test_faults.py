@@ -121,6 +121,26 @@ def test_a_runner_skips_a_run_folder_another_runner_holds(tmp_path):
     assert not (runner.run_dir(spec, tmp_path / "results") / "status.json").exists()  # left to its holder
 
 
+def test_a_runner_reports_runs_another_runner_holds_as_locked_and_exits_0(tmp_path, capfd):
+    nb = write_notebook(tmp_path / "nb.ipynb", "pass")
+    (tmp_path / "sweep.yaml").write_text(
+        f"notebook: {nb}\ncases:\n  - {{name: held, n: 1}}\n  - {{name: free, n: 2}}\n"
+    )
+    held, free = runner.expand_sweep(tmp_path / "sweep.yaml")
+    holder = hold_lock(runner.run_dir(held, tmp_path / "results"))  # the other runner, busy with `held`
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            run_main(lambda: runner.main(["run", str(tmp_path / "sweep.yaml"), "--results", str(tmp_path / "results")]))
+    finally:
+        holder.kill()
+        holder.wait()
+    out, err = capfd.readouterr()
+    assert exit_.value.code == 0, out + err
+    assert f"locked {held.run_id}: " in out and f"pid {holder.pid}" in out
+    assert "FAILED" not in out and "None" not in out
+    assert runner.read_status(runner.run_dir(free, tmp_path / "results"))["status"] == "done"
+
+
 # --------------------------------------------------------------------------------- signals
 def write_notebook(path: Path, body: str) -> Path:
     """A notebook bound to SampleConfig (all defaults valid, output out_dir) running `body`."""
