@@ -87,6 +87,36 @@ def test_a_second_training_on_one_folder_fails_at_once_and_the_first_finishes_in
     RunLock(run_dir).acquire().release()  # released when the run ended
 
 
+PROBE = (
+    "import sys, time; from lafite_core import cli; started = time.monotonic()\n"
+    "try:\n    cli.main(sys.argv[1:])\nexcept SystemExit as stop:\n"
+    "    print(stop.code, 'torch' in sys.modules, round(time.monotonic() - started, 2))"
+)
+
+
+@pytest.mark.parametrize(
+    "command, field, what", [("train", "run_dir", "training"), ("embed", "cache_dir", "embedding")]
+)
+def test_a_second_writer_command_is_refused_before_it_loads_anything(tmp_path, command, field, what):
+    holder = hold_lock(tmp_path / "busy")
+    try:
+        second = subprocess.run(
+            [sys.executable, "-c", PROBE, command, "--set", f"{field}={tmp_path / 'busy'}"],
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+    code, torch_imported, seconds = second.stdout.split()
+    assert (code, torch_imported) == ("2", "False"), second.stderr  # refused before torch was imported
+    assert float(seconds) < 5
+    assert second.stderr.startswith(f"error: {tmp_path / 'busy'} is in use by another {what} (pid {holder.pid} on ")
+    assert second.stderr.count("\n") == 1 and not (tmp_path / "busy" / "checkpoints").exists()
+
+
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
     holder = hold_lock(tmp_path / "run")
     with pytest.raises(FolderLockedError, match=f"pid {holder.pid} on "):
