@@ -52,7 +52,7 @@ from lafite_core.augment import AugmentedDiscriminator
 from lafite_core.conditions import SETTINGS, GatheredNegativesLoss
 from lafite_core.config import TrainConfig, to_dict
 from lafite_core.data import dataset_from_config
-from lafite_core.data.cache import CachedImageTextSet, load_cache
+from lafite_core.data.cache import CachedImageTextSet, encoder_differences, load_cache
 from lafite_core.data_stream import batch_stream, to_device
 from lafite_core.distributed import (
     all_gather,
@@ -215,6 +215,8 @@ class Trainer:
         if resume_path is not None:
             rng_states = self._load_state(resume_path)
             self.last_checkpoint = resume_path
+            if dist.is_main:
+                print(f"resumed from {resume_path} at {self.nimg / 1000:g} kimg", flush=True)
             if dist.is_main and self.nimg >= cfg.total_kimg * 1000:
                 print(
                     f"warning: parameter total_kimg = {cfg.total_kimg} is not above the progress of "
@@ -343,6 +345,7 @@ class Trainer:
             "dataset_items": len(self.dataset),
             "parameters": {"G": _count(self.G), "D": _count(self.D)},
             "resumed_from": str(resume_path) if resume_path else None,
+            "resumed_at_kimg": self.nimg / 1000 if resume_path else None,
         }
         (self.run_dir / "run.json").write_text(json.dumps(info, indent=2))
         stats = self.run_dir / "stats.jsonl"
@@ -434,7 +437,7 @@ class Trainer:
     def _check_encoder(self, state: dict, path: Path, parameter: str) -> None:
         theirs = ckpt.from_json_string(state["encoder_identity"])
         ours = self.encoder.identity()
-        if theirs != ours:
+        if encoder_differences(theirs, ours):  # the same weights under another path are the same encoder
             raise ValueError(
                 f"parameter {parameter}: {path} was trained with encoder {theirs}, "
                 f"this run uses {ours}; conditions would live in different feature spaces"

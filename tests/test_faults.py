@@ -30,7 +30,7 @@ from lafite_core.checkpoint import load_checkpoint, save_checkpoint
 from lafite_core.config import EmbedConfig, EncoderConfig, EvalConfig, TrainConfig
 from lafite_core.convert import convert_snapshot
 from lafite_core.data import build_dataset
-from lafite_core.data.cache import CacheMismatchError, build_cache
+from lafite_core.data.cache import CacheMismatchError, build_cache, encoder_differences
 from lafite_core.encoders import load_encoder
 from lafite_core.evaluation import evaluate
 from lafite_core.params import INPUT_ERRORS, load_with_overrides, run_main
@@ -251,7 +251,10 @@ def test_a_resume_below_the_checkpoint_warns(tmp_path, capsys):
     capsys.readouterr()
     result = train(tiny_config(tmp_path / "run", total_kimg=0.008), TinyImageTextSet())
     assert result.nimg == 16
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
+    newest = tmp_path / "run" / "checkpoints" / "checkpoint-0000000016.pt"
+    assert f"resumed from {newest} at 0.016 kimg\n" in out
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["resumed_at_kimg"] == 0.016
     assert "warning: parameter total_kimg = 0.008 is not above the progress of checkpoint" in err
     assert "(0.016 kimg)" in err
 
@@ -558,6 +561,19 @@ def test_empty_caption_lines_are_counted_in_the_cache_report(tmp_path, encoder):
         "files": [{"path": str(tmp_path / "images" / "b.txt"), "lines": 2}],
     }
     assert [len(data[i].captions) for i in range(2)] == [1, 2]
+
+
+def test_one_weights_file_named_by_a_relative_and_an_absolute_path_is_one_encoder(monkeypatch):
+    monkeypatch.chdir(REPO)
+    relative = Path(TINY_ENCODER_WEIGHTS).relative_to(REPO)
+    by_relative = load_encoder(EncoderConfig(name="lafite-tiny", pretrained=str(relative))).identity()
+    by_absolute = load_encoder(EncoderConfig(name="lafite-tiny", pretrained=str(TINY_ENCODER_WEIGHTS))).identity()
+    assert by_relative["pretrained"] != by_absolute["pretrained"]
+    assert encoder_differences(by_relative, by_absolute) == []
+    other = {**by_absolute, "weights_sha256": "0" * 64}
+    assert encoder_differences(by_relative, other) == [
+        f"encoder weights_sha256: cache has {by_relative['weights_sha256']!r}, asked for {'0' * 64!r}"
+    ]
 
 
 # ---------------------------------------------------------------------- what is cut, said

@@ -476,7 +476,7 @@ def load_cache(
         raise IncompleteCacheError(f"embedding cache {folder.resolve()} is unfinished; {BUILD_HINT} (it continues)")
     problems = []
     if encoder_identity is not None:
-        problems += _encoder_differences(meta["encoder"], encoder_identity)
+        problems += encoder_differences(meta["encoder"], encoder_identity)
     if dataset_fingerprint is not None and meta["dataset"]["fingerprint"] != dataset_fingerprint:
         problems.append(
             f"dataset fingerprint: cache has {meta['dataset']['fingerprint'][:12]}..., "
@@ -514,8 +514,9 @@ def _read_meta(folder: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _encoder_differences(cached: dict, asked: dict) -> list[str]:
-    """Weights are compared by hash when both sides have one (a file may move), else by tag."""
+def encoder_differences(cached: dict, asked: dict) -> list[str]:
+    """Weights are compared by hash when both sides have one (a file may move, or be named by a
+    relative path), else by tag."""
     keys = ["name", "feature_dim", "image_size"]
     keys += (
         ["weights_sha256"]
@@ -533,7 +534,7 @@ def _check_same_build(folder: Path, existing: dict, new: dict, dataset) -> None:
     """An existing folder may only be continued by the same build. An unfinished one whose
     dataset changed is continued when every finished shard's items are unchanged (a bad file
     fixed or skipped in a later shard)."""
-    problems = _encoder_differences(existing["encoder"], new["encoder"])
+    problems = encoder_differences(existing["encoder"], new["encoder"])
     for key in ("dtype", "shard_size", "preprocessing"):
         if existing.get(key) != new.get(key):
             problems.append(f"{key}: folder has {existing.get(key)!r}, this build uses {new.get(key)!r}")
