@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from lafite_core.tensor_files import judge_weights_file, refusal_reason
+
 FORMAT = "lafite-checkpoint-v1"
 _NAME = re.compile(r"^checkpoint-(\d{10})\.pt$")
 _TMP_PREFIX = ".tmp-"
@@ -75,18 +77,24 @@ def remove_stale_temporaries(folder: str | Path) -> list[Path]:
     return stale
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint without executing code (weights_only=True) and check its format tag."""
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu", parameter: str = "checkpoint"
+) -> dict[str, Any]:
+    """Read a checkpoint without executing code (weights_only=True) and check its format tag; a
+    missing, cut-short, foreign or hostile file is one error line naming `parameter`."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise FileNotFoundError(f"parameter {parameter} = {str(path)!r}: no such checkpoint file")
+    judge_weights_file(path, parameter)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:
-        raise ValueError(f"{path} is not a readable checkpoint ({type(err).__name__}: {err})") from err
+        raise ValueError(
+            f"parameter {parameter} = {str(path)!r} is not a readable checkpoint ({refusal_reason(err)})"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise ValueError(f"{path} is not a {FORMAT} file (format: {found!r})")
+        raise ValueError(f"parameter {parameter} = {str(path)!r} is not a {FORMAT} file (format: {found!r})")
     return state
 
 

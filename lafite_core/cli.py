@@ -24,7 +24,9 @@ import sys
 from dataclasses import dataclass
 from typing import Callable
 
+from lafite_core import config
 from lafite_core.params import INPUT_ERRORS, add_params_arguments, load_with_overrides, run_main
+from lafite_core.run_lock import FolderLockedError, refuse_if_held
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class Command:
     prefix: tuple[str, ...] = ()  # arguments put before the user's (the runner's sub-command)
     extra_errors: tuple[str, ...] = ()  # exception class names (in `module` or builtins) reported as one line
     any_error: bool = False  # every failure as one line (the runner: a failed run is its log's business)
+    folder: tuple[str, str, str] = ()  # (config class, field, writer) of the folder it locks: refused early
 
 
 COMMANDS: dict[str, Command] = {
@@ -42,14 +45,20 @@ COMMANDS: dict[str, Command] = {
     "collect": Command(
         "lafite_core.runner", "gather a sweep's metrics into results/<sweep>.csv/.md/.png", ("collect",), any_error=True
     ),
-    "embed": Command("", "embed a dataset into a feature cache (EmbedConfig)"),
+    "embed": Command(
+        "", "embed a dataset into a feature cache (EmbedConfig)", folder=("EmbedConfig", "cache_dir", "embedding")
+    ),
     "train": Command(
         "lafite_core.training",
         "train LAFITE (TrainConfig; torchrun for several GPUs)",
         extra_errors=("NonFiniteLossError",),
+        folder=("TrainConfig", "run_dir", "training"),
     ),
     "evaluate": Command(
-        "lafite_core.evaluation", "score a generator under a protocol (EvalConfig)", extra_errors=("RuntimeError",)
+        "lafite_core.evaluation",
+        "score a generator under a protocol (EvalConfig)",
+        extra_errors=("RuntimeError",),
+        folder=("EvalConfig", "output_dir", "evaluation"),
     ),
     "sample": Command("lafite_core.sampler", "draw a grid of images for prompts (SampleConfig)", ("sample",)),
     "convert": Command("lafite_core.convert", "convert the LAFITE authors' snapshots into the kit's files"),
@@ -87,6 +96,23 @@ def command_main(name: str) -> tuple[Callable[[list[str]], int | None], tuple[ty
     return (lambda argv: module.main([*command.prefix, *argv])), errors
 
 
+def refuse_held_folder(command: Command, argv: list[str]) -> None:
+    """A folder another live process writes is refused before the command imports torch and loads
+    anything (seconds instead of a minute on a busy machine); params the probe cannot read are left
+    to the command, which reports them."""
+    if not command.folder:
+        return
+    cls_name, field, what = command.folder
+    probe = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    add_params_arguments(probe, cls_name, "")
+    try:
+        args, _ = probe.parse_known_args(argv)
+        cfg = load_with_overrides(getattr(config, cls_name), args.params, args.overrides)
+    except (SystemExit, argparse.ArgumentError, *INPUT_ERRORS):
+        return
+    refuse_if_held(getattr(cfg, field), what)
+
+
 def parser() -> argparse.ArgumentParser:
     out = argparse.ArgumentParser(
         prog="lafite",
@@ -108,10 +134,11 @@ def main(argv: list[str] | None = None) -> None:
     if not argv or argv[0] not in COMMANDS:
         parser().parse_args(argv)  # prints the usage (--help, or an unknown command) and exits
         return
-    name, rest = argv[0], argv[1:]
+    name, rest = argv[0], [a for a in argv[1:] if a != "--debug"]  # run_main reads --debug itself
     try:
+        refuse_held_folder(COMMANDS[name], rest)
         function, errors = command_main(name)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, FolderLockedError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     run_main(lambda: function(rest), errors=errors)

@@ -35,6 +35,7 @@ from lafite_core.ops import fir_filter
 from lafite_core.params import run_main
 from lafite_core.restricted_unpickler import PersistentObject, load as load_pickle
 from lafite_core.sampler import write_generator
+from lafite_core.tensor_files import judge_weights_file
 
 # The authors' per-layer style modules, by structure, and their names in the kit's layers.
 STYLE_NAMES = {
@@ -53,6 +54,7 @@ FILTER = "resample_filter"  # a constant in the kit (not in its state dicts); ch
 # ------------------------------------------------------------------------------ snapshot
 def read_snapshot(path: str | Path) -> dict[str, Any]:
     """The snapshot dict (G, D, G_ema as PersistentObjects), refusing any other kind of pickle."""
+    judge_weights_file(path, "snapshot", kinds=("a Python pickle",), code_check=False)  # its unpickler judges code
     snapshot = load_pickle(path)
     if not isinstance(snapshot, dict) or not isinstance(snapshot.get("G_ema"), PersistentObject):
         found = sorted(map(str, snapshot)) if isinstance(snapshot, dict) else type(snapshot).__name__

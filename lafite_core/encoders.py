@@ -37,7 +37,7 @@ from torch import Tensor
 from lafite_core.assets import resolve_asset
 from lafite_core.config import EncoderConfig
 from lafite_core.precision import resolve_device
-from lafite_core.tensor_files import check_weights_file, refusal_reason
+from lafite_core.tensor_files import judge_weights_file, refusal_reason
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 
@@ -290,7 +290,7 @@ def _create_from_tag(name: str, tag: str, kwargs: dict) -> torch.nn.Module:
 def _create_from_file(name: str, path: str, kwargs: dict) -> torch.nn.Module:
     """Load a local state dict (.safetensors, or .bin/.pt/.pth read with weights_only=True); a
     file that is not weights, or holds more than tensors, is a ValueError naming `pretrained`."""
-    check_weights_file(path, "pretrained")
+    judge_weights_file(path, "pretrained")
     try:
         return open_clip.create_model(name, pretrained=path, weights_only=True, **kwargs)
     except pickle.UnpicklingError as err:

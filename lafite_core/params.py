@@ -185,13 +185,17 @@ def add_params_arguments(parser: argparse.ArgumentParser, what: str, example: st
 
 def run_main(main: Callable[[], int | None], errors: tuple[type[BaseException], ...] = INPUT_ERRORS) -> None:
     """The `if __name__ == "__main__":` body of every entry point: exits with main's status; bad input
-    (`errors`) prints one `error: ...` line and exits 2 (LAFITE_DEBUG=1 shows the traceback); Ctrl-C exits 130."""
+    (`errors`) prints one `error: ...` line and exits 2 (`--debug` anywhere on the command line, or
+    LAFITE_DEBUG=1, shows the traceback too); Ctrl-C exits 130."""
+    debug = "--debug" in sys.argv
+    if debug:  # taken off before main's own parser sees the line
+        sys.argv.remove("--debug")
     try:
         status = main()
     except KeyboardInterrupt:
         sys.exit(130)
     except errors as err:
-        if os.environ.get("LAFITE_DEBUG"):
+        if debug or os.environ.get("LAFITE_DEBUG"):
             traceback.print_exc()
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

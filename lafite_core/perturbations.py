@@ -42,7 +42,7 @@ from lafite_core.config import PerturbationConfig
 from lafite_core.modality import ModalityGeometry, centre, load_geometry, noise_ratio
 from lafite_core.progress import tqdm
 from lafite_core.registry import Registry
-from lafite_core.tensor_files import check_weights_file, refusal_reason
+from lafite_core.tensor_files import judge_weights_file, refusal_reason
 
 PERTURBATIONS: Registry = Registry("perturbation")
 SOURCES = ("image", "text")
@@ -283,7 +283,7 @@ def save_learned_perturbation(module: LearnedPerturbation, path: str | Path) -> 
 def load_learned_perturbation(path: str | Path, feature_dim: int, text_alpha: float = 0.1) -> LearnedPerturbation:
     """Load trained weights (.safetensors, or a torch state dict read with weights_only=True).
     The hidden width is read from the file; the result is frozen so GAN losses cannot change it."""
-    path = check_weights_file(path, "perturbation.learned_weights")
+    path = judge_weights_file(path, "perturbation.learned_weights")
     try:
         if path.suffix == ".safetensors":
             state = load_file(str(path))

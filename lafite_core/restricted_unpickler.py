@@ -29,6 +29,8 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
+from lafite_core.tensor_files import refusal_reason
+
 PERSISTENT_META_KEYS = {"type", "version", "module_src", "class_name", "state"}
 
 
@@ -72,7 +74,10 @@ def _persistent_object(meta: Any) -> PersistentObject:
 def _load_storage(data: Any) -> torch.storage.TypedStorage:
     if not isinstance(data, bytes):
         raise RefusedPickle(f"a tensor storage must be bytes, got {type(data).__name__}")
-    storage = torch.load(io.BytesIO(data), weights_only=True)
+    try:
+        storage = torch.load(io.BytesIO(data), weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise RefusedPickle(f"a tensor storage holds more than tensor data ({refusal_reason(err)})") from None
     if not isinstance(storage, (torch.storage.TypedStorage, torch.storage.UntypedStorage)):
         raise RefusedPickle(f"a tensor storage decoded to {type(storage).__name__}")
     return storage
@@ -155,7 +160,7 @@ def load(source: str | Path | BinaryIO) -> Any:
     except (EOFError, pickle.UnpicklingError, ValueError, TypeError, IndexError, AttributeError, RuntimeError) as err:
         if _starts_with(source, b"PK"):
             raise ValueError(f"{name} is a zip archive (a torch.save file?), not a snapshot pickle") from None
-        raise ValueError(f"{name} is truncated or not a pickle ({type(err).__name__}: {err})") from None
+        raise ValueError(f"{name} is truncated or not a pickle ({type(err).__name__}: {refusal_reason(err)})") from None
 
 
 def _starts_with(source: Any, prefix: bytes) -> bool:

@@ -41,12 +41,9 @@ class RunLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _read_holder(fd)
+            error = _held(self.folder, self.what, fd)
             os.close(fd)
-            raise FolderLockedError(
-                f"{self.folder} is in use by another {self.what} ({holder}); wait for it to finish, "
-                f"stop it, or choose another folder"
-            ) from None
+            raise error from None
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps(holder_info()).encode())
         os.fsync(fd)
@@ -71,6 +68,28 @@ class RunLock:
 
     def __exit__(self, exc_type, exc, traceback) -> None:
         self.release(remove_created=exc_type is not None)
+
+
+def refuse_if_held(folder: str | Path, what: str = "run") -> None:
+    """Fail at once if another live process holds `folder`, creating nothing: a command calls this
+    before its slow start-up (torch, CLIP), and its writer still takes the lock itself later."""
+    try:
+        fd = os.open(Path(folder) / LOCK_NAME, os.O_RDONLY)
+    except OSError:  # no lock file: nobody holds the folder
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise _held(Path(folder), what, fd) from None
+    finally:
+        os.close(fd)  # drops the probe's own lock, if it got one
+
+
+def _held(folder: Path, what: str, fd: int) -> FolderLockedError:
+    return FolderLockedError(
+        f"{folder} is in use by another {what} ({_read_holder(fd)}); wait for it to finish, "
+        f"stop it, or choose another folder"
+    )
 
 
 def holder_info() -> dict:

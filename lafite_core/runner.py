@@ -573,9 +573,20 @@ def main(argv: list[str] | None = None) -> int:
     except RunsInterrupted as stop:
         print(f"interrupted ({stop}): unfinished runs are marked interrupted; run again to resume", flush=True)
         return 128 + stop.signum
-    failed = [o for o in outcomes if o["status"] != "done"]
-    for o in failed:
-        print(f"FAILED {o['run_id']}: {o.get('error')} (see {o.get('executed_notebook')})")
+    return report_outcomes(outcomes)
+
+
+def report_outcomes(outcomes: list[dict]) -> int:
+    """Print every run that did not finish here and return the exit status: 0 when each run is
+    done or `locked` (held by another live runner, which finishes it), else 1."""
+    failed = 0
+    for o in outcomes:
+        if o["status"] == "locked":
+            print(f"locked {o['run_id']}: {o.get('error')}")
+        elif o["status"] != "done":
+            failed += 1
+            see = f" (see {o['executed_notebook']})" if o.get("executed_notebook") else ""
+            print(f"FAILED {o['run_id']}: {o.get('error')}{see}")
     return 1 if failed else 0
 
 

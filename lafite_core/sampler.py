@@ -45,7 +45,7 @@ from lafite_core.encoders import check_text, load_encoder, text_notice
 from lafite_core.grids import latents, save_grid
 from lafite_core.networks import Generator
 from lafite_core.params import run_main
-from lafite_core.tensor_files import read_tagged_safetensors
+from lafite_core.tensor_files import judge_weights_file, read_tagged_safetensors
 
 GENERATOR_FORMAT = "lafite-generator-v1"
 BATCH = 32  # images per generator call
@@ -80,7 +80,7 @@ def read_generator(source: str | Path) -> tuple[dict[str, Tensor], dict[str, Any
     path = checkpoint_path(source)
     if path.suffix == ".safetensors":
         return _read_exported(path)
-    state = ckpt.load_checkpoint(path)
+    state = ckpt.load_checkpoint(path, parameter="checkpoint")
     missing = [k for k in ("config", "encoder_identity", "G_ema") if k not in state]
     if missing:
         raise ValueError(f"{path} is a checkpoint without {', '.join(missing)}; it cannot be sampled from")
@@ -115,6 +115,7 @@ def load_generator(source: str | Path, device: str | torch.device = "cpu") -> tu
 
 
 def _read_exported(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    judge_weights_file(path, "checkpoint", kinds=("a safetensors file",))
     try:
         tensors, meta = read_tagged_safetensors(path, GENERATOR_FORMAT)
     except ValueError as err:

@@ -52,7 +52,7 @@ from lafite_core.augment import AugmentedDiscriminator
 from lafite_core.conditions import SETTINGS, GatheredNegativesLoss
 from lafite_core.config import TrainConfig, to_dict
 from lafite_core.data import dataset_from_config
-from lafite_core.data.cache import CachedImageTextSet, load_cache
+from lafite_core.data.cache import CachedImageTextSet, encoder_differences, load_cache
 from lafite_core.data_stream import batch_stream, to_device
 from lafite_core.distributed import (
     all_gather,
@@ -74,7 +74,7 @@ from lafite_core.perturbations import build_perturbation, save_learned_perturbat
 from lafite_core.progress import tqdm
 from lafite_core.run_lock import RunLock
 from lafite_core.stats import MetricLog, TickStats, peak_memory_mb, plot_stats, read_stats
-from lafite_core.tensor_files import check_weights_file
+from lafite_core.tensor_files import judge_weights_file
 
 Tensor = torch.Tensor
 PROGRESS_SCALE = 2  # progress grids are enlarged so each row's prompt fits above it
@@ -186,6 +186,8 @@ class Trainer:
         if dist.is_main:  # one writer per run folder; the other ranks write nothing there
             self.lock = RunLock(self.run_dir, "training").acquire()
         resume_path = self._resume_path(cfg)
+        if resume_path is None and cfg.fine_tune_from is not None:  # a bad file fails before any loading
+            judge_weights_file(cfg.fine_tune_from, "fine_tune_from")
 
         torch.manual_seed(cfg.seed)  # a randomly initialised encoder (tests) is the same in every run
         # the encoder runs where training runs (under torchrun: this process's GPU)
@@ -213,6 +215,8 @@ class Trainer:
         if resume_path is not None:
             rng_states = self._load_state(resume_path)
             self.last_checkpoint = resume_path
+            if dist.is_main:
+                print(f"resumed from {resume_path} at {self.nimg / 1000:g} kimg", flush=True)
             if dist.is_main and self.nimg >= cfg.total_kimg * 1000:
                 print(
                     f"warning: parameter total_kimg = {cfg.total_kimg} is not above the progress of "
@@ -281,7 +285,7 @@ class Trainer:
         path = Path(cfg.resume)
         if not path.is_file():
             raise FileNotFoundError(f"parameter resume = {cfg.resume!r}: no such checkpoint file")
-        return path
+        return judge_weights_file(path, "resume")
 
     def _cached_dataset(self, cfg: TrainConfig):
 
@@ -341,6 +345,7 @@ class Trainer:
             "dataset_items": len(self.dataset),
             "parameters": {"G": _count(self.G), "D": _count(self.D)},
             "resumed_from": str(resume_path) if resume_path else None,
+            "resumed_at_kimg": self.nimg / 1000 if resume_path else None,
         }
         (self.run_dir / "run.json").write_text(json.dumps(info, indent=2))
         stats = self.run_dir / "stats.jsonl"
@@ -432,7 +437,7 @@ class Trainer:
     def _check_encoder(self, state: dict, path: Path, parameter: str) -> None:
         theirs = ckpt.from_json_string(state["encoder_identity"])
         ours = self.encoder.identity()
-        if theirs != ours:
+        if encoder_differences(theirs, ours):  # the same weights under another path are the same encoder
             raise ValueError(
                 f"parameter {parameter}: {path} was trained with encoder {theirs}, "
                 f"this run uses {ours}; conditions would live in different feature spaces"
@@ -450,8 +455,7 @@ class Trainer:
 
     def _load_state(self, path: Path) -> list[dict]:
         """Continue a run: every weight, optimiser moment, counter and RNG state."""
-        check_weights_file(path, "resume")
-        state = ckpt.load_checkpoint(path, map_location=self.dist.device)
+        state = ckpt.load_checkpoint(path, map_location=self.dist.device, parameter="resume")
         self._check_encoder(state, path, "resume")
         self._load_modules(state, path, ("G", "D", "G_ema", "perturbation"))
         self.G_opt.load_state_dict(state["G_opt"])
@@ -462,8 +466,7 @@ class Trainer:
 
     def _load_weights(self, path: Path) -> None:
         """Fine-tuning: G, D and G_ema from another run; optimisers and counters start fresh."""
-        check_weights_file(path, "fine_tune_from")
-        state = ckpt.load_checkpoint(path, map_location=self.dist.device)
+        state = ckpt.load_checkpoint(path, map_location=self.dist.device, parameter="fine_tune_from")
         self._check_encoder(state, path, "fine_tune_from")
         self._load_modules(state, path, ("G", "D", "G_ema"))
 

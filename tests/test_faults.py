@@ -3,8 +3,10 @@ any work with a one-line error, and what the kit cuts (small images, huge grids)
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -19,17 +21,22 @@ import pytest
 import torch
 from encoder_fakes import CountingEncoder
 from PIL import Image
+from safetensors.torch import save_file
 from training_fixtures import TinyImageTextSet, tiny_config
 
-from lafite_core import augment, conditions, grids, runner, training
+from lafite_core import augment, cli, conditions, convert, grids, runner, sampler, training
+from lafite_core.assets import TINY_ENCODER_WEIGHTS
+from lafite_core.checkpoint import load_checkpoint, save_checkpoint
 from lafite_core.config import EmbedConfig, EncoderConfig, EvalConfig, TrainConfig
+from lafite_core.convert import convert_snapshot
 from lafite_core.data import build_dataset
-from lafite_core.data.cache import CacheMismatchError, build_cache
+from lafite_core.data.cache import CacheMismatchError, build_cache, encoder_differences
 from lafite_core.encoders import load_encoder
 from lafite_core.evaluation import evaluate
 from lafite_core.params import INPUT_ERRORS, load_with_overrides, run_main
 from lafite_core.perturbations import load_learned_perturbation
 from lafite_core.run_lock import FolderLockedError, RunLock
+from lafite_core.sampler import Sampler
 from lafite_core.training import Trainer, TrainingInterrupted, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,6 +87,36 @@ def test_a_second_training_on_one_folder_fails_at_once_and_the_first_finishes_in
     RunLock(run_dir).acquire().release()  # released when the run ended
 
 
+PROBE = (
+    "import sys, time; from lafite_core import cli; started = time.monotonic()\n"
+    "try:\n    cli.main(sys.argv[1:])\nexcept SystemExit as stop:\n"
+    "    print(stop.code, 'torch' in sys.modules, round(time.monotonic() - started, 2))"
+)
+
+
+@pytest.mark.parametrize(
+    "command, field, what", [("train", "run_dir", "training"), ("embed", "cache_dir", "embedding")]
+)
+def test_a_second_writer_command_is_refused_before_it_loads_anything(tmp_path, command, field, what):
+    holder = hold_lock(tmp_path / "busy")
+    try:
+        second = subprocess.run(
+            [sys.executable, "-c", PROBE, command, "--set", f"{field}={tmp_path / 'busy'}"],
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+    code, torch_imported, seconds = second.stdout.split()
+    assert (code, torch_imported) == ("2", "False"), second.stderr  # refused before torch was imported
+    assert float(seconds) < 5
+    assert second.stderr.startswith(f"error: {tmp_path / 'busy'} is in use by another {what} (pid {holder.pid} on ")
+    assert second.stderr.count("\n") == 1 and not (tmp_path / "busy" / "checkpoints").exists()
+
+
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
     holder = hold_lock(tmp_path / "run")
     with pytest.raises(FolderLockedError, match=f"pid {holder.pid} on "):
@@ -112,6 +149,26 @@ def test_a_runner_skips_a_run_folder_another_runner_holds(tmp_path):
         holder.wait()
     assert outcome["status"] == "locked" and f"pid {holder.pid}" in outcome["error"]
     assert not (runner.run_dir(spec, tmp_path / "results") / "status.json").exists()  # left to its holder
+
+
+def test_a_runner_reports_runs_another_runner_holds_as_locked_and_exits_0(tmp_path, capfd):
+    nb = write_notebook(tmp_path / "nb.ipynb", "pass")
+    (tmp_path / "sweep.yaml").write_text(
+        f"notebook: {nb}\ncases:\n  - {{name: held, n: 1}}\n  - {{name: free, n: 2}}\n"
+    )
+    held, free = runner.expand_sweep(tmp_path / "sweep.yaml")
+    holder = hold_lock(runner.run_dir(held, tmp_path / "results"))  # the other runner, busy with `held`
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            run_main(lambda: runner.main(["run", str(tmp_path / "sweep.yaml"), "--results", str(tmp_path / "results")]))
+    finally:
+        holder.kill()
+        holder.wait()
+    out, err = capfd.readouterr()
+    assert exit_.value.code == 0, out + err
+    assert f"locked {held.run_id}: " in out and f"pid {holder.pid}" in out
+    assert "FAILED" not in out and "None" not in out
+    assert runner.read_status(runner.run_dir(free, tmp_path / "results"))["status"] == "done"
 
 
 # --------------------------------------------------------------------------------- signals
@@ -194,7 +251,10 @@ def test_a_resume_below_the_checkpoint_warns(tmp_path, capsys):
     capsys.readouterr()
     result = train(tiny_config(tmp_path / "run", total_kimg=0.008), TinyImageTextSet())
     assert result.nimg == 16
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
+    newest = tmp_path / "run" / "checkpoints" / "checkpoint-0000000016.pt"
+    assert f"resumed from {newest} at 0.016 kimg\n" in out
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["resumed_at_kimg"] == 0.016
     assert "warning: parameter total_kimg = 0.008 is not above the progress of checkpoint" in err
     assert "(0.016 kimg)" in err
 
@@ -290,9 +350,9 @@ def test_weights_files_are_sniffed_and_refused_naming_the_parameter(tmp_path):
     with pytest.raises(ValueError, match="learned_weights = .* it appears to be a PNG image"):
         load_learned_perturbation(tmp_path / "picture.safetensors", 128)
     torch.save(_Evil(), tmp_path / "evil.pt")
-    with pytest.raises(ValueError, match="pretrained = .*evil.pt' was refused: it holds more than tensors"):
+    with pytest.raises(ValueError, match="pretrained = .*evil.pt' was refused: a zip .* calls posix.system"):
         load_encoder(EncoderConfig(name="lafite-tiny", pretrained=str(tmp_path / "evil.pt")))
-    with pytest.raises(ValueError, match="learned_weights = .*evil.pt' is not a readable state dict"):
+    with pytest.raises(ValueError, match="learned_weights = .*evil.pt' was refused: a zip .* calls posix.system"):
         load_learned_perturbation(tmp_path / "evil.pt", 128)
 
 
@@ -314,6 +374,206 @@ def test_a_bad_weights_file_on_the_command_line_is_one_error_line(tmp_path, monk
     assert exit_.value.code == 2
     assert err.startswith("error: parameter encoder: parameter pretrained = ") and err.count("\n") == 1
     assert "it appears to be text (starting 'this is a README, not weights')" in err
+
+
+def _cut_copies(source: Path, folder: Path) -> list[Path]:
+    """`source` cut short inside its header, early, half-way and one byte before its end."""
+    data = source.read_bytes()
+    folder.mkdir(parents=True, exist_ok=True)
+    cuts = []
+    for size in (24, len(data) // 20, len(data) // 2, len(data) - 1):
+        cuts.append(folder / f"cut-{size}{source.suffix}")
+        cuts[-1].write_bytes(data[:size])
+    return cuts
+
+
+def _real_checkpoint(folder: Path) -> Path:
+    """A small checkpoint written by the kit's own writer."""
+    state = {"G_ema": torch.nn.Linear(64, 64).state_dict(), "config": "{}", "encoder_identity": "{}", "nimg": 16}
+    return save_checkpoint(state, folder, nimg=16)
+
+
+def _one_line(err: Exception | str) -> str:
+    text = str(err)
+    assert "\n" not in text.strip() and "Traceback" not in text, text
+    return text
+
+
+def _hostile_pickles(folder: Path) -> list[Path]:
+    """Code-running pickles as torch.save writes them (zip) and as pickle writes them (protocols 2, 4)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({"G_ema": _Evil()}, folder / "evil-zip.pt")
+    (folder / "evil-p2.pt").write_bytes(pickle.dumps({"format": "lafite-checkpoint-v1", "x": _Evil()}, protocol=2))
+    (folder / "evil-p4.pt").write_bytes(pickle.dumps([_Evil()], protocol=4))
+    return [folder / "evil-zip.pt", folder / "evil-p2.pt", folder / "evil-p4.pt"]
+
+
+def test_a_truncated_weights_file_is_one_line_in_every_loader(tmp_path):
+    checkpoints = _cut_copies(_real_checkpoint(tmp_path / "real"), tmp_path / "pt")
+    save_file({"mu.0.weight": torch.zeros(64, 128)}, str(tmp_path / "small.safetensors"))
+    tensors = _cut_copies(tmp_path / "small.safetensors", tmp_path / "st")
+    encoders = _cut_copies(Path(TINY_ENCODER_WEIGHTS), tmp_path / "encoder")
+    for path in encoders:
+        with pytest.raises(ValueError, match="parameter pretrained = .* appears to be a safetensors file but is inc"):
+            load_encoder(EncoderConfig(name="lafite-tiny", pretrained=str(path)))
+    for path in checkpoints + tensors:
+        with pytest.raises(ValueError, match="learned_weights = .* incomplete .*download or export it again") as err:
+            load_learned_perturbation(path, 128)
+        _one_line(err.value)
+    for path in checkpoints:
+        for parameter in ("resume", "fine_tune_from", "checkpoint"):
+            with pytest.raises(ValueError, match=f"parameter {parameter} = .* appears to be a zip .* incomplete"):
+                load_checkpoint(path, parameter=parameter)
+        with pytest.raises(ValueError, match="parameter checkpoint = .* zip directory is missing"):
+            Sampler.load(path)
+    for path in tensors:
+        with pytest.raises(ValueError, match="parameter checkpoint = .* safetensors file but is incomplete"):
+            Sampler.load(path)
+    (tmp_path / "snapshot.pkl").write_bytes(pickle.dumps({"G_ema": list(range(1000))}))
+    for path in _cut_copies(tmp_path / "snapshot.pkl", tmp_path / "pkl")[1:]:
+        with pytest.raises(ValueError, match="parameter snapshot = .* a Python pickle but is incomplete"):
+            convert_snapshot(path, tmp_path / "g.safetensors", EncoderConfig(pretrained=str(TINY_ENCODER_WEIGHTS)))
+    assert not (tmp_path / "g.safetensors").exists()
+
+
+def test_hostile_pickles_are_one_line_naming_the_parameter_and_nothing_runs(tmp_path, capfd):
+    for path in _hostile_pickles(tmp_path / "evil"):
+        for parameter in ("resume", "fine_tune_from", "checkpoint"):
+            with pytest.raises(ValueError, match=f"parameter {parameter} = .* calls posix.system") as err:
+                load_checkpoint(path, parameter=parameter)
+            _one_line(err.value)
+        with pytest.raises(ValueError, match="learned_weights = .* was refused: .* calls posix.system"):
+            load_learned_perturbation(path, 128)
+    assert "never" not in capfd.readouterr().out
+
+
+def _payload_in_storage_bytes() -> bytes:
+    """A snapshot-like pickle whose tensor storage bytes are themselves a code-running torch.save."""
+    buffer = io.BytesIO()
+    torch.save(_Evil(), buffer)
+
+    class Storage:
+        def __reduce__(self):
+            return (torch.storage._load_from_bytes, (buffer.getvalue(),))
+
+    return pickle.dumps({"G_ema": Storage()}, protocol=4)
+
+
+def test_a_payload_in_a_snapshot_storage_is_one_line(tmp_path, capfd):
+    (tmp_path / "network-snapshot-000001.pkl").write_bytes(_payload_in_storage_bytes())
+    with pytest.raises(ValueError) as err:
+        convert_snapshot(tmp_path / "network-snapshot-000001.pkl", tmp_path / "g.safetensors", EncoderConfig())
+    assert "a tensor storage holds more than tensor data" in _one_line(err.value)
+    assert "never" not in capfd.readouterr().out
+
+
+def _command_error(capfd, main, argv: list[str]) -> str:
+    """The stderr of `main(argv)` run as an entry point, asserting exit code 2 and a single line."""
+    with pytest.raises(SystemExit) as exit_:
+        run_main(lambda: main(argv), INPUT_ERRORS)
+    err = capfd.readouterr().err
+    assert exit_.value.code == 2, err
+    lines = [line for line in err.split("\n")[:-1] if not line.startswith("\r")]  # a progress bar ends its line
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_bad_weights_on_each_command_line_exit_2_in_one_line_leaving_no_folder(tmp_path, capfd):
+    [cut_pt, *_] = _cut_copies(_real_checkpoint(tmp_path / "real"), tmp_path / "pt")[2:]
+    [evil_zip, evil_p2, _] = _hostile_pickles(tmp_path / "evil")
+    run_dir = tmp_path / "run"
+    for parameter in ("resume", "fine_tune_from"):
+        for path, message in ((cut_pt, "zip directory is missing"), (evil_zip, "calls posix.system")):
+            err = _command_error(capfd, training.main, ["--set", f"run_dir={run_dir}", "--set", f"{parameter}={path}"])
+            assert f"parameter {parameter} = " in err and message in err
+            assert not run_dir.exists()
+    for path in (cut_pt, evil_p2):
+        err = _command_error(
+            capfd, sampler.main, ["sample", "a red square", "--checkpoint", str(path), "--out", str(tmp_path / "out")]
+        )
+        assert "parameter checkpoint = " in err
+    assert not (tmp_path / "out").exists()
+    snapshot = tmp_path / "network-snapshot-000001.pkl"
+    snapshot.write_bytes(_payload_in_storage_bytes())
+    err = _command_error(
+        capfd,
+        convert.main,
+        [
+            str(snapshot),
+            str(tmp_path / "g.safetensors"),
+            "--encoder",
+            "lafite-tiny",
+            "--pretrained",
+            str(TINY_ENCODER_WEIGHTS),
+        ],
+    )
+    assert "network-snapshot-000001.pkl" in err and not (tmp_path / "g.safetensors").exists()
+
+
+def test_debug_shows_the_traceback_behind_the_line(tmp_path, capfd, monkeypatch):
+    [evil, *_] = _hostile_pickles(tmp_path / "evil")
+    monkeypatch.setattr(sys, "argv", ["lafite_core.sampler", "--debug"])
+    with pytest.raises(SystemExit) as exit_:
+        run_main(lambda: sampler.main(["sample", "a red square", "--checkpoint", str(evil)]))
+    err = capfd.readouterr().err
+    assert (
+        exit_.value.code == 2 and "Traceback" in err and err.splitlines()[-1].startswith("error: parameter checkpoint")
+    )
+
+
+def _embed_args(tmp_path: Path) -> list[str]:
+    return [
+        *(
+            "--set",
+            "data.kind=image_folder",
+            "--set",
+            f"data.root={tmp_path / 'images'}",
+            "--set",
+            "data.resolution=32",
+        ),
+        *("--set", f"cache_dir={tmp_path / 'cache'}", "--set", f"output_dir={tmp_path / 'out'}"),
+    ]
+
+
+def test_a_caption_file_that_is_not_utf8_is_one_line_naming_it_and_skip_bad(tmp_path, capfd):
+    _folder_of_images(tmp_path / "images", {"a": 40, "b": 40})
+    (tmp_path / "images" / "b.txt").write_bytes(b"caf\xe9 au lait\n")  # latin-1
+    err = _command_error(capfd, cli.embed_main, _embed_args(tmp_path))
+    assert "b.txt is not UTF-8 text" in err and "data.skip_bad=true" in err
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "out").exists()
+
+
+def test_a_zero_byte_image_is_one_line_naming_the_item_and_skip_bad(tmp_path, capfd):
+    _folder_of_images(tmp_path / "images", {"a": 40, "b": 40})
+    (tmp_path / "images" / "b.png").write_bytes(b"")
+    err = _command_error(capfd, cli.embed_main, _embed_args(tmp_path))
+    assert "item 1 of the dataset: cannot read image " in err and "b.png" in err and "data.skip_bad=true" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_empty_caption_lines_are_counted_in_the_cache_report(tmp_path, encoder):
+    _folder_of_images(tmp_path / "images", {"a": 40, "b": 40})
+    (tmp_path / "images" / "b.txt").write_text("a caption\n\n   \nanother caption\n")
+    data = build_dataset("image_folder", tmp_path / "images", 32)
+    cache = build_cache(data, encoder, tmp_path / "cache", progress=False)
+    assert cache.report["empty_caption_lines"] == {
+        "count": 2,
+        "files": [{"path": str(tmp_path / "images" / "b.txt"), "lines": 2}],
+    }
+    assert [len(data[i].captions) for i in range(2)] == [1, 2]
+
+
+def test_one_weights_file_named_by_a_relative_and_an_absolute_path_is_one_encoder(monkeypatch):
+    monkeypatch.chdir(REPO)
+    relative = Path(TINY_ENCODER_WEIGHTS).relative_to(REPO)
+    by_relative = load_encoder(EncoderConfig(name="lafite-tiny", pretrained=str(relative))).identity()
+    by_absolute = load_encoder(EncoderConfig(name="lafite-tiny", pretrained=str(TINY_ENCODER_WEIGHTS))).identity()
+    assert by_relative["pretrained"] != by_absolute["pretrained"]
+    assert encoder_differences(by_relative, by_absolute) == []
+    other = {**by_absolute, "weights_sha256": "0" * 64}
+    assert encoder_differences(by_relative, other) == [
+        f"encoder weights_sha256: cache has {by_relative['weights_sha256']!r}, asked for {'0' * 64!r}"
+    ]
 
 
 # ---------------------------------------------------------------------- what is cut, said

@@ -183,7 +183,7 @@ def test_clear_errors(run, sampler, tmp_path):
         Sampler.load(not_a_generator)
     garbage = tmp_path / "checkpoint-0000000001.pt"
     garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="not a readable checkpoint"):
+    with pytest.raises(ValueError, match="parameter checkpoint = .* is not a weights file: it appears to be text"):
         Sampler.load(garbage)
 
 

@@ -12,7 +12,8 @@ every epoch would cost more than the small generator itself on a CPU, so they ar
       index.csv              one line per caption (or per item without captions): item row, item
                              id, image path, caption row, caption text
       report.json            skipped items with the reason (bad files never become random vectors),
-                             and images smaller than the resolution (enlarged to it)
+                             images smaller than the resolution (enlarged to it), and the empty
+                             lines of caption files (left out, counted per file)
 
 Work is done in shards of `shard_size` items under `folder/shards/`; a shard's manifest is
 written last, so an interrupted run continues with the first unfinished shard. A build that
@@ -43,6 +44,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from lafite_core.data.images import ImageReadError
+from lafite_core.data.readers import SKIP_HINT
 from lafite_core.encoders import TextCheck, load_encoder, text_notice
 from lafite_core.progress import tqdm
 from lafite_core.run_lock import RunLock
@@ -166,7 +168,7 @@ def _build(dataset, encoder, folder: Path, meta: dict, batch_size, dtype, skip_b
     bar.update(len(dataset) - sum(len(shards[k]) for k in todo))
     batches = [shards[k][i : i + batch_size] for k in todo for i in range(0, len(shards[k]), batch_size)]
     embedded = {}  # shards of this run, kept in memory so that the merge need not read them back
-    with closing(_read_items(dataset, batches, num_workers)) as items, _cycle_collector_paused():
+    with bar, closing(_read_items(dataset, batches, num_workers)) as items, _cycle_collector_paused():
         for shard in todo:
             manifest = {"listing": _listing(dataset, shards[shard])}
             embedded[shard] = _embed_shard(
@@ -174,7 +176,6 @@ def _build(dataset, encoder, folder: Path, meta: dict, batch_size, dtype, skip_b
             )
             if on_shard is not None:
                 on_shard(shard)
-    bar.close()
     _merge_shards(folder, num_shards, meta, dataset, embedded)
 
 
@@ -261,10 +262,7 @@ def _embed_shard(
         if isinstance(item, ImageReadError):
             err = item
             if not skip_bad:
-                raise ImageReadError(
-                    f"item {index} of the dataset: {err} "
-                    f"(build_cache(..., skip_bad=True) skips it and lists it in report.json)"
-                ) from err
+                raise ImageReadError(f"item {index} of the dataset: {err}; {SKIP_HINT}") from None
             skipped.append({"index": index, "reason": str(err)})
             bar.update(1)
             continue
@@ -413,7 +411,13 @@ def _merge_shards(folder: Path, num_shards: int, meta: dict, dataset, embedded: 
         _save_npy(folder / f"{name}.npy", np.concatenate(chunks) if chunks else np.zeros(0, np.int64))
     _write_index(folder / "index.csv", items)
     listed = [{"path": p, "reason": r} for p, r in getattr(dataset, "skipped", [])]
-    report = {"skipped_while_embedding": skipped, "skipped_by_dataset": listed, "enlarged": enlarged}
+    empty_lines = getattr(dataset, "empty_caption_lines", [])
+    report = {
+        "skipped_while_embedding": skipped,
+        "skipped_by_dataset": listed,
+        "enlarged": enlarged,
+        "empty_caption_lines": {"count": sum(e["lines"] for e in empty_lines), "files": empty_lines},
+    }
     _write_json(folder / "report.json", report)
     if enlarged:
         print(
@@ -472,7 +476,7 @@ def load_cache(
         raise IncompleteCacheError(f"embedding cache {folder.resolve()} is unfinished; {BUILD_HINT} (it continues)")
     problems = []
     if encoder_identity is not None:
-        problems += _encoder_differences(meta["encoder"], encoder_identity)
+        problems += encoder_differences(meta["encoder"], encoder_identity)
     if dataset_fingerprint is not None and meta["dataset"]["fingerprint"] != dataset_fingerprint:
         problems.append(
             f"dataset fingerprint: cache has {meta['dataset']['fingerprint'][:12]}..., "
@@ -510,8 +514,9 @@ def _read_meta(folder: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _encoder_differences(cached: dict, asked: dict) -> list[str]:
-    """Weights are compared by hash when both sides have one (a file may move), else by tag."""
+def encoder_differences(cached: dict, asked: dict) -> list[str]:
+    """Weights are compared by hash when both sides have one (a file may move, or be named by a
+    relative path), else by tag."""
     keys = ["name", "feature_dim", "image_size"]
     keys += (
         ["weights_sha256"]
@@ -529,7 +534,7 @@ def _check_same_build(folder: Path, existing: dict, new: dict, dataset) -> None:
     """An existing folder may only be continued by the same build. An unfinished one whose
     dataset changed is continued when every finished shard's items are unchanged (a bad file
     fixed or skipped in a later shard)."""
-    problems = _encoder_differences(existing["encoder"], new["encoder"])
+    problems = encoder_differences(existing["encoder"], new["encoder"])
     for key in ("dtype", "shard_size", "preprocessing"):
         if existing.get(key) != new.get(key):
             problems.append(f"{key}: folder has {existing.get(key)!r}, this build uses {new.get(key)!r}")

@@ -33,8 +33,9 @@ class Item:
     caption_file: str | None = None  # where the captions were read (a sidecar, an annotation file)
 
 
-class ImageReadError(OSError):
-    """An image file exists (or should) but cannot be decoded; the message names the file."""
+class ImageReadError(OSError, ValueError):
+    """An image file exists (or should) but cannot be decoded; the message names the file (a
+    ValueError too, so every entry point reports it as one `error:` line)."""
 
 
 def load_image(path: str | Path, resolution: int, box: tuple[int, int, int, int] | None = None) -> np.ndarray:

@@ -28,8 +28,9 @@ import numpy as np
 from lafite_core.data.images import IMAGE_EXTENSIONS, ImageReadError, Item, grey_to_rgb_array, load_image
 
 
-class CaptionReadError(OSError):
-    """A caption file is missing, not UTF-8 text, or holds no caption."""
+class CaptionReadError(OSError, ValueError):
+    """A caption file is missing, not UTF-8 text, or holds no caption (a ValueError too, so every
+    entry point reports it as one `error:` line)."""
 
 
 class AnnotationError(ValueError):
@@ -65,13 +66,21 @@ class Skips:
 
     def handle(self, path: str | Path, err: Exception) -> None:
         if not self.skip_bad:
-            raise err
+            raise type(err)(f"{err}; {SKIP_HINT}") from None
         self.items.append((str(path), str(err)))
+
+
+SKIP_HINT = "set data.skip_bad=true to leave such items out (they are listed in the cache's report.json)"
 
 
 def read_captions(path: Path) -> list[str]:
     """One caption per non-empty line; stray U+FFFD marks (which AttnGAN strips from CUB
     captions) become spaces."""
+    return read_caption_file(path)[0]
+
+
+def read_caption_file(path: Path) -> tuple[list[str], int]:
+    """(read_captions' captions, how many empty lines between them were left out)."""
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
     except FileNotFoundError:
@@ -80,11 +89,11 @@ def read_captions(path: Path) -> list[str]:
         raise CaptionReadError(f"caption file {path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
     except OSError as err:
         raise CaptionReadError(f"cannot read caption file {path}: {err.strerror or err}") from None
-    captions = [" ".join(line.replace("\ufffd", " ").split()) for line in text.splitlines()]
-    captions = [c for c in captions if c]
+    lines = [" ".join(line.replace("\ufffd", " ").split()) for line in text.splitlines()]
+    captions = [c for c in lines if c]
     if not captions:
         raise CaptionReadError(f"caption file {path} has no captions")
-    return captions
+    return captions, len(lines) - len(captions)
 
 
 def _numeric_first(name: str):
@@ -152,6 +161,7 @@ class FileDataset:
             note = f" ({len(self.skipped)} skipped, see .skipped)" if self.skipped else ""
             raise EmptyDatasetError(f"{kind} dataset under {self.root} has no usable items{note}")
         self.records = records
+        self.empty_caption_lines: list[dict] = []  # [{path, lines}]: said in the cache's report.json
 
     def _readable(self, record: Record, skips: Skips) -> bool:
         try:
@@ -206,17 +216,21 @@ def read_image_folder(root: str | Path, resolution: int, skip_bad: bool = False)
     paths = list_images(root)
     if not paths:
         raise EmptyDatasetError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}")
-    skips, records = Skips(skip_bad), []
+    skips, records, empty_lines = Skips(skip_bad), [], []
     for path in paths:
         sidecar = path.with_suffix(".txt")
         try:
-            captions = read_captions(sidecar) if sidecar.exists() else []
+            captions, empty = read_caption_file(sidecar) if sidecar.exists() else ([], 0)
         except CaptionReadError as err:
             skips.handle(sidecar, err)
             continue
+        if empty:
+            empty_lines.append({"path": str(sidecar), "lines": empty})
         item_id = path.relative_to(root).with_suffix("").as_posix()
         records.append(Record(item_id, path, captions, caption_file=sidecar if captions else None))
-    return FileDataset("image_folder", root, resolution, records, skips, options={})
+    dataset = FileDataset("image_folder", root, resolution, records, skips, options={})
+    dataset.empty_caption_lines = empty_lines
+    return dataset
 
 
 # ---------------------------------------------------------------------------------------
