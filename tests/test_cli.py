@@ -1,5 +1,5 @@
-"""The `lafite` command: every sub-command answers --help, `python -m lafite_core` is the same
-command, and pyproject.toml installs it."""
+"""The `lafite` command: every sub-command answers --help, and `python -m lafite_core` is the same
+command."""
 
 from __future__ import annotations
 
@@ -8,18 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import tomllib
 
 from lafite_core import cli
 
 REPO = Path(__file__).resolve().parents[1]
 EXPECTED = ["demo", "run", "collect", "train", "evaluate", "sample", "embed", "convert"]
-
-
-def test_pyproject_installs_the_lafite_command():
-    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
-    module, _, function = scripts["lafite"].partition(":")
-    assert (module, function) == ("lafite_core.cli", "main")
 
 
 def test_python_dash_m_lafite_core_lists_every_command():

@@ -23,10 +23,6 @@ def _field_names(cls) -> list[str]:
     return [f.name for f in dataclasses.fields(cls)]  # not its ClassVars (TrainConfig.PRESETS)
 
 
-def test_all_seven_notebooks_are_checked():
-    assert [p.stem[:2] for p in NOTEBOOKS] == ["00", "01", "02", "03", "04", "05", "06"]
-
-
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_committed_notebook_is_clean_and_its_parameters_cell_holds_no_defaults(path):
     nb = json.loads(path.read_text())
