@@ -15,6 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 EXPECTED = ["demo", "run", "collect", "train", "evaluate", "sample", "embed", "convert"]
 
 
+@pytest.mark.slow
 def test_python_dash_m_lafite_core_lists_every_command():
     out = subprocess.run(
         [sys.executable, "-m", "lafite_core", "--help"], capture_output=True, text=True, check=True
@@ -38,6 +39,7 @@ def test_every_command_answers_help(name, capsys):
     assert "usage:" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_embed_command_builds_a_cache_from_params(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(

@@ -31,6 +31,8 @@ from lafite_core.perturbations import load_learned_perturbation
 from lafite_core.run_lock import FolderLockedError, RunLock
 from lafite_core.training import Trainer, TrainingInterrupted, train
 
+pytestmark = pytest.mark.slow  # signals to subprocesses, trainings stopped and resumed
+
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
 HOLD_LOCK = "import sys, time; from lafite_core.run_lock import RunLock; RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(600)"

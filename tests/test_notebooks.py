@@ -75,6 +75,7 @@ def test_kit_home_is_lafite_home_when_set_else_the_repository(monkeypatch, tmp_p
         from_namespace(config.SampleConfig, {"params": "params/x.yaml"})
 
 
+@pytest.mark.slow
 def test_help_notebook_lists_every_parameter_with_its_type_and_default():
     out = subprocess.run(
         [sys.executable, "-m", "papermill", "--help-notebook", str(REPO / "notebooks" / "02_train.ipynb")],
@@ -123,6 +124,7 @@ TINY_PROTOCOL = {
 }
 
 
+@pytest.mark.slow
 def test_evaluate_notebook_runs_from_the_notebooks_folder_with_relative_params(tmp_path):
     _execute_in_notebooks_folder(
         "04_evaluate.ipynb",
@@ -144,6 +146,7 @@ def test_evaluate_notebook_runs_from_the_notebooks_folder_with_relative_params(t
     assert (tmp_path / "results" / "shapes_eval.csv").is_file()
 
 
+@pytest.mark.slow
 def test_ablation_notebook_runs_from_the_notebooks_folder(tmp_path):
     """One ablation point (train, then evaluate) from notebooks/, the shipped encoder and judge named
     by their paths in the repository (the defaults)."""

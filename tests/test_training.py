@@ -156,6 +156,7 @@ def test_stop_and_resume_equals_uninterrupted_run(uninterrupted, tmp_path):
             torch.testing.assert_close(b[net][k], a[net][k], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_killed_while_writing_a_checkpoint_resumes_from_the_last_complete_one(tmp_path):
     """A training process SIGKILLed in the middle of writing its second checkpoint."""
     script = textwrap.dedent(
@@ -323,6 +324,7 @@ def test_standard_setting_uses_caption_features_and_requires_captions():
         standard_conditions(batch, _Shift(), 0.5)
 
 
+@pytest.mark.slow
 def test_mixed_run_with_diffaugment_and_a_learned_perturbation_trained_first(tmp_path):
     cfg = tiny_config(
         tmp_path,
@@ -378,6 +380,7 @@ def test_trains_from_a_feature_cache_and_refuses_one_of_another_dataset(tmp_path
     assert not (tmp_path / "run2").exists()
 
 
+@pytest.mark.slow
 def test_notebook_runs_the_tiny_preset(tmp_path):
     papermill = pytest.importorskip("papermill")
     from lafite_core.data import dataset_from_config
@@ -412,6 +415,7 @@ def test_notebook_runs_the_tiny_preset(tmp_path):
     assert len(read_stats(tmp_path / "run")) == 1
 
 
+@pytest.mark.slow
 def test_mixed_precision_runs_on_cpu_in_bfloat16(tmp_path):
     """The CPU stand-in for CUDA fp16: the two highest resolutions under bf16 autocast."""
     network = NetworkConfig(
