@@ -348,35 +348,39 @@ def _train_presets() -> dict[str, dict[str, Any]]:
         coco_language_free,
         {"loss": {"lambda_disc": 5.0}, "setting": "standard", "run_dir": "results/runs/official_coco_standard"},
     )
-    unknown_gamma = {"loss": {"r1_gamma": 0.2048}}  # train.py:245 when --gamma is not given (see above)
-    cub = deep_merge(
-        coco_standard,
-        {
-            **unknown_gamma,
-            # the authors' processed CUB sets (README.md:40-46) at their dataset_tool example's 256 px (README.md:14)
-            "data": {"kind": "cub", "root": "data/cub"},
-            "cache": "results/cache/cub-256-vit-b-32",
-            "run_dir": "results/runs/official_cub",
-            "progress_prompts": [
-                "a small bird with a red head and black wings",
-                "this bird is yellow with a short beak",
-                "a white bird with grey wings and a long neck",
-            ],
-        },
+
+    def standard_run_on(kind: str, cache: str, prompts: list[str]) -> dict[str, Any]:
+        """Their standard run on another data set (the authors' processed sets, README.md:40-46, at
+        their dataset_tool example's 256 px, README.md:14), with the gamma their train.py:245 uses
+        when --gamma is not given (see above)."""
+        return deep_merge(
+            coco_standard,
+            {
+                "loss": {"r1_gamma": 0.2048},
+                "data": {"kind": kind, "root": f"data/{kind}"},
+                "cache": f"results/cache/{cache}-256-vit-b-32",
+                "run_dir": f"results/runs/official_{kind}",
+                "progress_prompts": prompts,
+            },
+        )
+
+    cub = standard_run_on(
+        "cub",
+        "cub",
+        [
+            "a small bird with a red head and black wings",
+            "this bird is yellow with a short beak",
+            "a white bird with grey wings and a long neck",
+        ],
     )
-    mm_celeba_hq = deep_merge(
-        coco_standard,
-        {
-            **unknown_gamma,
-            "data": {"kind": "mm_celeba_hq", "root": "data/mm_celeba_hq"},
-            "cache": "results/cache/mm-celeba-hq-256-vit-b-32",
-            "run_dir": "results/runs/official_mm_celeba_hq",
-            "progress_prompts": [
-                "this woman has blond hair and is smiling",
-                "a young man with black hair and a beard",
-                "she has wavy brown hair and wears lipstick",
-            ],
-        },
+    mm_celeba_hq = standard_run_on(
+        "mm_celeba_hq",
+        "mm-celeba-hq",
+        [
+            "this woman has blond hair and is smiling",
+            "a young man with black hair and a beard",
+            "she has wavy brown hair and wears lipstick",
+        ],
     )
     return {
         "shapes32": {},
