@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install clean-venv
+.PHONY: demo test test-fast install clean-venv
 
 demo: $(STAMP)
 	$(PY) -m lafite_core.demo
@@ -19,6 +19,12 @@ test: $(STAMP)
 	bash scripts/install_browser.sh $(PY) || echo "note: Chromium not installed; the browser test will skip"
 	bash scripts/install_test_data.sh || echo "note: dataset-fashion-mnist not installed; its reader's test will skip"
 	$(PY) -m pytest -q
+
+# The inner loop: lint and every test not marked slow (no kernels, pipelines or extra processes).
+test-fast: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m pytest -q -m "not slow"
 
 install: $(STAMP)
 

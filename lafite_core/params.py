@@ -30,7 +30,7 @@ from typing import Any, Callable, TypeVar
 
 import yaml
 
-from lafite_core.config import from_dict
+from lafite_core.config import PRESET_KEY, deep_merge, from_dict
 
 C = TypeVar("C")
 
@@ -40,17 +40,6 @@ LINE_LIMIT = 120  # pyproject.toml's ruff line-length: a longer parameters-cell 
 # The errors an entry point reports as one line (bad params, missing files): anything else is a bug
 # and keeps its traceback.
 INPUT_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, FileNotFoundError, KeyError)
-
-
-def deep_merge(base: dict, override: dict) -> dict:
-    """Nested dict merge where `override` wins; dicts merge, everything else replaces."""
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def load_params(path: str | Path) -> dict[str, Any]:
@@ -116,8 +105,9 @@ def kit_home() -> Path:
 
 def from_namespace(cls: type[C], namespace: dict[str, Any]) -> C:
     """A notebook's config: the params file named by its `params` variable (None: the dataclass
-    defaults), then every variable named like a field of `cls` (what papermill or the runner
-    injects, or the user sets in the parameters cell; `...` means "not given").
+    defaults) over the `preset` variable's recipe (`cls.PRESETS`, if any), then every variable named
+    like a field of `cls` (what papermill or the runner injects, or the user sets in the parameters
+    cell; `...` means "not given").
 
     First the kernel moves to `kit_home()`, so relative paths mean the same wherever the kernel
     started. papermill's `-p` gives strings: a list or section field given as a string is read as
@@ -126,6 +116,8 @@ def from_namespace(cls: type[C], namespace: dict[str, Any]) -> C:
     hints = typing.get_type_hints(cls)
     given = {f.name: namespace[f.name] for f in dataclasses.fields(cls) if namespace.get(f.name, ...) is not ...}
     given = {name: _parse_structured(name, value, hints[name]) for name, value in given.items()}
+    if hasattr(cls, "PRESETS") and namespace.get(PRESET_KEY, ...) is not ...:
+        given[PRESET_KEY] = namespace[PRESET_KEY]  # the runner injects a params file's `preset` as a variable
     path = namespace.get("params")
     data = load_params(path) if path else {}
     data = deep_merge(data, given)
@@ -218,6 +210,10 @@ def parameters_cell(cls: type) -> str:
         "",
         "params: Optional[str] = None  # a YAML params file (e.g. one in params/); None: the defaults",
     ]
+    if hasattr(cls, "PRESETS"):
+        lines.append(
+            f"{PRESET_KEY}: Optional[str] = ...  # a recipe the params file starts from ({cls.__name__}.PRESETS)"
+        )
     for f in dataclasses.fields(cls):
         choices = typing.get_args(hints[f.name]) if typing.get_origin(hints[f.name]) is typing.Literal else ()
         one_of = "one of " + " | ".join(map(str, choices)) if choices else ""

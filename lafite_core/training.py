@@ -50,7 +50,7 @@ import yaml
 from lafite_core import checkpoint as ckpt
 from lafite_core.augment import AugmentedDiscriminator
 from lafite_core.conditions import SETTINGS, GatheredNegativesLoss
-from lafite_core.config import TrainConfig, to_dict
+from lafite_core.config import PRESET_KEY, TrainConfig, to_dict
 from lafite_core.data import dataset_from_config
 from lafite_core.data.cache import CachedImageTextSet, encoder_differences, load_cache
 from lafite_core.data_stream import batch_stream, to_device
@@ -718,18 +718,26 @@ def train(cfg: TrainConfig, dataset: torch.utils.data.Dataset | None = None) -> 
 # Command line (also the torchrun entry point)
 
 
-def load_train_config(params: str | Path | None, overrides: list[str]) -> TrainConfig:
-    """A params file (with `extends`) plus `key.sub=value` overrides (values parsed as YAML)."""
-    return load_with_overrides(TrainConfig, params, overrides)
+def load_train_config(params: str | Path | None, overrides: list[str], preset: str | None = None) -> TrainConfig:
+    """A preset (TrainConfig.PRESETS; it replaces one the params file names), then a params file
+    (with `extends`), then `key.sub=value` overrides (values parsed as YAML)."""
+    return load_with_overrides(TrainConfig, params, overrides, {PRESET_KEY: preset} if preset else None)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m lafite_core.training", description="Train LAFITE (one process, or several under torchrun)."
     )
+    parser.add_argument(
+        "--preset",
+        choices=sorted(TrainConfig.PRESETS),
+        metavar="NAME",
+        help="start from this named recipe (TrainConfig.PRESETS; default: the params file's, else shapes32): "
+        + ", ".join(TrainConfig.PRESETS),
+    )
     add_params_arguments(parser, "TrainConfig", "total_kimg=10 --set network.resolution=64")
     args = parser.parse_args(argv)
-    cfg = load_train_config(args.params, args.overrides)
+    cfg = load_train_config(args.params, args.overrides, args.preset)
     try:
         result = train(cfg)
     except TrainingInterrupted as stop:

@@ -52,6 +52,7 @@ def test_degrade_keeps_shape_and_range_roughly():
     assert y.shape == x.shape and (y - x).abs().mean() < 0.3 and not torch.equal(x, y)
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss_and_the_file_round_trips(tmp_path):
     model, history = train_attribute_classifier(train_size=512, steps=60, batch_size=32, log_every=20)
     assert history[-1]["loss"] < history[0]["loss"]

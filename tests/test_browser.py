@@ -40,7 +40,7 @@ KERNEL_MS = 60_000
 CELLS_MS = 90_000  # all cells (imports torch and open_clip, loads the generator)
 GENERATE_MS = 30_000
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # JupyterLab in headless Chromium
 
 
 def _missing() -> str | None:

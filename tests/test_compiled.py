@@ -45,6 +45,7 @@ def compile_warnings(record) -> list[str]:
     return [str(w.message) for w in record if issubclass(w.category, CompileUnavailableWarning)]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not any(map(shutil.which, ("g++", "clang++", "c++"))), reason="inductor needs a C++ compiler")
 def test_compiled_generator_draws_the_eager_images():
     torch.manual_seed(0)
@@ -119,6 +120,7 @@ def one_step(run_dir, compile_: bool) -> tuple[dict[str, float], dict[str, torch
         trainer.close()
 
 
+@pytest.mark.slow
 def test_a_compiled_training_step_runs_every_phase_and_equals_the_eager_one(tmp_path, aot_eager):
     eager_terms, eager_G = one_step(tmp_path / "eager", False)
     assert aot_eager == []

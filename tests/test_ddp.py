@@ -6,9 +6,12 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
+pytestmark = pytest.mark.slow  # two training processes
 
 TESTS = Path(__file__).resolve().parent
 

@@ -11,6 +11,8 @@ from lafite_core.assets import ASSETS_DIR
 from lafite_core.config import DemoConfig, from_dict
 from lafite_core.params import load_params, set_dotted
 
+pytestmark = pytest.mark.slow  # the whole demo pipeline
+
 
 def random_encoder_file(tmp_path):
     """A randomly initialised tiny encoder saved as a weights file: the pipeline needs an encoder

@@ -102,6 +102,7 @@ def test_documented_command_names_existing_files_and_parses(where, command, pars
 PAPERMILL = [(w, c) for w, c in COMMANDS if c.startswith("papermill ")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where, command", PAPERMILL, ids=[w for w, _ in PAPERMILL])
 def test_papermill_examples_run_as_written(where, command, tmp_path):
     """The papermill examples (05_sample's grid), verbatim but for their /tmp paths."""
@@ -115,6 +116,7 @@ def test_papermill_examples_run_as_written(where, command, tmp_path):
     assert summary["prompts"] == prompts and (out / "grid.png").is_file()
 
 
+@pytest.mark.slow
 def test_the_sample_notebooks_runner_command_runs_as_written(tmp_path):
     """`python -m lafite_core.runner run notebooks/05_sample.ipynb --params params/sample.yaml`, verbatim,
     in a folder that holds the kit's notebooks and params (so its results/ is the test's own)."""

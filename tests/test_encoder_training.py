@@ -122,6 +122,7 @@ def test_groups_are_an_image_and_siblings_that_differ_in_one_attribute_and_never
         pairs.numbers(6, torch.Generator(), group_size=4)
 
 
+@pytest.mark.slow
 def test_loss_goes_down_and_weights_round_trip_through_open_clip(tmp_path):
     torch.manual_seed(0)
     encoder = load_encoder(EncoderConfig(name="lafite-tiny", pretrained=None))
@@ -141,6 +142,7 @@ def test_loss_goes_down_and_weights_round_trip_through_open_clip(tmp_path):
         torch.testing.assert_close(loaded.encode_text(batch["captions"]), encoder.encode_text(batch["captions"]))
 
 
+@pytest.mark.slow
 def test_pretrain_encoder_writes_weights_curve_and_metrics(tmp_path):
     cfg = PretrainConfig(steps=3, batch_size=8, warmup_steps=1, eval_images=12, output_dir=str(tmp_path))
     seen = []
@@ -167,6 +169,7 @@ def test_pretrain_encoder_writes_weights_curve_and_metrics(tmp_path):
     assert json.loads((tmp_path / "provenance.json").read_text())["config"]["steps"] == 3
 
 
+@pytest.mark.slow
 def test_a_killed_pretraining_run_continues_from_its_checkpoint_to_the_same_weights(tmp_path):
     settings = dict(steps=4, batch_size=8, warmup_steps=1, eval_every=2, eval_images=6)
     whole = pretrain_encoder(PretrainConfig(output_dir=str(tmp_path / "whole"), **settings), progress=False)

@@ -148,6 +148,7 @@ def test_missing_inception_weights_give_an_error_naming_the_parameter(tmp_path, 
         inception_extractor(None, CPU)
 
 
+@pytest.mark.slow
 def test_a_local_inception_weights_file_feeds_the_inception_metrics(tmp_path, monkeypatch, shapes_images):
     """The local-file route, with a randomly initialised Inception (its numbers mean nothing; the
     real weights are not on this machine): features have Inception's sizes and the metrics run."""
@@ -223,6 +224,7 @@ def _tiny_run(folder: Path, encoder) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_evaluate_writes_rows_with_the_protocol_for_model_and_baselines(tmp_path, encoder):
     run = _tiny_run(tmp_path / "run", encoder)
     protocol = ProtocolConfig(

@@ -70,6 +70,7 @@ def test_one_generator_and_one_discriminator_step_change_parameters(parts):
     assert sum((a - b).abs().sum() for a, b in zip(D.parameters(), d_before)) > 0
 
 
+@pytest.mark.slow
 def test_regularisers_are_finite_and_differentiable(parts):
     encoder, G, D, perturb = parts
     real, z, c = _batch(encoder, perturb)

@@ -5,7 +5,10 @@ import math
 import pytest
 import torch
 
+from lafite_core import losses as losses_module
+from lafite_core.config import LossConfig
 from lafite_core.losses import (
+    LafiteLoss,
     contrastive_loss,
     discriminator_adversarial_loss,
     generator_adversarial_loss,
@@ -122,3 +125,92 @@ def test_mode_seeking_loss_is_large_when_latents_give_one_image_and_pushes_them_
     fake_b = torch.full((2, 3, 8, 8), 0.1, requires_grad=True)
     mode_seeking_loss(same, fake_b, z_a, z_b).sum().backward()
     assert (fake_b.grad < 0).all()  # descending the loss moves the second draw further from the first
+
+
+# ------------------------------------------------------------------------------ LafiteLoss
+class _ToyG:
+    """One w per sample (no style mixing); the image is z as a 1x2x2 picture."""
+
+    def mapping(self, z, update_w_avg=False):
+        return z[:, None, :]
+
+    def synthesis(self, ws, c):
+        return ws[:, 0].reshape(-1, 1, 2, 2)
+
+
+class _LinearD:
+    """logit = <w, x>, so grad_x logit = w for every sample; fixed feature heads."""
+
+    weight = torch.tensor([0.5, -1.0, 2.0, 1.5]).reshape(1, 1, 2, 2)  # ||w||^2 = 7.5
+    fts = torch.tensor([[0.0, 1.0], [1.0, 0.0]])  # cos with the conditions: [[0, r], [1, r]]
+
+    def __call__(self, x, c):
+        return (x * self.weight).sum(dim=[1, 2, 3]), self.fts
+
+
+class _FixedClip:
+    features = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # cos with the conditions: [[1, r], [0, r]]
+
+    def encode_image(self, images, augment=False):
+        return self.features
+
+
+def _y_to_x(sim, t):
+    """InfoNCE's y->x direction by hand: for each condition j, a softmax over the images i."""
+    e = [[math.exp(v / t) for v in row] for row in sim]
+    return [-math.log(e[j][j] / sum(e[i][j] for i in range(2))) for j in range(2)]
+
+
+def _softplus(v):
+    return math.log1p(math.exp(v))
+
+
+LAMBDAS = LossConfig(
+    temperature=0.5,
+    lambda_clip=3.0,
+    lambda_disc=7.0,
+    r1_gamma=4.0,
+    r1_interval=16,
+    pl_weight=2.0,
+    pl_interval=4,
+    pl_decay=0.01,
+    pl_batch_shrink=1,
+    style_mixing_prob=0.0,
+)
+
+
+def test_lafite_loss_weighs_each_term_by_its_own_lambda():
+    r = 1 / math.sqrt(2)
+    c = torch.tensor([[1.0, 0.0], [r, r]])
+    z = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])  # fake logits 0.5, 1.5
+    real = torch.tensor([[0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]]).reshape(2, 1, 2, 2)  # real logits -1, 2
+    loss = LafiteLoss(_ToyG(), _LinearD(), _FixedClip(), LAMBDAS)
+    con_clip = sum(_y_to_x([[1, r], [0, r]], 0.5)) / 2
+    con_disc = sum(_y_to_x([[0, r], [1, r]], 0.5)) / 2
+    assert abs(con_clip - con_disc) > 0.1  # so that swapping the lambdas changes both totals
+
+    g_total, g_terms = loss.generator_main(z, c)
+    g_adv = (_softplus(-0.5) + _softplus(-1.5)) / 2
+    assert g_terms["G_con_clip"].item() == pytest.approx(con_clip, abs=1e-5)
+    assert g_terms["G_con_disc"].item() == pytest.approx(con_disc, abs=1e-5)
+    assert g_total.item() == pytest.approx(g_adv + 3.0 * con_clip + 7.0 * con_disc, abs=1e-5)
+
+    d_total, _ = loss.discriminator_main(real, z, c)
+    d_adv = (_softplus(1.0) + _softplus(0.5) + _softplus(-2.0) + _softplus(1.5)) / 2
+    assert d_total.item() == pytest.approx(d_adv + 7.0 * con_disc, abs=1e-5)
+
+
+def test_lazy_regularisers_are_scaled_by_gamma_over_two_or_their_weight_times_their_interval(monkeypatch):
+    r = 1 / math.sqrt(2)
+    c = torch.tensor([[1.0, 0.0], [r, r]])
+    loss = LafiteLoss(_ToyG(), _LinearD(), _FixedClip(), LAMBDAS)
+    r1_total, r1_terms = loss.discriminator_r1(torch.rand(2, 1, 2, 2), c)
+    assert r1_terms["D_r1"].item() == pytest.approx(7.5)  # ||grad_x <w, x>||^2 = ||w||^2
+    assert r1_total.item() == pytest.approx(7.5 * (4.0 / 2) * 16)
+
+    monkeypatch.setattr(losses_module, "path_lengths", lambda images, ws: torch.tensor([1.0, 3.0]))
+    pl_total, pl_terms = loss.generator_path_length(torch.randn(2, 4), c)
+    pl_mean = 0.01 * 2.0  # the running mean starts at 0 and moves pl_decay of the way to the batch mean
+    penalty = ((1.0 - pl_mean) ** 2 + (3.0 - pl_mean) ** 2) / 2
+    assert pl_terms["G_pl"].item() == pytest.approx(penalty)
+    assert pl_total.item() == pytest.approx(penalty * 2.0 * 4)

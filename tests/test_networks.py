@@ -315,6 +315,7 @@ def test_structure_1_parameters_all_get_gradients_and_the_condition_matters():
         assert not torch.allclose(G(z, condition(3), noise_mode="const"), img)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("resolution", [512, 1024])
 def test_structure_1_resolutions_run_in_mixed_precision_and_survive_checkpoint_and_export(resolution, tmp_path):
     torch.manual_seed(0)

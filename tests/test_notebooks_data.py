@@ -13,6 +13,8 @@ from lafite_core.data import ShapesDataset
 from lafite_core.data.cache import load_cache
 from lafite_core.encoders import file_sha256
 
+pytestmark = pytest.mark.slow  # notebooks run by papermill
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -23,6 +23,8 @@ WALKTHROUGH = re.compile(
     r"^lafite (embed|train|evaluate) +--params params/examples/(\S+)-(?:embed|train|evaluate)\.yaml"
 )
 
+pytestmark = pytest.mark.slow  # each walkthrough, embedding to evaluation
+
 
 def walkthrough() -> dict[str, list[list[str]]]:
     """dataset -> the README's three command lines for it (as argv lists, in order)."""

@@ -34,24 +34,6 @@ def test_params_file_matches_its_schema(path):
         assert bound is cls, f"{path} names {class_name} but {target} binds {bound.__name__}"
 
 
-def test_a_section_given_in_part_is_merged_over_the_parents_default(tmp_path):
-    (tmp_path / "p.yaml").write_text("network: {z_dim: 32}\n")
-    train = load_with_overrides(config.TrainConfig, tmp_path / "p.yaml", ["data.size=64"])
-    default = config.TrainConfig()
-    assert train.network.z_dim == 32 and default.network.z_dim != 32
-    assert train.network == config.NetworkConfig(**{**config.to_dict(default.network), "z_dim": 32})
-    assert train.network.channel_base != config.NetworkConfig().channel_base  # the parent's, not the class's
-    assert train.data == config.DataConfig(size=64)
-    demo = config.from_dict(
-        config.DemoConfig, {"train": {"loss": {"r1_gamma": 2.0}}, "evaluate": {"data": {"size": 10}}}
-    )
-    assert demo.train.loss == config.LossConfig(**{**config.to_dict(default.loss), "r1_gamma": 2.0})
-    assert demo.evaluate.data == config.DataConfig(**{**config.to_dict(config.EvalConfig().data), "size": 10})
-    with pytest.raises(ValueError, match="p.yaml: unknown parameter network.'z_dimm'"):
-        (tmp_path / "p.yaml").write_text("network: {z_dimm: 32}\n")
-        load_with_overrides(config.TrainConfig, tmp_path / "p.yaml", [])
-
-
 def test_command_line_params_and_overrides_reach_the_config(tmp_path):
     (tmp_path / "p.yaml").write_text("total_kimg: 7\nnetwork: {z_dim: 32}\n")
     parser = argparse.ArgumentParser()

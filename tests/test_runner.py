@@ -80,6 +80,7 @@ def test_validation_rejects_unknown_keys_and_wrong_types(tmp_path):
     runner.validate(runner.RunSpec(str(nb), {"message": "ok"}))
 
 
+@pytest.mark.slow
 def test_parallel_runs_one_failing_then_rerun_skips_finished(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
     monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))
@@ -150,6 +151,7 @@ def test_visible_gpus_reads_cuda_visible_devices(monkeypatch):
     assert runner.visible_gpus() == []
 
 
+@pytest.mark.slow
 def test_ray_backend_on_a_local_instance(tmp_path, monkeypatch):
     ray = pytest.importorskip("ray")
     monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))

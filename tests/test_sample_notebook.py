@@ -16,6 +16,8 @@ from test_sampler import make_run  # a small generator with its own saved encode
 from lafite_core.config import SampleConfig
 from lafite_core.params import load_yaml
 
+pytestmark = pytest.mark.slow  # the sample notebook and its UI on trained runs
+
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "05_sample.ipynb"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
