@@ -96,6 +96,7 @@ class LossConfig:
     # weight of MSGAN's mode-seeking term (losses.mode_seeking_loss; 0: off, as in LAFITE): makes the
     # generator use its latent for what the condition leaves open
     mode_seeking: float = 0.0
+    mode_seeking_view: int | None = None  # compare images pooled to this many pixels a side; None: full size
     # CLIP's view of fakes smaller than its input: resize them up (resize), or paste them at one
     # random offset into a white canvas of CLIP's input size (official, the authors' code).
     clip_view: Literal["resize", "official"] = "resize"

@@ -60,9 +60,16 @@ def discriminator_adversarial_loss(real_logits: Tensor, fake_logits: Tensor) -> 
     return F.softplus(-real_logits) + F.softplus(fake_logits)
 
 
-def mode_seeking_loss(fake_a: Tensor, fake_b: Tensor, z_a: Tensor, z_b: Tensor, eps: float = 1e-5) -> Tensor:
+def mode_seeking_loss(
+    fake_a: Tensor, fake_b: Tensor, z_a: Tensor, z_b: Tensor, view: int | None = None, eps: float = 1e-5
+) -> Tensor:
     """MSGAN's term (Mao et al. 2019, Eq. 3) per sample: 1 / (|G(z_a, c) - G(z_b, c)| / |z_a - z_b| + eps),
-    mean absolute differences; small when two latents give the same image for one condition."""
+    mean absolute differences; small when two latents give the same image for one condition.
+
+    `view`: compare the images average-pooled to view x view pixels. At full resolution the cheapest
+    way to differ is pixel noise; a coarse view counts only differences in layout and colour."""
+    if view is not None and view < fake_a.shape[-1]:
+        fake_a, fake_b = F.adaptive_avg_pool2d(fake_a, view), F.adaptive_avg_pool2d(fake_b, view)
     ratio = (fake_a - fake_b).abs().flatten(1).mean(1) / (z_a - z_b).abs().flatten(1).mean(1)
     return 1.0 / (ratio + eps)
 
@@ -175,7 +182,7 @@ class LafiteLoss:
         n = max(1, z.shape[0] // 2)
         z_b = torch.randn_like(z[:n])
         fake_b, _ = self.generate(z_b, c[:n], passes=passes)
-        return mode_seeking_loss(fake[:n], fake_b, z[:n], z_b).mean()
+        return mode_seeking_loss(fake[:n], fake_b, z[:n], z_b, self.cfg.mode_seeking_view).mean()
 
     def clip_features(self, fake: Tensor) -> Tensor:
         """CLIP features of fakes in the training view: cfg.clip_view decides for small fakes."""

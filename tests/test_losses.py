@@ -127,6 +127,18 @@ def test_mode_seeking_loss_is_large_when_latents_give_one_image_and_pushes_them_
     assert (fake_b.grad < 0).all()  # descending the loss moves the second draw further from the first
 
 
+def test_mode_seeking_on_a_coarse_view_ignores_pixel_noise_but_not_layout():
+    z_a, z_b = torch.zeros(1, 4), torch.ones(1, 4)
+    base = torch.zeros(1, 3, 8, 8)
+    checker = (torch.arange(8)[:, None] + torch.arange(8)[None, :]) % 2 * 2.0 - 1  # +-1 pixel noise, mean 0
+    noisy = base + 0.5 * checker
+    moved = base.clone()
+    moved[..., :4, :] = 0.5  # the top half changed: a layout difference
+    assert mode_seeking_loss(base, noisy, z_a, z_b).item() == pytest.approx(1 / (0.5 + 1e-5))
+    assert mode_seeking_loss(base, noisy, z_a, z_b, view=2).item() == pytest.approx(1e5)  # noise averages out
+    assert mode_seeking_loss(base, moved, z_a, z_b, view=2).item() == pytest.approx(1 / (0.25 + 1e-5))
+
+
 # ------------------------------------------------------------------------------ LafiteLoss
 class _ToyG:
     """One w per sample (no style mixing); the image is z as a 1x2x2 picture."""
