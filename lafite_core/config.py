@@ -71,6 +71,9 @@ class PerturbationConfig:
     # calibrated, centred: the encoder's modality geometry (lafite_core/modality.py)
     geometry: str | None = REPO_PREFIX + TINY_ENCODER_GEOMETRY.name
     target_cosine: float | None = None  # calibrated, centred: E[cos(h', h)]; None: the geometry's matched cosine
+    # calibrated, centred: each sample's E[cos(h', h)] drawn uniformly between this and target_cosine (None:
+    # one level). Prompts that name less sit further from their images, so a range of levels covers them all.
+    min_target_cosine: float | None = None
     # per_step: one draw of the conditions per training step, shared by its loss phases;
     # per_phase: a new draw in every phase (G, G_reg, D, D_reg), as the authors' code does.
     redraw: Literal["per_step", "per_phase"] = "per_step"

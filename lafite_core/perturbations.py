@@ -15,6 +15,10 @@ eps ~ N(0, I), the kinds (pick one by name in `PerturbationConfig.kind`) are:
 - centred:  h_c = norm(h~ - image_mean + text_mean), then calibrated noise around h_c, sized by
             the matched cosine left after the shift                    (C3, Zhang et al. 2024)
 
+calibrated and centred take `min_target_cosine`: each sample then draws its own target cosine
+between it and the usual one, so the pseudo features cover both full captions (close to their
+images) and short prompts (further away, since they name less).
+
 For unit vectors "official" is "gaussian" with xi = a / (1 - a), so a = 0.75 is xi = 3 and
 E[cos(h', h~)] is about 1/sqrt(1 + xi^2) = 0.32 in high dimension.
 
@@ -113,14 +117,26 @@ class NoPerturbation(Perturbation):
 
 
 class GaussianPerturbation(Perturbation):
-    """Paper form with noise-to-signal ratio xi."""
+    """Paper form with noise-to-signal ratio xi; with `cosine_range` (low, high), each sample draws its
+    own E[cos(h', h~)] uniformly in that range and uses the xi that gives it."""
 
-    def __init__(self, xi: float, text_alpha: float = 0.1):
+    def __init__(self, xi: float, text_alpha: float = 0.1, cosine_range: tuple[float, float] | None = None):
         super().__init__(text_alpha)
         self.xi = xi
+        self.cosine_range = cosine_range
 
     def perturb_image(self, h_unit: Tensor, generator: torch.Generator | None) -> Tensor:
-        return gaussian_perturb(h_unit, self.xi, self.noise(h_unit, generator))
+        return gaussian_perturb(h_unit, self.sample_xi(h_unit, generator), self.noise(h_unit, generator))
+
+    def sample_xi(self, h_unit: Tensor, generator: torch.Generator | None) -> float | Tensor:
+        """xi, or [N, 1] ratios of cosines drawn per sample from cosine_range."""
+        if self.cosine_range is None:
+            return self.xi
+        low, high = self.cosine_range
+        device = generator.device if generator is not None else h_unit.device
+        u = torch.rand((len(h_unit), 1), generator=generator, device=device).to(h_unit.device, h_unit.dtype)
+        cosine = low + (high - low) * u
+        return (1 / cosine.square() - 1).sqrt()
 
 
 class OfficialPerturbation(Perturbation):
@@ -138,8 +154,14 @@ class CentredPerturbation(GaussianPerturbation):
     """Cross the modality gap by its mean offset, then add noise: isotropic noise alone cannot
     cross a constant offset between the two modalities' cones."""
 
-    def __init__(self, geometry: ModalityGeometry, xi: float, text_alpha: float = 0.1):
-        super().__init__(xi, text_alpha)
+    def __init__(
+        self,
+        geometry: ModalityGeometry,
+        xi: float,
+        text_alpha: float = 0.1,
+        cosine_range: tuple[float, float] | None = None,
+    ):
+        super().__init__(xi, text_alpha, cosine_range)
         self.register_buffer("image_mean", geometry.image_mean.clone())
         self.register_buffer("text_mean", geometry.text_mean.clone())
 
@@ -344,12 +366,23 @@ def _geometry(cfg: PerturbationConfig, feature_dim: int) -> ModalityGeometry:
     return geometry
 
 
+def _cosine_range(cfg: PerturbationConfig, cosine: float) -> tuple[float, float] | None:
+    if cfg.min_target_cosine is None:
+        return None
+    if not 0 < cfg.min_target_cosine <= cosine:
+        raise ValueError(
+            f"parameter perturbation.min_target_cosine = {cfg.min_target_cosine} must be in (0, {cosine:.3g}], "
+            f"the target cosine"
+        )
+    return (cfg.min_target_cosine, cosine)
+
+
 @PERTURBATIONS.register("calibrated")
 def _build_calibrated(cfg: PerturbationConfig, feature_dim: int) -> Perturbation:
     """Gaussian noise sized so that E[cos(h', h~)] is the encoder's matched image/caption cosine."""
     _check_fraction("text_alpha", cfg.text_alpha)
     cosine = cfg.target_cosine if cfg.target_cosine is not None else _geometry(cfg, feature_dim).matched_cosine
-    return GaussianPerturbation(noise_ratio(cosine), cfg.text_alpha)
+    return GaussianPerturbation(noise_ratio(cosine), cfg.text_alpha, _cosine_range(cfg, cosine))
 
 
 @PERTURBATIONS.register("centred")
@@ -357,7 +390,7 @@ def _build_centred(cfg: PerturbationConfig, feature_dim: int) -> Perturbation:
     _check_fraction("text_alpha", cfg.text_alpha)
     geometry = _geometry(cfg, feature_dim)
     cosine = cfg.target_cosine if cfg.target_cosine is not None else geometry.centred_matched_cosine
-    return CentredPerturbation(geometry, noise_ratio(cosine), cfg.text_alpha)
+    return CentredPerturbation(geometry, noise_ratio(cosine), cfg.text_alpha, _cosine_range(cfg, cosine))
 
 
 @PERTURBATIONS.register("learned")

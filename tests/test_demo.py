@@ -64,6 +64,8 @@ def test_demo_smoke_pipeline_end_to_end(tmp_path, capsys):
     for which in ("seen", "heldout"):
         assert shipped[which] == pytest.approx(recorded[which], abs=1e-6)
     assert f"**{demo.SHIPPED}** ({shipped['kimg']:.0f} kimg)" in text
+    assert '"{colour} {shape}": both right in' in text and "| real renders | seen | t5 | red circle |" in text
+    assert f"| {demo.SHIPPED} | heldout | t5 | orange circle | 6 |" in text  # every form, both generators
     for label in judged:
         assert (out / f"samples-{demo._slug(label)}.png").stat().st_size > 1000
     assert (out / "train-loss-curves.png").is_file() and (out / "train-progress-grid.png").is_file()

@@ -279,3 +279,15 @@ def test_geometry_kinds_name_a_missing_or_mismatched_file(tmp_path):
     (tmp_path / "other.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(ValueError, match="not a readable safetensors"):
         build_perturbation(PerturbationConfig(kind="centred", geometry=str(tmp_path / "other.safetensors")), 64)
+
+
+def test_a_range_of_target_cosines_spreads_the_noise_levels_over_it():
+    h = F.normalize(torch.randn(4000, 512), dim=-1)
+    cfg = PerturbationConfig(kind="calibrated", target_cosine=0.9, min_target_cosine=0.3)
+    g = torch.Generator().manual_seed(0)
+    cosines = (build_perturbation(cfg, 512)(h, generator=g) * h).sum(-1)
+    assert cosines.min() < 0.35 and cosines.max() > 0.85  # both ends of the range are drawn
+    assert cosines.mean().item() == pytest.approx(0.6, abs=0.03)  # uniform between 0.3 and 0.9
+    assert ((cosines > 0.4) & (cosines < 0.8)).float().mean().item() == pytest.approx(4 / 6, abs=0.05)
+    with pytest.raises(ValueError, match="min_target_cosine"):
+        build_perturbation(PerturbationConfig(kind="calibrated", target_cosine=0.5, min_target_cosine=0.6), 512)
