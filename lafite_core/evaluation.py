@@ -25,7 +25,6 @@ extractors take, so generated and real images go through exactly the same quanti
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import time
@@ -54,7 +53,7 @@ from lafite_core.features import (
 )
 from lafite_core.grids import from_uint8, latents, save_image_grid, to_uint8
 from lafite_core.metrics import METRICS, ScoredImages, append_rows, compute_metrics, protocol_columns
-from lafite_core.params import INPUT_ERRORS, add_params_arguments, load_with_overrides, run_main
+from lafite_core.params import INPUT_ERRORS, add_params_arguments, command_parser, load_with_overrides, run_main
 from lafite_core.precision import resolve_device
 from lafite_core.run_lock import RunLock
 from lafite_core.sampler import Sampler
@@ -395,13 +394,12 @@ def load_eval_config(params: str | Path | None, overrides: list[str], protocol: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m lafite_core.evaluation",
-        description="Evaluate a LAFITE generator; rows go to results/<table>.csv/.md",
-    )
+    parser = command_parser("evaluate", "Evaluate a LAFITE generator; rows go to results/<table>.csv/.md")
     add_params_arguments(parser, "EvalConfig", "checkpoint=results/runs/train")
     parser.add_argument(
-        "--protocol", help=f"a named protocol preset replacing the params file's ({', '.join(ProtocolConfig.PRESETS)})"
+        "--protocol",
+        help=f"a named protocol preset replacing the params file's ({', '.join(ProtocolConfig.PRESETS)}; "
+        "default: the params file's protocol)",
     )
     args = parser.parse_args(argv)
     rows = evaluate(load_eval_config(args.params, args.overrides, args.protocol))

@@ -28,7 +28,6 @@ fixed prompts x seeds), reals.png, loss_curves.png, checkpoints/checkpoint-<nimg
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import json
@@ -69,7 +68,7 @@ from lafite_core.grids import from_uint8, save_grid, save_image_grid, seed_laten
 from lafite_core.losses import LafiteLoss, compiled_passes
 from lafite_core.networks import Discriminator, Generator, resolve_feature_dim
 from lafite_core.optimisers import ema_beta, lazy_adam, update_ema
-from lafite_core.params import INPUT_ERRORS, add_params_arguments, load_with_overrides, run_main
+from lafite_core.params import INPUT_ERRORS, add_params_arguments, command_parser, load_with_overrides, run_main
 from lafite_core.perturbations import build_perturbation, save_learned_perturbation, train_learned_perturbation
 from lafite_core.progress import tqdm
 from lafite_core.run_lock import RunLock
@@ -725,9 +724,7 @@ def load_train_config(params: str | Path | None, overrides: list[str], preset: s
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m lafite_core.training", description="Train LAFITE (one process, or several under torchrun)."
-    )
+    parser = command_parser("train", "Train LAFITE (one process, or several under torchrun).")
     parser.add_argument(
         "--preset",
         choices=sorted(TrainConfig.PRESETS),
