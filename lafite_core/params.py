@@ -162,6 +162,14 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+class OneLineError:
+    """A mixin for errors whose message says what to do: Jupyter shows `Name: message` alone, not
+    a traceback through the kit (`%tb` still shows it)."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"{type(self).__name__}: {self}"]
+
+
 class DefaultsShown(argparse.HelpFormatter):
     """Every option's help ends with its default, unless the help already states it."""
 
