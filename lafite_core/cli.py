@@ -4,7 +4,8 @@
     lafite embed --params params/embed.yaml
     lafite train --params params/train.yaml --set total_kimg=40
     lafite evaluate --params params/evaluate.yaml
-    lafite sample "a red star" "a blue cross" --checkpoint results/runs/train
+    lafite sample "a red star" "a blue cross" --checkpoint results/runs/train --out grid.png
+    lafite export results/runs/train my-generator.safetensors
     lafite run notebooks/02_train.ipynb --params params/train.yaml     # a notebook or a sweep, via the runner
     lafite collect ablation
     lafite convert ...                                                  # the authors' snapshots
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from lafite_core import config
-from lafite_core.params import INPUT_ERRORS, add_params_arguments, load_with_overrides, run_main
+from lafite_core.params import INPUT_ERRORS, add_params_arguments, command_parser, load_with_overrides, run_main
 from lafite_core.run_lock import FolderLockedError, refuse_if_held
 
 
@@ -61,6 +62,7 @@ COMMANDS: dict[str, Command] = {
         folder=("EvalConfig", "output_dir", "evaluation"),
     ),
     "sample": Command("lafite_core.sampler", "draw a grid of images for prompts (SampleConfig)", ("sample",)),
+    "export": Command("lafite_core.sampler", "a run's generator as one .safetensors file for sampling", ("export",)),
     "convert": Command("lafite_core.convert", "convert the LAFITE authors' snapshots into the kit's files"),
 }
 
@@ -70,7 +72,7 @@ def embed_main(argv: list[str] | None = None) -> int:
     from lafite_core.config import EmbedConfig
     from lafite_core.data.cache import embed_from_config
 
-    parser = argparse.ArgumentParser(prog="lafite embed", description=embed_main.__doc__)
+    parser = command_parser("embed", embed_main.__doc__)
     add_params_arguments(parser, "EmbedConfig", "data.size=2000")
     args = parser.parse_args(argv)
     cfg = load_with_overrides(EmbedConfig, args.params, args.overrides)

@@ -16,7 +16,6 @@ OpenAI's ViT-B/32, some models ViT-B/16), and it is recorded as the generator's 
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import re
 from pathlib import Path
@@ -32,7 +31,7 @@ from lafite_core.config import DataConfig, EncoderConfig, NetworkConfig, TrainCo
 from lafite_core.encoders import load_encoder
 from lafite_core.networks import Discriminator, Generator, channels_at
 from lafite_core.ops import fir_filter
-from lafite_core.params import run_main
+from lafite_core.params import command_parser, run_main
 from lafite_core.restricted_unpickler import PersistentObject, load as load_pickle
 from lafite_core.sampler import write_generator
 from lafite_core.tensor_files import judge_weights_file
@@ -305,12 +304,14 @@ def snapshot_nimg(path: str | Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Convert an official LAFITE snapshot pickle into the kit's formats, running no code from it."""
-    parser = argparse.ArgumentParser(prog="python -m lafite_core.convert", description=main.__doc__)
+    parser = command_parser("convert", main.__doc__)
     parser.add_argument("snapshot", help="the authors' network-snapshot-*.pkl")
     parser.add_argument("out", help="the exported generator to write (.safetensors)")
     parser.add_argument("--encoder", required=True, help="open_clip name of the CLIP it was trained with (ViT-B-32)")
     parser.add_argument("--pretrained", required=True, help="that CLIP's weights: a tag (openai) or a local file")
-    parser.add_argument("--training-checkpoint", help="also write G, D and G_ema as a checkpoint in this folder")
+    parser.add_argument(
+        "--training-checkpoint", help="also write G, D and G_ema as a checkpoint in this folder (default: none)"
+    )
     args = parser.parse_args(argv)
     written = convert_snapshot(
         args.snapshot, args.out, EncoderConfig(name=args.encoder, pretrained=args.pretrained), args.training_checkpoint

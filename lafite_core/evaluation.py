@@ -25,7 +25,6 @@ extractors take, so generated and real images go through exactly the same quanti
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import time
@@ -37,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lafite_core.assets import resolve_asset
+from lafite_core.assets import DEMO_GENERATOR, REPO_PREFIX, resolve_asset
 from lafite_core.config import EvalConfig, ProtocolConfig, protocol_preset
 from lafite_core.data import dataset_from_config
 from lafite_core.data.shapes import ATTRIBUTE_NAMES, VOCABULARIES, ShapesDataset, caption_attributes, captions_for
@@ -54,7 +53,7 @@ from lafite_core.features import (
 )
 from lafite_core.grids import from_uint8, latents, save_image_grid, to_uint8
 from lafite_core.metrics import METRICS, ScoredImages, append_rows, compute_metrics, protocol_columns
-from lafite_core.params import INPUT_ERRORS, add_params_arguments, load_with_overrides, run_main
+from lafite_core.params import INPUT_ERRORS, add_params_arguments, command_parser, load_with_overrides, run_main
 from lafite_core.precision import resolve_device
 from lafite_core.run_lock import RunLock
 from lafite_core.sampler import Sampler
@@ -72,6 +71,10 @@ class Prompts:
     captions: list[str]
     items: list[int]
     targets: Tensor | None = None
+
+
+MIN_FOLDER_IMAGES = 20  # the fewest images the default protocol halves into a reference set and real images
+MIN_REAL_IMAGES = 2  # the real-images baseline's fewest images
 
 
 def item_captions(dataset, index: int) -> list[str]:
@@ -214,6 +217,16 @@ def build_context(cfg: EvalConfig, progress: bool = True, encoder=None) -> Conte
     return Context(cfg, device, sampler, eval_encoder, extractors, progress)
 
 
+def shipped_generator_if_untrained(cfg: EvalConfig) -> EvalConfig:
+    """`cfg` with the kit's shipped generator when its checkpoint is the default run folder and no run
+    is there yet (a fresh clone's 04_evaluate), saying so; any other checkpoint is kept as given."""
+    if cfg.checkpoint != EvalConfig.checkpoint or Path(cfg.checkpoint).exists():
+        return cfg
+    shipped = REPO_PREFIX + DEMO_GENERATOR.name
+    print(f"No run in {cfg.checkpoint} yet: evaluating the shipped generator {shipped} instead.", flush=True)
+    return dataclasses.replace(cfg, checkpoint=shipped)
+
+
 def evaluate(cfg: EvalConfig, progress: bool = True, encoder=None) -> list[dict]:
     """Evaluate `cfg.checkpoint` on every split; append the rows to the results table, write
     `output_dir/metrics.json` (the model's numbers per split) and sample grids; return the rows.
@@ -257,16 +270,40 @@ def metric_columns(row: dict) -> list[str]:
     return keys[keys.index("seconds") + 1 :]
 
 
+def sized_protocol(cfg: EvalConfig, available: int, own_reference: bool) -> ProtocolConfig:
+    """The protocol for a reference split of `available` images. The default protocol meets a small
+    folder by halving it (reference set, then the real-images baseline) and saying so; a named
+    protocol, or a Shapes split, too small for its reference set is an error naming what to set."""
+    protocol = cfg.protocol
+    needed = protocol.reference_size + (MIN_REAL_IMAGES if own_reference and "real" in cfg.baselines else 0)
+    if available >= needed:
+        return protocol
+    if cfg.data.kind == "shapes":
+        fix = f"raise data.size or lower protocol.reference_size (split holds {available} images)"
+    elif protocol.name != ProtocolConfig.name or not own_reference or available < MIN_FOLDER_IMAGES:
+        fix = (
+            f"the data holds {available} images: lower protocol.reference_size and protocol.kid_subset_size "
+            f"(at most reference_size), or give at least {needed} images; the default protocol adapts itself "
+            f"to {MIN_FOLDER_IMAGES} or more"
+        )
+    else:
+        reference = available // 2
+        subset = min(protocol.kid_subset_size, reference, available - reference, protocol.num_samples)
+        print(
+            f"note: {available} images: the reference set is the first {reference} (protocol.reference_size), "
+            f"KID subsets hold {subset} (protocol.kid_subset_size); numbers compare only at the same sizes",
+            flush=True,
+        )
+        return dataclasses.replace(protocol, reference_size=reference, kid_subset_size=subset)
+    raise ValueError(f"parameter protocol.reference_size = {protocol.reference_size} needs {needed} images; {fix}")
+
+
 def evaluate_split(ctx: Context, split: str, eval_set) -> tuple[list[dict], Tensor]:
     """Rows for the model and each baseline on one split, and the model's first 64 images."""
-    cfg, protocol = ctx.cfg, ctx.cfg.protocol
-    ref_split = protocol.reference_split or split
+    cfg = ctx.cfg
+    ref_split = cfg.protocol.reference_split or split
     ref_set = eval_set if ref_split == split else dataset_from_config(dataclasses.replace(cfg.data, split=ref_split))
-    if len(ref_set) < protocol.reference_size:
-        raise ValueError(
-            f"parameter protocol.reference_size = {protocol.reference_size}, but split {ref_split!r} "
-            f"holds {len(ref_set)} images (data.size = {cfg.data.size})"
-        )
+    protocol = sized_protocol(cfg, len(ref_set), own_reference=ref_set is eval_set)
     reference = None
     ref_names = needed_features([n for n in cfg.metrics if METRICS.get(n).uses_reference])
     if ref_names:
@@ -304,7 +341,7 @@ def evaluate_split(ctx: Context, split: str, eval_set) -> tuple[list[dict], Tens
         if len(real_items) < 2:
             raise ValueError(
                 f"baseline 'real' needs images of split {split!r} outside the reference set, but "
-                f"its {len(eval_set)} images are all reference images; raise data.size or set "
+                f"its {len(eval_set)} images are all reference images; lower protocol.reference_size or set "
                 f"protocol.reference_split"
             )
         real_prompts = plan_prompts(eval_set, real_items, len(real_items))
@@ -334,7 +371,12 @@ def evaluate_split(ctx: Context, split: str, eval_set) -> tuple[list[dict], Tens
         reference_images = f"{ref_split}[0:{protocol.reference_size}]"
         rows.append(
             result_row(
-                ctx, split, reference_images, subject, len(subject_prompts.captions), time.time() - started, values
+                ctx,
+                protocol,
+                (split, reference_images, subject),
+                len(subject_prompts.captions),
+                time.time() - started,
+                values,
             )
         )
     return rows, grid
@@ -354,10 +396,16 @@ def _scored(ctx: Context, features: dict[str, Tensor], prompts: Prompts) -> Scor
 
 
 def result_row(
-    ctx: Context, split: str, reference_images: str, subject: str, num_images: int, seconds: float, values: dict
+    ctx: Context,
+    protocol: ProtocolConfig,
+    what: tuple[str, str, str],
+    num_images: int,
+    seconds: float,
+    values: dict,
 ) -> dict:
-    """One table row: what was scored, with which networks, under which protocol, then the metrics."""
-    cfg, info = ctx.cfg, ctx.sampler.info
+    """One table row: what was scored (split, reference images, subject), with which networks, under
+    which protocol, then the metrics."""
+    (split, reference_images, subject), cfg, info = what, ctx.cfg, ctx.sampler.info
     train_encoder = ctx.sampler.encoder
     row = {
         "subject": SUBJECTS[subject],
@@ -367,7 +415,7 @@ def result_row(
         "eval_split": split,
         "eval_size": cfg.data.size if cfg.data.kind == "shapes" else None,
         "reference_images": reference_images,  # split[first:last] of the reference set
-        **protocol_columns(cfg.protocol),
+        **protocol_columns(protocol),
         "num_images": num_images,
         "train_clip": f"{train_encoder.name}:{encoder_fingerprint(train_encoder)[:12]}",
         "eval_clip": (
@@ -395,18 +443,20 @@ def load_eval_config(params: str | Path | None, overrides: list[str], protocol: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m lafite_core.evaluation",
-        description="Evaluate a LAFITE generator; rows go to results/<table>.csv/.md",
-    )
+    parser = command_parser("evaluate", "Evaluate a LAFITE generator; rows go to results/<table>.csv/.md")
     add_params_arguments(parser, "EvalConfig", "checkpoint=results/runs/train")
     parser.add_argument(
-        "--protocol", help=f"a named protocol preset replacing the params file's ({', '.join(ProtocolConfig.PRESETS)})"
+        "--protocol",
+        help=f"a named protocol preset replacing the params file's ({', '.join(ProtocolConfig.PRESETS)}; "
+        "default: the params file's protocol)",
     )
     args = parser.parse_args(argv)
-    rows = evaluate(load_eval_config(args.params, args.overrides, args.protocol))
+    cfg = load_eval_config(args.params, args.overrides, args.protocol)
+    rows = evaluate(cfg)
     for row in rows:
         print(json.dumps({k: row[k] for k in ("subject", "eval_split", *metric_columns(row))}))
+    table = Path(cfg.results_dir) / cfg.table
+    print(f"table: {table}.md (every column: {table}.csv); this run's numbers: {Path(cfg.output_dir) / 'metrics.json'}")
     return 0
 
 

@@ -35,6 +35,7 @@ from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, k
 
 from lafite_core.config import ProtocolConfig
 from lafite_core.registry import Registry
+from lafite_core.reporting import better, with_arrow
 
 
 # ==================================================================================== metrics
@@ -262,8 +263,23 @@ def append_rows(rows: list[dict[str, Any]], table: str, results_dir: str | Path 
     all_rows = old + [{k: _cell(v) for k, v in row.items()} for row in rows]
     columns = list(dict.fromkeys(k for row in all_rows for k in row))
     _atomic_write(csv_path, _csv_text(all_rows, columns))
-    _atomic_write(md_path, markdown_table(read_table(table, results_dir), columns))
+    _atomic_write(md_path, markdown_table(read_table(table, results_dir), metrics_first(columns), arrows=True))
     return csv_path, md_path
+
+
+ROW_LABELS = ("subject", "eval_split")  # what a row is, shown before its metrics
+
+
+def metrics_first(columns: list[str]) -> list[str]:
+    """The row labels, then the metric columns (with their _std), then the protocol and the rest:
+    a reader sees the numbers without scrolling past the protocol."""
+
+    def is_metric(column: str) -> bool:
+        return better(column.removesuffix("_std")) is not None
+
+    labels = [c for c in columns if c in ROW_LABELS]
+    metrics = [c for c in columns if c not in ROW_LABELS and is_metric(c)]
+    return labels + metrics + [c for c in columns if c not in labels and c not in metrics]
 
 
 def read_table(table: str, results_dir: str | Path = "results") -> list[dict[str, str]]:
@@ -275,8 +291,9 @@ def read_table(table: str, results_dir: str | Path = "results") -> list[dict[str
         return list(csv.DictReader(f))
 
 
-def markdown_table(rows: list[dict[str, str]], columns: list[str]) -> str:
-    """A GitHub pipe table of CSV rows (strings); decimals shown with 4 significant digits."""
+def markdown_table(rows: list[dict[str, str]], columns: list[str], arrows: bool = False) -> str:
+    """A GitHub pipe table of CSV rows (strings); decimals shown with 4 significant digits; `arrows`
+    marks each metric's header with the way it improves (↑ or ↓)."""
 
     def fmt(text: str | None) -> str:
         text = "" if text is None else str(text)
@@ -287,7 +304,8 @@ def markdown_table(rows: list[dict[str, str]], columns: list[str]) -> str:
         is_decimal = any(ch in text for ch in ".eE") or text.lower() in ("nan", "inf", "-inf")
         return f"{number:.4g}" if is_decimal else text
 
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    headers = [with_arrow(c) for c in columns] if arrows else columns
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in columns) + "|"]
     lines += ["| " + " | ".join(fmt(row.get(c)) for c in columns) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 

@@ -1,5 +1,5 @@
 """Params files and overrides: the one YAML loader of the kit, `extends`, deep merge, dotted
-overrides, and the error handling every `python -m lafite_core.*` entry point shares.
+overrides, and the command-line parts every `lafite` command shares.
 
 A params file states only what differs from the dataclass defaults in lafite_core.config;
 `config.from_dict` fills in the rest (a nested section given in part is merged over the
@@ -162,16 +162,40 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+class OneLineError:
+    """A mixin for errors whose message says what to do: Jupyter shows `Name: message` alone, not
+    a traceback through the kit (`%tb` still shows it)."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"{type(self).__name__}: {self}"]
+
+
+class DefaultsShown(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the help already states it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if not action.option_strings or "default" in text or action.default in (None, argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def command_parser(name: str, description: str | None) -> argparse.ArgumentParser:
+    """The parser of `lafite <name>`: its usage line names the command people type, not the module."""
+    prog = f"lafite {name}".strip()  # "": a module whose sub-parsers are the commands (lafite run, lafite collect)
+    return argparse.ArgumentParser(prog=prog, description=description, formatter_class=DefaultsShown)
+
+
 def add_params_arguments(parser: argparse.ArgumentParser, what: str, example: str) -> None:
     """The `--params FILE` and repeatable `--set KEY=VALUE` options that load_with_overrides reads."""
-    parser.add_argument("--params", help=f"YAML params file ({what} fields)")
+    parser.add_argument("--params", help=f"YAML params file ({what} fields; default: none, the {what} defaults)")
     parser.add_argument(
         "--set",
         dest="overrides",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help=f"override one parameter (the value is read as YAML), e.g. --set {example}",
+        help=f"override one parameter (the value is read as YAML; repeatable; default: none), e.g. --set {example}",
     )
 
 

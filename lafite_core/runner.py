@@ -20,7 +20,6 @@ exits 130 (SIGINT) or 143 (SIGTERM) with no process of its runs left.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import importlib
@@ -45,7 +44,7 @@ import psutil
 import yaml
 
 from lafite_core import config as config_module
-from lafite_core.params import HOME_VARIABLE, load_params, run_main, set_dotted
+from lafite_core.params import HOME_VARIABLE, DefaultsShown, command_parser, load_params, run_main, set_dotted
 from lafite_core.progress import tqdm
 from lafite_core.reporting import plot_sweep, sweep_markdown
 from lafite_core.run_lock import FolderLockedError, RunLock
@@ -537,19 +536,21 @@ def collect(sweep: str, results: Path = RESULTS, out_dir: Path | None = None, na
 
 # ----------------------------------------------------------------------------- command line
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lafite_core.runner", description=__doc__.split("\n\n")[0])
+    parser = command_parser("", __doc__.split("\n\n")[0])  # its sub-commands are `lafite run` and `lafite collect`
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="execute a sweep file or a notebook with a params file")
-    run.add_argument("sweep_or_notebook")
-    run.add_argument("--params", help="params file for a single notebook")
-    run.add_argument("--workers", type=int, default=None)
+    run = sub.add_parser("run", help="execute a sweep file or a notebook", formatter_class=DefaultsShown)
+    run.add_argument("sweep_or_notebook", help="a sweep file (params/*.yaml with `sweep:`) or a notebook (.ipynb)")
+    run.add_argument("--params", help="params file for a single notebook (default: none, the notebook's defaults)")
+    run.add_argument("--workers", type=int, help="runs at once (default: one per GPU, else one)")
     run.add_argument("--force", action="store_true", help="re-run finished runs too")
-    run.add_argument("--results", default=str(RESULTS))
-    run.add_argument("--backend", choices=["local", "ray"], default="local")
-    run.add_argument("--ray-address", default=None, help="an existing Ray cluster (default: start a local one)")
-    col = sub.add_parser("collect", help="collect a sweep's metrics into results/<sweep>.csv/.md")
-    col.add_argument("sweep")
-    col.add_argument("--results", default=str(RESULTS))
+    run.add_argument("--results", default=str(RESULTS), help="folder of run folders (runs/) and tables")
+    run.add_argument("--backend", choices=["local", "ray"], default="local", help="where runs execute")
+    run.add_argument("--ray-address", help="an existing Ray cluster (default: start a local one)")
+    col = sub.add_parser(
+        "collect", help="gather a sweep's metrics into <results>/<sweep>.csv/.md/.png", formatter_class=DefaultsShown
+    )
+    col.add_argument("sweep", help="the sweep's name (its params file's stem, e.g. ablation)")
+    col.add_argument("--results", default=str(RESULTS), help="folder holding runs/ and the tables")
     child = sub.add_parser("_execute")
     child.add_argument("notebook")
     child.add_argument("folder")

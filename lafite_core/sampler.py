@@ -19,7 +19,6 @@ prompts.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import io
 import json
@@ -44,7 +43,7 @@ from lafite_core.config import EncoderConfig, NetworkConfig, SampleConfig, from_
 from lafite_core.encoders import check_text, load_encoder, text_notice
 from lafite_core.grids import latents, save_grid
 from lafite_core.networks import Generator
-from lafite_core.params import run_main
+from lafite_core.params import DefaultsShown, command_parser, run_main
 from lafite_core.tensor_files import judge_weights_file, read_tagged_safetensors
 
 GENERATOR_FORMAT = "lafite-generator-v1"
@@ -323,9 +322,9 @@ def slug(text: str, limit: int = 40) -> str:
 
 
 # ------------------------------------------------------------------------------ headless
-def sample_from_config(cfg) -> dict[str, Any]:
+def sample_from_config(cfg, grid_name: str = "grid.png") -> dict[str, Any]:
     """The notebook's headless run (a SampleConfig): a grid of cfg.n images per prompt (rows) in
-    cfg.out_dir/grid.png and its settings in metrics.json. Does nothing without prompts."""
+    cfg.out_dir/grid_name and its settings in metrics.json beside it. Does nothing without prompts."""
     if not cfg.prompts:
         return {}
     started = time.perf_counter()
@@ -337,7 +336,7 @@ def sample_from_config(cfg) -> dict[str, Any]:
         print(f"notice: {notice}", file=sys.stderr)
     out = Path(cfg.out_dir)
     grid = save_grid(
-        images, out / "grid.png", columns=cfg.n, captions=cfg.prompts if cfg.captions else None, scale=cfg.scale
+        images, out / grid_name, columns=cfg.n, captions=cfg.prompts if cfg.captions else None, scale=cfg.scale
     )
     summary = {
         "grid": str(grid),
@@ -358,38 +357,43 @@ def sample_from_config(cfg) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------ command line
+EXPORT_SUMMARY = "G_ema of a checkpoint or run folder -> a .safetensors generator"
+
+
 def main(argv: list[str] | None = None) -> int:
     """`export` a run's generator for shipping, or `sample` prompts into a grid."""
-    parser = argparse.ArgumentParser(prog="python -m lafite_core.sampler", description=main.__doc__)
+    parser = command_parser("", main.__doc__)  # its sub-commands are `lafite sample` and `lafite export`
     sub = parser.add_subparsers(dest="command", required=True)
-    export = sub.add_parser("export", help="G_ema of a checkpoint or run folder -> a .safetensors generator")
-    export.add_argument("source")
-    export.add_argument("out")
-    sample = sub.add_parser("sample", help="a grid of n images per prompt")
-    sample.add_argument("prompts", nargs="+")
+    export = sub.add_parser("export", help=EXPORT_SUMMARY, formatter_class=DefaultsShown)
+    export.add_argument("source", help="a checkpoint-*.pt or a run folder (its newest checkpoint)")
+    export.add_argument("out", help="the generator file to write (.safetensors)")
+    sample = sub.add_parser("sample", help="a grid of n images per prompt", formatter_class=DefaultsShown)
+    sample.add_argument("prompts", nargs="+", help="one grid row per prompt")
     default = SampleConfig()
-    sample.add_argument("--checkpoint", default=default.checkpoint)
-    sample.add_argument("--n", type=int, default=default.n)
-    sample.add_argument("--seed", type=int, default=default.seed)
-    sample.add_argument("--psi", type=float, default=default.psi)
-    sample.add_argument("--out", default=default.out_dir)
+    sample.add_argument("--checkpoint", default=default.checkpoint, help="an exported generator, checkpoint or run")
+    sample.add_argument("--n", type=int, default=default.n, help="images per prompt")
+    sample.add_argument("--seed", type=int, default=default.seed, help="image i uses the latent of seed + i")
+    sample.add_argument("--psi", type=float, default=default.psi, help="truncation (1: none)")
+    sample.add_argument("--out", default=f"{default.out_dir}/grid.png", help="the grid image to write (.png)")
     sample.add_argument("--compile", action="store_true", default=default.compile, help="torch.compile the generator")
     args = parser.parse_args(argv)
     if args.command == "export":
         path = export_generator(args.source, args.out)
         print(f"{path} ({path.stat().st_size / 2**20:.1f} MB)")
         return 0
-    summary = sample_from_config(
-        SampleConfig(
-            checkpoint=args.checkpoint,
-            prompts=args.prompts,
-            n=args.n,
-            seed=args.seed,
-            psi=args.psi,
-            out_dir=args.out,
-            compile=args.compile,
-        )
+    grid = Path(args.out)
+    if not grid.suffix:  # a folder, as --out meant before: its grid.png
+        grid = grid / "grid.png"
+    cfg = SampleConfig(
+        checkpoint=args.checkpoint,
+        prompts=args.prompts,
+        n=args.n,
+        seed=args.seed,
+        psi=args.psi,
+        out_dir=str(grid.parent),
+        compile=args.compile,
     )
+    summary = sample_from_config(cfg, grid.name)
     print(f"{summary['images']} images in {summary['seconds']} s -> {summary['grid']}")
     return 0
 

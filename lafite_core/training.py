@@ -28,7 +28,6 @@ fixed prompts x seeds), reals.png, loss_curves.png, checkpoints/checkpoint-<nimg
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import json
@@ -69,7 +68,14 @@ from lafite_core.grids import from_uint8, save_grid, save_image_grid, seed_laten
 from lafite_core.losses import LafiteLoss, compiled_passes
 from lafite_core.networks import Discriminator, Generator, resolve_feature_dim
 from lafite_core.optimisers import ema_beta, lazy_adam, update_ema
-from lafite_core.params import INPUT_ERRORS, add_params_arguments, load_with_overrides, run_main
+from lafite_core.params import (
+    INPUT_ERRORS,
+    OneLineError,
+    add_params_arguments,
+    command_parser,
+    load_with_overrides,
+    run_main,
+)
 from lafite_core.perturbations import build_perturbation, save_learned_perturbation, train_learned_perturbation
 from lafite_core.progress import tqdm
 from lafite_core.run_lock import RunLock
@@ -84,11 +90,14 @@ class NonFiniteLossError(RuntimeError):
     """A loss term became NaN or infinite; the message names the step, the phase and the term."""
 
 
-class TrainingInterrupted(KeyboardInterrupt):
+class TrainingInterrupted(OneLineError, KeyboardInterrupt):
     """Training stopped on SIGINT or SIGTERM after writing a checkpoint; rerunning resumes."""
 
     def __init__(self, signum: int, checkpoint: Path | None):
-        super().__init__(f"stopped by {signal.Signals(signum).name}; checkpoint {checkpoint}")
+        super().__init__(
+            f"training stopped by {signal.Signals(signum).name}; checkpoint {checkpoint}; "
+            "run it again with the same run_dir to resume"
+        )
         self.signum, self.checkpoint = signum, checkpoint
 
 
@@ -725,9 +734,7 @@ def load_train_config(params: str | Path | None, overrides: list[str], preset: s
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m lafite_core.training", description="Train LAFITE (one process, or several under torchrun)."
-    )
+    parser = command_parser("train", "Train LAFITE (one process, or several under torchrun).")
     parser.add_argument(
         "--preset",
         choices=sorted(TrainConfig.PRESETS),
@@ -741,7 +748,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = train(cfg)
     except TrainingInterrupted as stop:
-        print(f"interrupted: {stop}; run the same command again to resume", file=sys.stderr, flush=True)
+        print(f"interrupted: {stop} (the same command)", file=sys.stderr, flush=True)
         return 128 + stop.signum
     if result.stats:
         last = result.stats[-1]

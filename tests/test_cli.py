@@ -3,6 +3,7 @@ command."""
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from lafite_core import cli
 
 REPO = Path(__file__).resolve().parents[1]
-EXPECTED = ["demo", "run", "collect", "train", "evaluate", "sample", "embed", "convert"]
+EXPECTED = ["demo", "run", "collect", "train", "evaluate", "sample", "export", "embed", "convert"]
 
 
 @pytest.mark.slow
@@ -26,17 +27,33 @@ def test_python_dash_m_lafite_core_lists_every_command():
     assert bad.returncode == 2 and "invalid choice: 'trian'" in bad.stderr
 
 
-@pytest.mark.parametrize("name", EXPECTED)
-def test_every_command_answers_help(name, capsys):
+DEMO_PARSER_PENDING = pytest.mark.xfail(reason="lafite_core/demo.py still builds its own parser", strict=False)
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=DEMO_PARSER_PENDING) if n == "demo" else n for n in EXPECTED])
+def test_every_command_answers_help_naming_itself_and_each_options_default(name, capsys, monkeypatch):
+    """`lafite <name> --help` names `lafite <name>`, and every argument has help; every option's help
+    states its default."""
     try:
         cli.command_main(name)
     except FileNotFoundError as err:  # convert: lafite_core/convert.py comes with the snapshot converter
         assert name == "convert" and "lafite_core.convert" in str(err)
         return
+    parsers = []
+    format_help = argparse.ArgumentParser.format_help
+    monkeypatch.setattr(argparse.ArgumentParser, "format_help", lambda self: parsers.append(self) or format_help(self))
     with pytest.raises(SystemExit) as exit_info:
         cli.main([name, "--help"])
     assert exit_info.value.code == 0
-    assert "usage:" in capsys.readouterr().out
+    assert capsys.readouterr().out.startswith(f"usage: lafite {name} ")
+    (parser,) = parsers
+    for action in parser._actions:
+        if action.dest == "help":
+            continue
+        text = parser._get_formatter()._expand_help(action) if action.help else ""
+        assert text, f"lafite {name}: {action.dest} has no help"
+        if action.option_strings and not action.required:
+            assert "default" in text, f"lafite {name} {action.option_strings[0]}: no default in {text!r}"
 
 
 @pytest.mark.slow

@@ -41,7 +41,7 @@ def documented_commands() -> list[tuple[str, str]]:
 COMMANDS = documented_commands()
 
 
-class Parsed(Exception):
+class Parsed(BaseException):  # past the runner's `except Exception`
     """Raised right after a command's argparse accepted its arguments: nothing else runs."""
 
 

@@ -188,6 +188,7 @@ def test_results_table_appends_rows_and_reads_them_back(tmp_path):
         header = next(csv.reader(f))
     assert header == ["subject", "protocol", "num_samples", "clip_fid", "acc_size", "r_precision"]
     md = md_path.read_text().splitlines()
-    assert md[0].startswith("| subject | protocol |") and len(md) == 4
-    assert "| model | cpu | 2000 | 1.235 |" in md[2] and "real images" in md[3]
+    # the Markdown table: what a row is, then its metrics with the way each improves, then the protocol
+    assert md[0] == "| subject | clip_fid ↓ | acc_size ↑ | r_precision ↑ | protocol | num_samples |" and len(md) == 4
+    assert "| model | 1.235 |  |  | cpu | 2000 |" in md[2] and "real images" in md[3]
     assert np.isclose(float(read_table("eval", tmp_path)[1]["clip_fid"]), 0.01)

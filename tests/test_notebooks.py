@@ -98,10 +98,13 @@ def test_papermill_reads_every_field_of_the_parameters_cell(path):
     assert all(p["inferred_type_name"] != "None" for p in found.values())
 
 
-def _execute_in_notebooks_folder(notebook: str, out: Path, parameters: dict) -> None:
-    """papermill as JupyterLab starts kernels: in notebooks/, with the kit's home taken from the repository."""
+def _execute_in_notebooks_folder(notebook: str, out: Path, parameters: dict, home: Path | None = None) -> str:
+    """papermill as JupyterLab starts kernels: in notebooks/, with the kit's home taken from the
+    repository (or `home`: a fresh clone's empty results). Returns the executed notebook's text output."""
     papermill = pytest.importorskip("papermill")
     env = {k: v for k, v in os.environ.items() if k != "LAFITE_HOME"}
+    if home is not None:
+        env["LAFITE_HOME"] = str(home)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(os, "environ", env)
         papermill.execute_notebook(
@@ -112,6 +115,8 @@ def _execute_in_notebooks_folder(notebook: str, out: Path, parameters: dict) -> 
             cwd=str(REPO / "notebooks"),
             progress_bar=False,
         )
+    cells = json.loads(out.read_text())["cells"]
+    return "".join("".join(o.get("text", "")) for c in cells for o in c.get("outputs", []))
 
 
 TINY_PROTOCOL = {
@@ -144,6 +149,28 @@ def test_evaluate_notebook_runs_from_the_notebooks_folder_with_relative_params(t
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert 0.0 <= metrics["test/caption_accuracy"] <= 1.0
     assert (tmp_path / "results" / "shapes_eval.csv").is_file()
+
+
+@pytest.mark.slow
+def test_evaluate_then_train_notebooks_run_all_on_a_fresh_clone(tmp_path):
+    """No run and no cache yet: 04 evaluates the shipped generator and says so, 02 builds its
+    feature cache and trains. Only sizes a test can afford are given; everything else is a default."""
+    home = tmp_path / "fresh"
+    home.mkdir()
+    tiny_data = {"size": 24}
+    said = _execute_in_notebooks_folder(
+        "04_evaluate.ipynb",
+        tmp_path / "04.ipynb",
+        dict(data=tiny_data, heldout_split=None, protocol=TINY_PROTOCOL, metrics=["clip_score", "caption_accuracy"]),
+        home,
+    )
+    assert "evaluating the shipped generator lafite_core/assets/demo-generator.safetensors" in said
+    assert json.loads((home / "results/runs/evaluate/metrics.json").read_text())["kimg"] > 0
+    said = _execute_in_notebooks_folder(
+        "02_train.ipynb", tmp_path / "02.ipynb", dict(data=tiny_data, total_kimg=0.016, tick_kimg=0.016), home
+    )
+    assert "No finished feature cache in results/cache/shapes-32-lafite-tiny" in said
+    assert json.loads((home / "results/runs/train/metrics.json").read_text())["kimg"] >= 0.016
 
 
 @pytest.mark.slow

@@ -146,3 +146,23 @@ def test_walkthrough_runs_on_a_fixture_through_params_alone(name, tmp_path, caps
     assert 0.0 <= rows[f"{split}/r_precision"] <= 1.0 and np.isfinite(rows[f"{split}/clip_fid"])
     cache_meta = json.loads((tmp_path / "cache" / "meta.json").read_text())
     assert cache_meta["counts"]["items"] == {"folder": 8, "coco2017": 8, "cub": 8}[name]
+
+
+def test_folder_walkthrough_runs_verbatim_on_200_captioned_images(tmp_path, monkeypatch, capsys):
+    """The README's three folder commands as written, in a fresh working directory, on 200 images
+    with `img.txt` captions: only data.root and a short training (total_kimg) are added. The
+    default protocol sizes itself to the folder, and evaluation prints where its table went."""
+    root = make_folder(tmp_path / "my-images", count=200)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params").symlink_to(REPO / "params")
+    for argv in walkthrough()["folder"]:
+        argv = [f"data.root={root}" if a.startswith("data.root=") else a for a in argv]
+        short = ["--set", "total_kimg=0.032"] if argv[0] == "train" else []
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(argv + short)
+        assert exit_info.value.code == 0, capsys.readouterr().err
+    said = capsys.readouterr().out
+    assert "note: 200 images: the reference set is the first 100" in said
+    assert "table: results/my_images_eval.md" in said
+    header = (tmp_path / "results" / "my_images_eval.md").read_text().splitlines()[0]
+    assert header.startswith("| subject | eval_split | clip_fid ↓ | clip_kid ↓ |")

@@ -46,6 +46,7 @@ from torch.utils.data import DataLoader, Dataset
 from lafite_core.data.images import ImageReadError
 from lafite_core.data.readers import SKIP_HINT
 from lafite_core.encoders import TextCheck, load_encoder, text_notice
+from lafite_core.params import OneLineError
 from lafite_core.progress import tqdm
 from lafite_core.run_lock import RunLock
 
@@ -70,7 +71,7 @@ class LongCaptionWarning(UserWarning):
     """A caption longer than the encoder's context: its pieces' features were averaged."""
 
 
-class IncompleteCacheError(FileNotFoundError):
+class IncompleteCacheError(OneLineError, FileNotFoundError):
     """A cache folder is missing or its build did not finish."""
 
 
@@ -613,9 +614,22 @@ def matching_cosines(cache: EmbeddingCache) -> np.ndarray:
     return (images * np.asarray(cache.caption_features, dtype=np.float32)).sum(axis=1)
 
 
-def embed_from_config(cfg, progress: bool = True) -> tuple[EmbeddingCache, dict]:
-    """Build (or continue, or reuse) the cache an EmbedConfig describes; write its summary to
-    `cfg.output_dir/metrics.json` and return (cache, summary)."""
+def embed_if_missing(data, encoder, folder: str | Path, progress: bool = True) -> bool:
+    """Build the cache a training run reads when it is missing or unfinished, so a fresh clone's
+    02_train runs as it is; a finished cache is left to the run, which checks that it matches.
+    Returns whether it embedded."""
+    from lafite_core.config import EmbedConfig
+
+    meta = _read_meta(Path(folder))
+    if meta is not None and meta.get("complete"):
+        return False
+    print(f"No finished feature cache in {folder}: embedding {data.kind} with {encoder.name} now ", end="")
+    print("(`lafite embed` with the same data, encoder and cache_dir does the same).", flush=True)
+    _embed(EmbedConfig(data=data, encoder=encoder, cache_dir=str(folder)), progress)
+    return True
+
+
+def _embed(cfg, progress: bool) -> EmbeddingCache:
     from lafite_core.data import dataset_from_config  # the package imports this module
 
     dataset = dataset_from_config(cfg.data)
@@ -623,8 +637,7 @@ def embed_from_config(cfg, progress: bool = True) -> tuple[EmbeddingCache, dict]
         encoder = load_encoder(cfg.encoder)
     except ValueError as err:
         raise ValueError(f"parameter encoder: {err}") from None
-    start = time.time()
-    cache = build_cache(
+    return build_cache(
         dataset,
         encoder,
         cfg.cache_dir,
@@ -635,6 +648,13 @@ def embed_from_config(cfg, progress: bool = True) -> tuple[EmbeddingCache, dict]
         progress=progress,
         num_workers=cfg.num_workers,
     )
+
+
+def embed_from_config(cfg, progress: bool = True) -> tuple[EmbeddingCache, dict]:
+    """Build (or continue, or reuse) the cache an EmbedConfig describes; write its summary to
+    `cfg.output_dir/metrics.json` and return (cache, summary)."""
+    start = time.time()
+    cache = _embed(cfg, progress)
     seconds = time.time() - start
     cosines = matching_cosines(cache)
     summary = {
