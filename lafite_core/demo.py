@@ -17,7 +17,6 @@ The summary records how long the invocation took, measured (the one place that s
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import time
@@ -28,7 +27,7 @@ import pandas as pd
 from lafite_core import reporting, runner
 from lafite_core.assets import resolve_asset
 from lafite_core.config import DemoConfig, from_dict, to_dict
-from lafite_core.params import load_params, run_main
+from lafite_core.params import command_parser, load_params, run_main
 from lafite_core.prompt_following import forms_table, judge, markdown_table, spread_ratio
 from lafite_core.runner import RunSpec
 from lafite_core.stats import read_stats
@@ -257,7 +256,7 @@ def eval_verdict(csv_path: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lafite_core.demo", description=__doc__.split("\n\n")[0])
+    parser = command_parser("demo", __doc__.split("\n\n")[0])
     parser.add_argument("--params", default="params/demo.yaml", help="a DemoConfig params file")
     args = parser.parse_args(argv)
     cfg = from_dict(DemoConfig, load_params(args.params))

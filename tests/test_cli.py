@@ -27,10 +27,7 @@ def test_python_dash_m_lafite_core_lists_every_command():
     assert bad.returncode == 2 and "invalid choice: 'trian'" in bad.stderr
 
 
-DEMO_PARSER_PENDING = pytest.mark.xfail(reason="lafite_core/demo.py still builds its own parser", strict=False)
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=DEMO_PARSER_PENDING) if n == "demo" else n for n in EXPECTED])
+@pytest.mark.parametrize("name", EXPECTED)
 def test_every_command_answers_help_naming_itself_and_each_options_default(name, capsys, monkeypatch):
     """`lafite <name> --help` names `lafite <name>`, and every argument has help; every option's help
     states its default."""
