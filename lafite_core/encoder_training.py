@@ -262,7 +262,12 @@ def pretrain_encoder(
         for record in history:
             log.write(json.dumps(record) + "\n")
         for step in tqdm(
-            range(first_step, cfg.steps), desc="pre-training", disable=not progress, initial=first_step, total=cfg.steps
+            range(first_step, cfg.steps),
+            desc="pre-training",
+            unit="step",
+            disable=not progress,
+            initial=first_step,
+            total=cfg.steps,
         ):
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, cfg)

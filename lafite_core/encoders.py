@@ -24,6 +24,7 @@ import hashlib
 import json
 import pickle
 import re
+import string
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,14 +167,20 @@ class ClipEncoder(torch.nn.Module):
 # ---------------------------------------------------------------------------------------- text checks
 @dataclass(frozen=True)
 class TextCheck:
-    """What the tokenizer makes of one text: its length against the context, and the words it has
-    no whole token for (a BPE vocabulary splits a word it never saw into pieces)."""
+    """What the encoder makes of one text: its length against the context, the parts it is read
+    as and the words cut from them, and the words it does not know. With a closed vocabulary (an
+    encoder trained on a known set of captions) a word outside it is unknown; otherwise a word is
+    unknown when the tokenizer has no whole token for it (a BPE vocabulary splits a word it never
+    saw into pieces)."""
 
     text: str
     tokens: int  # start and end tokens included
     context: int
     words: int
     unknown_words: tuple[str, ...]
+    closed_vocabulary: bool = False
+    parts: int = 1  # the pieces a text longer than the context is read as
+    cut: tuple[str, ...] = ()  # per piece still too long, its words past the context
 
     @property
     def truncated(self) -> bool:
@@ -183,33 +190,84 @@ class TextCheck:
     def mostly_unknown(self) -> bool:
         return self.words > 0 and 2 * len(self.unknown_words) > self.words
 
+    @property
+    def unknown_worth_saying(self) -> bool:
+        """Any word outside a closed vocabulary (the encoder never read it), else most words."""
+        return bool(self.unknown_words) if self.closed_vocabulary else self.mostly_unknown
 
-def check_text(tokenizer: Any, text: str) -> TextCheck | None:
-    """The check of `text`; None for tokenizers that cannot count tokens (Hugging Face ones)."""
+
+def check_text(tokenizer: Any, text: str, vocabulary: frozenset[str] | None = None) -> TextCheck | None:
+    """The check of `text`, against `vocabulary` when the encoder's is closed; None for tokenizers
+    that cannot count tokens (Hugging Face ones)."""
     if not hasattr(tokenizer, "encode"):
         return None
-    vocabulary = getattr(tokenizer, "encoder", {})
-    words = re.findall(r"[a-z]+", text.lower())
-    unknown = tuple(w for w in words if vocabulary and w + "</w>" not in vocabulary)
-    return TextCheck(text, len(tokenizer.encode(text)) + 2, tokenizer.context_length, len(words), unknown)
+    words = _words(text)
+    if vocabulary is not None:
+        unknown = tuple(w for w in words if w not in vocabulary)
+    else:
+        known = getattr(tokenizer, "encoder", {})
+        unknown = tuple(w for w in words if known and _whole_token(tokenizer, w) not in known)
+    tokens, context = len(tokenizer.encode(text)) + 2, tokenizer.context_length
+    parts = _pieces(text) if tokens > context else [text]
+    cut = tuple(c for piece in parts if (c := _cut_words(tokenizer, piece, context)))
+    return TextCheck(text, tokens, context, len(words), unknown, vocabulary is not None, len(parts), cut)
 
 
 def text_notice(check: TextCheck | None, what: str) -> str | None:
-    """One line for a person about a prompt or caption (`what` names it), or None if all is well."""
+    """One line for a person about a prompt or caption (`what` names it), or None if all is well.
+    A long text's line says what was cut, not the whole text."""
     if check is None:
         return None
     notes = []
     if check.truncated:
+        if check.parts > 1:
+            read = f"it is split on '.' and ',' into {check.parts} parts, their features averaged"
+        else:
+            read = "it is cut at the context"
+        cut = "; ".join(f"'{c}'" for c in check.cut) or "nothing"
         notes.append(
-            f"{what} has {check.tokens} tokens, more than the encoder's context of {check.context}: it is split "
-            f"on '.' and ',' and the pieces' features averaged (a piece still too long is cut)"
+            f"{what} has {check.tokens} tokens, more than the encoder's context of {check.context}: {read}; cut: {cut}"
         )
-    if check.mostly_unknown:
-        notes.append(
-            f"{what}: the tokenizer knows {check.words - len(check.unknown_words)} of its {check.words} words "
-            f"as whole tokens (unknown: {', '.join(check.unknown_words[:5])}); the encoder may not understand it"
-        )
+    if check.unknown_worth_saying:
+        named = ", ".join(check.unknown_words[:5]) + (", ..." if len(check.unknown_words) > 5 else "")
+        known = check.words - len(check.unknown_words)
+        if check.closed_vocabulary:
+            notes.append(
+                f"{what}: the encoder never read {named} in training ({known} of its {check.words} words are "
+                f"in its vocabulary)" + ("; it may not understand the prompt" if check.mostly_unknown else "")
+            )
+        else:
+            notes.append(
+                f"{what}: the tokenizer knows {known} of its {check.words} words as whole tokens "
+                f"(unknown: {named}); the encoder may not understand it"
+            )
     return "; ".join(notes) or None
+
+
+def _words(text: str) -> list[str]:
+    """Lower-case words in any script, and runs of symbols such as emoji; punctuation is no word."""
+    return [w for w in re.findall(r"[^\W_]+|[^\w\s]+", text.lower()) if w.strip(string.punctuation)]
+
+
+def _whole_token(tokenizer: Any, word: str) -> str:
+    """`word` as a BPE vocabulary spells a whole-word token (bytes mapped to its characters)."""
+    byte_encoder = getattr(tokenizer, "byte_encoder", None)
+    spelled = "".join(byte_encoder[b] for b in word.encode()) if byte_encoder else word
+    return spelled + "</w>"
+
+
+def _pieces(text: str) -> list[str]:
+    """A long text's non-empty "."/","-separated pieces (itself if it has none)."""
+    return [p.strip() for p in re.split(r"[.,]", text) if p.strip()] or [text]
+
+
+def _cut_words(tokenizer: Any, piece: str, context: int) -> str:
+    """The words of `piece` past the context ("" if it fits): the tokenizer cuts them off."""
+    words = piece.split()
+    kept = 0
+    while kept < len(words) and len(tokenizer.encode(" ".join(words[: kept + 1]))) + 2 <= context:
+        kept += 1
+    return " ".join(words[kept:])
 
 
 def _split_if_too_long(caption: str, check: TextCheck | None) -> list[str]:
@@ -218,8 +276,7 @@ def _split_if_too_long(caption: str, check: TextCheck | None) -> list[str]:
     tokens (Hugging Face ones) truncate the whole caption instead."""
     if check is None or not check.truncated:
         return [caption]
-    pieces = [p.strip() for p in re.split(r"[.,]", caption) if p.strip()]
-    return pieces or [caption]
+    return _pieces(caption)
 
 
 def encoder_device(option: str, run_device: str | torch.device | None = None) -> torch.device:

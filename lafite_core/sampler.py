@@ -20,6 +20,7 @@ prompts.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import json
 import math
@@ -40,6 +41,7 @@ from lafite_core import checkpoint as ckpt
 from lafite_core.assets import ASSETS_DIR, DEMO_GENERATOR, resolve_asset
 from lafite_core.compiled import compile_or_eager
 from lafite_core.config import EncoderConfig, NetworkConfig, SampleConfig, from_dict
+from lafite_core.data import shapes
 from lafite_core.encoders import check_text, load_encoder, text_notice
 from lafite_core.grids import latents, save_grid
 from lafite_core.networks import Generator
@@ -48,6 +50,9 @@ from lafite_core.tensor_files import judge_weights_file, read_tagged_safetensors
 
 GENERATOR_FORMAT = "lafite-generator-v1"
 BATCH = 32  # images per generator call
+SHAPES_ENCODER_CARDS = "lafite-tiny-shapes*.json"  # in ASSETS_DIR: the shipped encoders trained on Shapes
+GENERIC_EXAMPLE_PROMPTS = ("a photo of a dog", "a red car parked on a street", "a bowl of fruit on a wooden table")
+PROMPT_LABEL_WORDS = 8  # a notice names a longer prompt by its first words
 
 
 # ------------------------------------------------------------------------------ sources
@@ -277,11 +282,35 @@ class Sampler:
         """Unit CLIP text features [P, f] of the prompts: the generator's conditions."""
         return self.encoder.encode_text(prompt_list(prompts)).to(self.device)
 
+    @property
+    def knows_only_shapes(self) -> bool:
+        """Whether the encoder is one of the shipped ones trained on Shapes captions alone."""
+        return self.info["encoder_identity"].get("weights_sha256") in shapes_encoder_hashes()
+
+    @property
+    def vocabulary(self) -> dict[str, tuple[str, ...]] | None:
+        """The attribute values the encoder was trained on, by attribute; None for an open vocabulary."""
+        return dict(shapes.VOCABULARIES) if self.knows_only_shapes else None
+
+    def example_prompts(self) -> list[str]:
+        """Prompts in words the encoder knows: Shapes captions for a Shapes encoder, else generic ones."""
+        return shapes.example_prompts() if self.knows_only_shapes else list(GENERIC_EXAMPLE_PROMPTS)
+
     def notices(self, prompts: str | Sequence[str]) -> list[str]:
         """One line per prompt the encoder reads differently from how it was typed: longer than its
-        context (cut), or mostly words its tokenizer has no whole token for."""
-        checked = ((p, check_text(self.encoder.tokenizer, p)) for p in prompt_list(prompts))
-        return [note for p, check in checked if (note := text_notice(check, f"prompt {p!r}"))]
+        context (what was cut), with words a Shapes encoder never read (or a background Shapes never
+        draws), or, for another encoder, mostly words its tokenizer has no whole token for."""
+        words = shapes.caption_words() if self.knows_only_shapes else None
+        notes = []
+        for p in prompt_list(prompts):
+            label = prompt_label(p)
+            notice = text_notice(check_text(self.encoder.tokenizer, p, words), label)
+            backgrounds = shapes.background_notes(p) if self.knows_only_shapes else []
+            if backgrounds:
+                notice = (f"{notice}; " if notice else f"{label}: ") + "; ".join(backgrounds)
+            if notice:
+                notes.append(notice)
+        return notes
 
     @torch.no_grad()
     def render(self, conditions: Tensor, seed: int = 0, n: int = 8, psi: float = 1.0) -> Tensor:
@@ -308,6 +337,20 @@ class Sampler:
         """n images (the same latents) at each point t in [0, 1] between the two prompts' conditions."""
         a, b = self.text_features([prompt_a, prompt_b])
         return self.render(interpolate_conditions(a, b, t), seed, n, psi)
+
+
+@functools.cache
+def shapes_encoder_hashes() -> frozenset[str]:
+    """The weights sha256 of the shipped Shapes encoders, from their cards (no weights are hashed)."""
+    cards = sorted(ASSETS_DIR.glob(SHAPES_ENCODER_CARDS))
+    return frozenset(h for card in cards if (h := json.loads(card.read_text()).get("weights_sha256")))
+
+
+def prompt_label(prompt: str) -> str:
+    """How a notice names a prompt: whole when short, else its first PROMPT_LABEL_WORDS words."""
+    words = prompt.split()
+    shown = prompt if len(words) <= PROMPT_LABEL_WORDS else " ".join(words[:PROMPT_LABEL_WORDS]) + " ..."
+    return f"prompt {shown!r}"
 
 
 def png_bytes(picture: Image.Image) -> bytes:

@@ -6,7 +6,8 @@ tests drive the callbacks from Python (set `ui.prompt.value`, call `ui.on_genera
 status line sits beside Generate: errors (an empty prompt, a missing or incompatible checkpoint)
 appear there instead of a traceback, and the grid left from an earlier request is labelled as such.
 A prompt the encoder reads differently from how it was typed (cut at its context, or mostly words
-its tokenizer has no whole token for) gets a notice under the prompt. Grids are shown in a box of
+its tokenizer has no whole token for) gets a notice under the prompt. Under it, the words the encoder
+was trained on (for a Shapes encoder) and example prompts, each a button that types and draws it. Grids are shown in a box of
 capped height that scrolls. Loaded generators are kept, so only the first Generate with a new
 checkpoint pays for loading it.
 """
@@ -71,6 +72,8 @@ class SamplerUI:
         self.image = widgets.Image(format="png", layout=widgets.Layout(display="none"))
         self.caption = widgets.HTML(value="")  # what the shown grid is: its prompt and settings
         self.notice = widgets.HTML(value="")  # how the encoder reads the prompt, when that differs
+        self.vocabulary = widgets.HTML(value="")  # the words a closed-vocabulary encoder knows
+        self.examples = widgets.HBox(layout=widgets.Layout(flex_flow="row wrap"))  # one button per prompt
         self.prompt_b = widgets.Text(
             value="", description="To prompt", placeholder="a blue square", style=style, layout=wide
         )
@@ -91,6 +94,7 @@ class SamplerUI:
             self.prompt_b.on_submit(self.on_interpolate)
         self.generate_button.on_click(self.on_generate)
         self.refresh_button.on_click(lambda _: self.refresh(self.checkpoint.value))
+        self.checkpoint.observe(lambda _: self._show_vocabulary(), names="value")
         self.interpolate_button.on_click(self.on_interpolate)
         self.t.observe(self.on_interpolate, names="value")
         self.save_button.on_click(self.on_save)
@@ -98,6 +102,8 @@ class SamplerUI:
             [
                 widgets.HBox([self.prompt, self.generate_button, self.status]),
                 self.notice,
+                self.vocabulary,
+                self.examples,
                 widgets.HBox([self.checkpoint, self.refresh_button]),
                 widgets.HBox([self.seed, self.n, self.psi]),
                 self.caption,
@@ -154,6 +160,7 @@ class SamplerUI:
         except (ValueError, FileNotFoundError) as err:
             self._say(str(err), error=True)
             return
+        self._show_vocabulary()
         self._say(f"generator loaded in {time.perf_counter() - started:.1f} s; press Generate")
 
     def sampler(self) -> Sampler:
@@ -202,6 +209,31 @@ class SamplerUI:
         except (ValueError, FileNotFoundError):
             notes = []  # the request itself reports these
         self.notice.value = "".join(f"<div style='color:#8a5a00'>&#9888; {_escape(n)}</div>" for n in notes)
+
+    def _show_vocabulary(self) -> None:
+        """The selected generator's encoder: its vocabulary (when closed) and example prompt buttons."""
+        try:
+            sampler = self.sampler()
+        except (ValueError, FileNotFoundError):
+            self.vocabulary.value, self.examples.children = "", ()
+            return
+        groups = sampler.vocabulary or {}
+        self.vocabulary.value = (
+            "<b>The encoder knows</b> " + " · ".join(f"{name}: {', '.join(words)}" for name, words in groups.items())
+            if groups
+            else ""
+        )
+        self.examples.children = [self._example_button(p) for p in sampler.example_prompts()]
+
+    def _example_button(self, prompt: str) -> widgets.Button:
+        button = widgets.Button(description=prompt, tooltip=prompt, layout=widgets.Layout(width="auto"))
+        button.on_click(lambda _: self.use_prompt(prompt))
+        return button
+
+    def use_prompt(self, prompt: str) -> None:
+        """Type `prompt` into the prompt box and draw it (an example button's click)."""
+        self.prompt.value = prompt
+        self.on_generate()
 
     @contextmanager
     def _busy(self, button: widgets.Button):

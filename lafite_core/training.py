@@ -611,7 +611,7 @@ class Trainer:
                 initial=min(self.nimg / 1000, cfg.total_kimg),  # a resume past total_kimg warned already
                 unit="kimg",
                 dynamic_ncols=True,
-                bar_format="{l_bar}{bar}| {n:.3f}/{total:.3f} kimg [{elapsed}<{remaining}{postfix}]",
+                bar_format="{l_bar}{bar}| {n:.3f}/{total:.3f} kimg [{elapsed}<{remaining}, {rate_fmt}{postfix}]",
             )
             if self.tick == 0 and self.nimg == 0:
                 self._write_samples()

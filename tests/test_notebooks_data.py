@@ -18,8 +18,11 @@ pytestmark = pytest.mark.slow  # notebooks run by papermill
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_notebooks_pretrain_then_embed_at_a_tiny_preset(tmp_path):
+def test_notebooks_pretrain_then_embed_at_a_tiny_preset(tmp_path, capfd, monkeypatch):
+    """Also: each bar is one output holding its final state (every refresh drawn: mininterval 0),
+    and the kernel's terminal shows the steps and images with rate and ETA."""
     papermill = pytest.importorskip("papermill")
+    monkeypatch.setenv("TQDM_MININTERVAL", "0")  # the kernels inherit it
     pretrain_out = tmp_path / "pretrain"
     papermill.execute_notebook(
         str(REPO / "notebooks" / "00_pretrain_encoder.ipynb"),
@@ -53,7 +56,7 @@ def test_notebooks_pretrain_then_embed_at_a_tiny_preset(tmp_path):
             data=data,
             encoder={"name": "lafite-tiny", "pretrained": str(weights)},
             cache_dir=str(cache_dir),
-            batch_size=64,
+            batch_size=8,
             shard_size=128,
             output_dir=str(embed_out),
         ),
@@ -72,6 +75,24 @@ def test_notebooks_pretrain_then_embed_at_a_tiny_preset(tmp_path):
     caption = np.asarray(cache.caption_features, dtype=np.float64)
     cosines = (image * caption).sum(1) / np.linalg.norm(image, axis=1) / np.linalg.norm(caption, axis=1)
     assert summary["matching_cosine_mean"] == pytest.approx(cosines.mean(), abs=1e-3)
+
+    embed_outputs = _outputs(tmp_path / "01.ipynb")
+    assert len(embed_outputs) < 50 and len(_outputs(tmp_path / "00.ipynb")) < 50
+    bars = [text for text in embed_outputs if text.startswith("embedding:")]
+    assert len(bars) == 1 and "200/200" in bars[0]
+    terminal = capfd.readouterr().err
+    assert any(line.startswith("pre-training: 100%") and "20/20" in line for line in terminal.splitlines())
+    assert any(line.startswith("embedding: 100%") and "img/s" in line for line in terminal.splitlines())
+
+
+def _outputs(notebook: Path) -> list[str]:
+    """The text of every output of an executed notebook, one entry per output."""
+    cells = json.loads(notebook.read_text())["cells"]
+    return [
+        "".join(o.get("text", "") or o.get("data", {}).get("text/plain", ""))
+        for c in cells
+        for o in c.get("outputs", [])
+    ]
 
 
 def metrics_feature_dim(folder: Path) -> int:

@@ -146,6 +146,30 @@ def test_a_prompt_cut_at_the_context_gets_a_notice(ui):
     assert ui.notice.value == ""
 
 
+def test_example_prompts_are_buttons_that_type_and_draw(ui):
+    from lafite_core.sampler import GENERIC_EXAMPLE_PROMPTS
+
+    assert [b.description for b in ui.examples.children] == list(GENERIC_EXAMPLE_PROMPTS)
+    assert ui.vocabulary.value == ""  # an encoder of its own: no closed vocabulary to show
+    ui.image.value = b""
+    ui.examples.children[1].click()
+    assert ui.prompt.value == GENERIC_EXAMPLE_PROMPTS[1] and ui.image.value[:8] == PNG_SIGNATURE
+    assert GENERIC_EXAMPLE_PROMPTS[1] in ui.caption.value
+
+
+def test_the_shipped_generator_shows_the_shapes_vocabulary_and_warns_of_a_white_background(tmp_path):
+    from lafite_core.data.shapes import VOCABULARIES, example_prompts
+    from lafite_core.sampler import DEMO_GENERATOR
+    from lafite_core.sampler_ui import SamplerUI
+
+    ui = SamplerUI(checkpoint=str(DEMO_GENERATOR), n=2, runs_dir=str(tmp_path), out_dir=str(tmp_path))
+    assert all(word in ui.vocabulary.value for words in VOCABULARIES.values() for word in words)
+    assert [b.description for b in ui.examples.children] == example_prompts()
+    ui.prompt.value = "a red circle on a white background"
+    ui.on_generate()
+    assert "backgrounds are black or gray" in ui.notice.value and "2 images in" in ui.status.value
+
+
 def test_slider_interpolates_between_the_two_prompts(ui):
     ui.prompt.value, ui.prompt_b.value = "a red circle", "a blue square"
     ui.t.value = 0.0 if ui.t.value != 0.0 else 0.05  # a change fires the observer

@@ -21,6 +21,7 @@ from lafite_core.networks import Generator
 from lafite_core.sampler import (
     DEMO_GENERATOR,
     GENERATOR_FORMAT,
+    GENERIC_EXAMPLE_PROMPTS,
     Sampler,
     available_generators,
     export_generator,
@@ -287,7 +288,36 @@ def test_prompts_cut_at_the_context_or_mostly_unknown_get_a_notice(sampler, run,
     long = " ".join(["a small red triangle in the top left corner"] * 4)
     notes = sampler.notices(["a red circle", long, "qxzv glorpt zzyzzx star"])
     assert len(notes) == 2
-    assert notes[0].startswith(f"prompt {long!r} has ") and "context of 32" in notes[0]
+    assert notes[0].startswith("prompt 'a small red triangle in the top left ...' has ") and "context of 32" in notes[0]
+    assert notes[0].endswith("cut: 'triangle in the top left corner'") and long not in notes[0]  # what was cut
     assert "knows 1 of its 4 words" in notes[1]
+    assert not sampler.knows_only_shapes and sampler.vocabulary is None  # an encoder of its own: tokenizer rule
+    assert sampler.example_prompts() == list(GENERIC_EXAMPLE_PROMPTS)
     summary = sample_from_config(SampleConfig(checkpoint=str(run), prompts=[long], n=1, out_dir=str(tmp_path)))
     assert summary["notices"] == notes[:1] and f"notice: {notes[0]}" in capsys.readouterr().err
+
+
+def test_a_shapes_encoder_knows_the_caption_words_and_says_what_it_never_read():
+    """The shipped encoders read only Shapes captions: a word outside them is unknown, whatever the
+    tokenizer spells; a background Shapes never draws is named, though "white" is a known colour."""
+    from lafite_core.data.shapes import BACKGROUNDS, CAPTION_TEMPLATES, VOCABULARIES, caption_for
+
+    sampler = Sampler.load(DEMO_GENERATOR)
+    assert sampler.knows_only_shapes and sampler.vocabulary == VOCABULARIES
+    examples = sampler.example_prompts()
+    assert len(examples) == len(CAPTION_TEMPLATES) and all(sampler.notices(p) == [] for p in examples)
+    captions = [
+        caption_for(dict(zip(VOCABULARIES, values)), t) for t in range(6) for values in zip(*VOCABULARIES.values())
+    ]
+    assert sampler.notices(captions) == []
+    korean, emoji, white, grey, hexagon = sampler.notices(
+        ["빨간 원", "🔴 ⭕", "a red circle on a white background", "a red circle on a grey background", "a red hexagon"]
+    )
+    assert "never read 빨간, 원" in korean and "may not understand" in korean
+    assert "never read 🔴, ⭕" in emoji and "may not understand" in emoji
+    assert white == (
+        f"prompt 'a red circle on a white background': Shapes backgrounds are {' or '.join(BACKGROUNDS)}: "
+        "there is no white background (white is a shape colour)"
+    )
+    assert "never read grey" in grey and "there is no grey background" in grey
+    assert "never read hexagon" in hexagon and "may not understand" not in hexagon  # 2 of 3 words known

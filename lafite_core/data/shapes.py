@@ -23,6 +23,7 @@ import functools
 import hashlib
 import json
 import operator
+import re
 import string
 
 import numpy as np
@@ -194,6 +195,35 @@ def attribute_combinations(which: str = "all") -> list[dict]:
 def combination_prompts(template_index: int = 0, which: str = "all") -> list[tuple[dict, str]]:
     """(attributes, caption) for every combination: the prompt list for evaluation."""
     return [(a, caption_for(a, template_index)) for a in attribute_combinations(which)]
+
+
+def caption_words() -> frozenset[str]:
+    """Every word a Shapes caption can hold (the templates' own words, attribute values and position
+    phrases): all the text an encoder trained only on Shapes captions has read."""
+    texts = [re.sub(r"\{\w+\}", " ", t) for t in CAPTION_TEMPLATES]
+    texts += [value for values in VOCABULARIES.values() for value in values]
+    texts += [phrase for phrases in POSITION_PHRASES.values() for phrase in phrases]
+    return frozenset(re.findall(r"[a-z]+", " ".join(texts)))
+
+
+def example_prompts() -> list[str]:
+    """One caption per template, each with other attribute values: prompts in the captions' own words."""
+    return [
+        fill_template(template, {name: values[i % len(values)] for name, values in VOCABULARIES.items()})
+        for i, template in enumerate(CAPTION_TEMPLATES)
+    ]
+
+
+def background_notes(prompt: str) -> list[str]:
+    """Shapes draws only BACKGROUNDS: a prompt that asks for another ("on a white background") gets
+    one of those, and saying so is the only way a person learns it."""
+    asked = re.findall(r"([a-z]+)\s+background", prompt.lower())
+    return [
+        f"Shapes backgrounds are {' or '.join(BACKGROUNDS)}: there is no {word} background"
+        + (f" ({word} is a shape colour)" if word in COLOURS else "")
+        for word in dict.fromkeys(asked)
+        if word not in BACKGROUNDS
+    ]
 
 
 # ---------------------------------------------------------------------------------------
