@@ -389,8 +389,27 @@ def _train_presets() -> dict[str, dict[str, Any]]:
             "she has wavy brown hair and wears lipstick",
         ],
     )
+    # The shipped generators' recipes (results: docs/results.md, "Prompt forms and spread"): centred
+    # noise at a level each sample draws, so that full captions and short prompts both fall where
+    # training conditions were, and mode seeking on an 8x8 view, so that the latent chooses what a
+    # prompt leaves open.
+    shapes32_prompts = {
+        "perturbation": {"kind": "centred", "target_cosine": 0.9, "min_target_cosine": 0.2},
+        "loss": {"mode_seeking": 1.0, "mode_seeking_view": 8},
+    }
+    cliplike = "lafite_core/assets/lafite-tiny-shapes-cliplike"
+    # the CLIP-like encoder: every prompt form sits at cos 0.59-0.79 from its centred images, so the
+    # level its geometry gives (0.76) covers them
+    shapes32_prompts_cliplike = {
+        "encoder": {"name": "lafite-tiny", "pretrained": f"{cliplike}.safetensors"},
+        "cache": "results/cache/shapes-32-lafite-tiny-cliplike",
+        "perturbation": {"kind": "centred", "geometry": f"{cliplike}.geometry.safetensors"},
+        "loss": shapes32_prompts["loss"],
+    }
     return {
         "shapes32": {},
+        "shapes32_prompts": shapes32_prompts,
+        "shapes32_prompts_cliplike": shapes32_prompts_cliplike,
         "paper256": paper256,
         "official_coco_language_free": coco_language_free,
         "official_coco_standard": coco_standard,
@@ -413,6 +432,9 @@ class TrainConfig:
     Named recipes (`PRESETS`; a params file's `preset: NAME`, `lafite train --preset NAME`; the
     fields a file also gives override the preset):
       shapes32                     the embedded recipe (these defaults);
+      shapes32_prompts             the shipped demo generator's: it also draws short prompts, and varies
+                                   what they leave open across seeds (slower to learn full captions);
+      shapes32_prompts_cliplike    the same against the CLIP-like tiny encoder;
       paper256                     the paper's model and training at 256 px with CLIP ViT-B/32, on any
                                    data (give data and cache), with the kit's correct InfoNCE;
       official_coco_language_free  the authors' language-free MS-COCO 2014 run (Lafite-G);
