@@ -459,8 +459,8 @@ class TrainConfig:
             condition_lr_mult=1.0,
         )
     )
-    # No noise on this encoder: its matched image/caption cosine is 0.53, not CLIP's 0.3, and noise sized
-    # for CLIP slows every attribute (results/ablation.md; lafite_core/assets/demo-generator.md).
+    # No noise: in the minutes `make demo` trains, it draws full captions best (docs/results.md). The
+    # preset shapes32_prompts adds the noise and mode seeking that short prompts need, and learns slower.
     perturbation: PerturbationConfig = field(default_factory=lambda: PerturbationConfig(kind="none"))
     # StyleGAN2-ADA's small-image recipe (its "cifar" config): no path length, no style mixing.
     loss: LossConfig = field(default_factory=lambda: LossConfig(r1_gamma=1.0, pl_weight=0.0, style_mixing_prob=0.0))

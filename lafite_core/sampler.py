@@ -151,10 +151,11 @@ def write_generator(state: dict[str, Tensor], info: dict[str, Any], out_path: st
 
 
 def available_generators(runs_dir: str | Path = "results/runs") -> dict[str, str]:
-    """Label -> source for a checkpoint menu: the shipped generators first, then every run under
+    """Label -> source for a checkpoint menu: the shipped generators first (the default one leading), then every run under
     `runs_dir` that holds a checkpoint, newest first (a run folder of its own, a runner run whose
     training wrote to its `out/` folder, or an ablation point's `out/train/`)."""
-    found = {f"shipped: {p.stem}": str(p) for p in sorted(ASSETS_DIR.glob("*.safetensors")) if _is_exported(p)}
+    shipped = sorted(ASSETS_DIR.glob("*.safetensors"), key=lambda p: (p != DEMO_GENERATOR, p.name))  # default first
+    found = {f"shipped: {p.stem}": str(p) for p in shipped if _is_exported(p)}
     runs = []
     for folder in sorted(Path(runs_dir).iterdir()) if Path(runs_dir).is_dir() else []:
         for run in (folder, folder / "out", folder / "out" / "train"):  # own folder, runner run, ablation point

@@ -225,7 +225,11 @@ def test_available_generators_lists_shipped_then_runs(run, tmp_path):
         "run: 03_ablation-def": str(ablation_point),
     }
     shipped = [label for label in found if label.startswith("shipped:")]
-    assert shipped == (["shipped: demo-generator"] if DEMO_GENERATOR.is_file() else [])
+    assert shipped == [
+        "shipped: demo-generator",
+        "shipped: demo-generator-cliplike",
+        "shipped: demo-generator-no-noise",
+    ]
     assert list(found).index(f"run: {run.name}") == len(shipped)
 
 
