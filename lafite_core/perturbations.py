@@ -56,12 +56,16 @@ def _unit(x: Tensor) -> Tensor:
     return F.normalize(x, dim=-1)
 
 
-def gaussian_noise(h: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """eps ~ N(0, I) shaped like h [N, f], one draw per row.
-    Drawn on the generator's device (so a CPU generator reproduces CUDA runs), then moved to h's."""
+def random_like(draw, shape: tuple[int, ...], h: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """`draw` (torch.randn, torch.rand) of `shape`, drawn on the generator's device (so a CPU generator
+    reproduces CUDA runs), then moved to h's device and dtype."""
     device = generator.device if generator is not None else h.device
-    eps = torch.randn(h.shape, generator=generator, device=device)
-    return eps.to(device=h.device, dtype=h.dtype)
+    return draw(shape, generator=generator, device=device).to(device=h.device, dtype=h.dtype)
+
+
+def gaussian_noise(h: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """eps ~ N(0, I) shaped like h [N, f], one draw per row."""
+    return random_like(torch.randn, h.shape, h, generator)
 
 
 def gaussian_perturb(h_unit: Tensor, xi: float, eps: Tensor) -> Tensor:
@@ -133,9 +137,7 @@ class GaussianPerturbation(Perturbation):
         if self.cosine_range is None:
             return self.xi
         low, high = self.cosine_range
-        device = generator.device if generator is not None else h_unit.device
-        u = torch.rand((len(h_unit), 1), generator=generator, device=device).to(h_unit.device, h_unit.dtype)
-        cosine = low + (high - low) * u
+        cosine = low + (high - low) * random_like(torch.rand, (len(h_unit), 1), h_unit, generator)
         return (1 / cosine.square() - 1).sqrt()
 
 

@@ -56,6 +56,7 @@ from lafite_core.grids import latents
 from lafite_core.params import run_main
 from lafite_core.reporting import attribute_chance
 from lafite_core.sampler import Sampler
+from lafite_core.zero_shot import label_indices
 
 JUDGE_WEIGHTS = ASSETS_DIR / "attribute-classifier.safetensors"
 SPLITS = ("seen", "heldout")
@@ -151,8 +152,7 @@ def figures(prompts: PromptSet, predicted: Tensor, confidence: Tensor) -> dict[s
 def full_caption_accuracy(prompts: PromptSet, predicted: Tensor) -> dict[str, float]:
     """Per-attribute accuracy and `all` of a form that names every attribute (t0)."""
     k = len(predicted) // len(prompts.prompts)
-    wanted = torch.tensor([[VOCABULARIES[a].index(v[a]) for a in ATTRIBUTE_NAMES] for v in prompts.values])
-    correct = predicted == wanted.repeat_interleave(k, dim=0)
+    correct = predicted == label_indices(prompts.values, VOCABULARIES).repeat_interleave(k, dim=0)
     out = {a: float(correct[:, j].float().mean()) for j, a in enumerate(ATTRIBUTE_NAMES)}
     return {**out, "all": float(correct.all(dim=1).float().mean()), "count": len(prompts.prompts)}
 
