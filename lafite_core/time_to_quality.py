@@ -32,7 +32,7 @@ from lafite_core.attribute_classifier import AttributeClassifier, load_attribute
 from lafite_core.config import TimeToQualityConfig, TrainConfig
 from lafite_core.params import add_params_arguments, load_with_overrides, run_main
 from lafite_core.prompt_following import ATTRIBUTES, JUDGE_VERSION, JUDGE_WEIGHTS, SPLITS, judge, summary_metrics
-from lafite_core.reporting import attribute_chance
+from lafite_core.reporting import JUDGED_PREFIXES, attribute_chance
 from lafite_core.stats import read_stats
 from lafite_core.training import train
 
@@ -208,7 +208,7 @@ def summary(table: pd.DataFrame, run_dir: Path) -> dict:
     for which, group in table.groupby("prompts", sort=False):
         last = group[group.kimg == last_kimg].iloc[0]
         metrics.update({f"{which}/acc_{a}": float(last[a]) for a in ATTRIBUTES})
-        figures = [c for c in group.columns if c.startswith(("named_", "spread_ratio_", "confidence"))]
+        figures = [c for c in group.columns if c.startswith(JUDGED_PREFIXES)]  # the per-attribute ones are above
         metrics.update({f"{which}/{c}": None if pd.isna(last[c]) else float(last[c]) for c in figures})
         for attribute, bar in THRESHOLDS:
             hit = first_hit(group, attribute, bar)
